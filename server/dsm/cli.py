@@ -1,0 +1,107 @@
+"""`dsm` command line: `dsm emulator` runs the local Open Cloud emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from . import __version__
+from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
+from .emulator.auth import load_keys
+from .emulator.throttle import LimitsConfig
+
+
+def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "emulator",
+        help="run the local Open Cloud emulator",
+        description="Serve a local stand-in for https://apis.roblox.com (data stores, ordered "
+        "data stores, memory stores, messaging). Its data is never live game data.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
+    p.add_argument("--data", type=Path, help="state directory (omitted: a fresh temporary store)")
+    p.add_argument("--keys", type=Path, help="JSON list of {key, universes, scopes} grants")
+    p.add_argument("--limits", choices=["documented", "off"], default="documented")
+    p.add_argument("--ccu", type=int, default=0, help="concurrent users for the v2 budgets")
+    p.add_argument(
+        "--budget",
+        default="",
+        help="custom budgets as name=requests_per_minute,... (e.g. v2.standard.read=120)",
+    )
+    p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of 500/503/429 answers")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped connections")
+    p.add_argument(
+        "--lost-response-rate",
+        type=float,
+        default=0.0,
+        help="share of writes applied whose response is then lost",
+    )
+    p.add_argument("--seed", type=int, help="seed for fault injection (repeatable runs)")
+
+
+def build_emulator_config(args: argparse.Namespace) -> EmulatorConfig:
+    limits = LimitsConfig.from_cli(mode=args.limits, ccu=args.ccu, overrides=args.budget)
+    faults = FaultConfig(
+        latency_ms=args.latency_ms,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        lost_response_rate=args.lost_response_rate,
+        seed=args.seed,
+    )
+    keys = load_keys(args.keys) if args.keys else None
+    return EmulatorConfig(data_dir=args.data, keys=keys, limits=limits, faults=faults)
+
+
+async def _serve_emulator(config: EmulatorConfig, host: str, port: int) -> None:
+    app = create_emulator_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    print(f"DataStore Manager Pro Open Cloud emulator {__version__}")
+    print(f"  base URL : http://{host}:{bound}  (stands in for https://apis.roblox.com)")
+    print(f"  data     : {config.data_dir or 'temporary store, deleted on exit'}")
+    if config.keys is None:
+        print("  auth     : OPEN - any non-empty x-api-key has full access (use --keys to restrict)")
+    else:
+        print(f"  auth     : {len(config.keys)} key(s) from the keys file")
+    print(f"  limits   : {config.limits.mode} (CCU {config.limits.ccu})")
+    print("Everything served here is emulator data, never a live game's. Ctrl+C stops.")
+    sys.stdout.flush()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dsm", description="DataStore Manager Pro companion")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _emulator_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "emulator":
+        try:
+            config = build_emulator_config(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        try:
+            asyncio.run(_serve_emulator(config, args.host, args.port))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

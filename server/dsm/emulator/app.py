@@ -1,0 +1,281 @@
+"""The emulator's aiohttp application: shared context, middlewares and route assembly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from .auth import Authorizer, KeyGrant
+from .clock import Clock, SystemClock
+from .db import Database
+from .errors import EmulatorError, Family, family_for_path, invalid
+from .standard import StandardStore
+from .throttle import LimitsConfig, Throttler
+
+log = logging.getLogger("dsm.emulator")
+
+EMULATOR_HEADER = "X-DSM-Emulator"
+# Large enough for a 4 MiB value inside a v2 JSON body with escaping; the value limit itself
+# is checked by the routes so the answer is Open Cloud's error, not aiohttp's 413.
+MAX_BODY = 16 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class FaultConfig:
+    """Injected failures for tests and demos; rates are probabilities per request."""
+
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    error_statuses: list[int] = field(default_factory=lambda: [500, 503, 429])
+    drop_rate: float = 0.0  # connection closed before the request is applied
+    lost_response_rate: float = 0.0  # write applied, then the connection is closed
+    seed: int | None = None
+
+    def update(self, changes: dict[str, Any]) -> None:
+        for name, value in changes.items():
+            if not hasattr(self, name):
+                raise invalid(f"Unknown fault setting {name!r}.")
+            setattr(self, name, value)
+
+
+@dataclass
+class EmulatorConfig:
+    data_dir: Path | None = None  # None: a fresh temporary store
+    keys: list[KeyGrant] | None = None  # None: any non-empty key has full access
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    clock: Clock = field(default_factory=SystemClock)
+
+
+class EmulatorContext:
+    """Everything a route handler needs; one per emulator app."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.clock = config.clock
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        data_dir = config.data_dir
+        if data_dir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="dsm-emulator-")
+            data_dir = Path(self._tempdir.name)
+        self.data_dir = data_dir
+        self.db = Database(data_dir / "emulator.sqlite3")
+        self.standard = StandardStore(self.db, self.clock)
+        self.auth = Authorizer(config.keys)
+        self.throttler = Throttler(config.limits, self.clock)
+        self.faults = config.faults
+        self.rng = random.Random(config.faults.seed)
+        self.fault_counts: dict[str, int] = {"error": 0, "drop": 0, "lost_response": 0}
+        self.extensions: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self.db.close()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+
+    # Helpers the routes share -------------------------------------------------
+
+    def require(
+        self, request: web.Request, universe: str, scope: str, datastore: str | None = None
+    ) -> None:
+        self.auth.require(request.get(GRANT), universe, scope, datastore)
+
+    def throttle(
+        self,
+        request: web.Request,
+        universe: str,
+        budgets: Sequence[str],
+        *,
+        entry_key: str | None = None,
+        request_bytes: int = 0,
+    ) -> None:
+        """Charge the request to its budgets or answer 429 with retry-after."""
+        decision = self.throttler.check(
+            universe_id=universe,
+            api_key=request.headers.get("x-api-key", ""),
+            budgets=budgets,
+            entry_key=entry_key,
+            request_bytes=request_bytes,
+        )
+        if decision.limit is not None:
+            request[RATELIMIT_HEADERS] = decision.headers()
+        if not decision.allowed:
+            raise EmulatorError(
+                "RESOURCE_EXHAUSTED",
+                f"Too many requests: the {decision.budget} budget is used up; "
+                f"retry after {decision.retry_after:.0f} s.",
+                v1_code=decision.reason,
+                headers=decision.headers(),
+            )
+
+
+EMULATOR = web.AppKey("emulator", EmulatorContext)
+GRANT = web.RequestKey("grant", KeyGrant)  # absent in open mode: full access
+RATELIMIT_HEADERS = web.RequestKey("ratelimit_headers", dict[str, str])
+
+
+def universe_param(request: web.Request, name: str = "universe_id") -> str:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 19:
+        raise invalid(f"Invalid universe id {raw!r}.", "InvalidUniverseId")
+    return raw
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error_response(error: EmulatorError, family: Family) -> web.Response:
+    return json_response(error.body(family), status=error.status, headers=error.headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    family = family_for_path(request.path)
+    try:
+        response = await handler(request)
+    except EmulatorError as error:
+        response = _error_response(error, family)
+    except web.HTTPNotFound:
+        response = _error_response(
+            EmulatorError("NOT_FOUND", f"No Open Cloud route matches {request.path}."),
+            Family.GATEWAY if family is Family.GATEWAY else family,
+        )
+    except web.HTTPMethodNotAllowed:
+        response = _error_response(
+            EmulatorError("NOT_IMPLEMENTED", f"{request.method} is not allowed here.", status=405),
+            family,
+        )
+    except web.HTTPRequestEntityTooLarge:
+        response = _error_response(
+            invalid("The request body is too large.", "ContentTooBig"), family
+        )
+    except Exception:
+        log.exception("emulator bug while handling %s %s", request.method, request.path)
+        response = _error_response(EmulatorError("INTERNAL", "Internal emulator error."), family)
+    for name, value in request.get(RATELIMIT_HEADERS, {}).items():
+        response.headers.setdefault(name, value)
+    response.headers[EMULATOR_HEADER] = __version__
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/":
+        return await handler(request)
+    ctx = request.app[EMULATOR]
+    grant = ctx.auth.identify(request.headers.get("x-api-key"))
+    if grant is not None:
+        request[GRANT] = grant
+    return await handler(request)
+
+
+@web.middleware
+async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    ctx = request.app[EMULATOR]
+    faults = ctx.faults
+    if request.path == "/" or request.path.startswith("/_emulator/"):
+        return await handler(request)
+    if faults.latency_ms > 0:
+        await asyncio.sleep(faults.latency_ms / 1000)
+    if faults.drop_rate > 0 and ctx.rng.random() < faults.drop_rate:
+        ctx.fault_counts["drop"] += 1
+        return _abort(request)
+    if faults.error_rate > 0 and ctx.rng.random() < faults.error_rate:
+        ctx.fault_counts["error"] += 1
+        status = ctx.rng.choice(faults.error_statuses)
+        code = {429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
+        headers = {"retry-after": "1"} if status == 429 else None
+        raise EmulatorError(code, f"Injected fault: HTTP {status}.", status=status, headers=headers)
+    response = await handler(request)
+    if (
+        request.method in ("POST", "PATCH", "PUT", "DELETE")
+        and faults.lost_response_rate > 0
+        and response.status < 400
+        and ctx.rng.random() < faults.lost_response_rate
+    ):
+        ctx.fault_counts["lost_response"] += 1
+        return _abort(request)
+    return response
+
+
+def _abort(request: web.Request) -> web.StreamResponse:
+    """Close the connection without an answer, as a network failure would."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=500)
+
+
+async def index(request: web.Request) -> web.Response:
+    ctx = request.app[EMULATOR]
+    return json_response(
+        {
+            "service": "DataStore Manager Pro - local Open Cloud emulator",
+            "emulator": True,
+            "version": __version__,
+            "notice": "Everything here is local emulator data, not a live Roblox experience.",
+            "stands_in_for": "https://apis.roblox.com",
+            "data": str(ctx.config.data_dir) if ctx.config.data_dir else "temporary (lost on exit)",
+            "auth": "open: any non-empty x-api-key has full access"
+            if ctx.auth.open_mode
+            else "keys file: per-key universes and scopes",
+            "limits": ctx.config.limits.mode,
+            "ccu": ctx.config.limits.ccu,
+        }
+    )
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    ctx = request.app[EMULATOR]
+    return json_response({"settings": ctx.faults.__dict__, "injected": ctx.fault_counts})
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    ctx = request.app[EMULATOR]
+    try:
+        changes = await request.json()
+    except json.JSONDecodeError:
+        raise invalid("The body must be a JSON object of fault settings.") from None
+    if not isinstance(changes, dict):
+        raise invalid("The body must be a JSON object of fault settings.")
+    ctx.faults.update(changes)
+    return json_response({"settings": ctx.faults.__dict__, "injected": ctx.fault_counts})
+
+
+def create_emulator_app(config: EmulatorConfig | None = None) -> web.Application:
+    from . import routes_memorystore, routes_messaging, routes_ordered, routes_v1, routes_v2
+
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware, fault_middleware],
+        client_max_size=MAX_BODY,
+    )
+    ctx = EmulatorContext(config or EmulatorConfig())
+    app[EMULATOR] = ctx
+    app.router.add_get("/", index)
+    app.router.add_get("/_emulator/faults", get_faults)
+    app.router.add_post("/_emulator/faults", set_faults)
+    for module in (routes_v1, routes_v2, routes_ordered, routes_memorystore, routes_messaging):
+        module.setup(app, ctx)
+
+    async def close_ctx(_: web.Application) -> None:
+        ctx.close()
+
+    app.on_cleanup.append(close_ctx)
+    return app

@@ -1,0 +1,73 @@
+"""Timestamps and version ids in the shapes Roblox's Open Cloud emits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+# .NET ticks are 100 ns units since 0001-01-01; Roblox version ids embed them in hex.
+_DOTNET_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def dotnet_ticks(when: datetime) -> int:
+    delta = when - _DOTNET_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
+
+
+def version_id(entry_created: datetime, sequence: int, revision_created: datetime) -> str:
+    """`HEX16(entry ticks).%010d.HEX16(revision ticks).01`, as seen in every Roblox example.
+
+    The format is inferred from Roblox's published examples (see opencloud-api.md §2.3):
+    segment 1 decodes to the entry's creation time and segment 3 to this version's.
+    """
+    return (
+        f"{dotnet_ticks(entry_created):016X}.{sequence:010d}."
+        f"{dotnet_ticks(revision_created):016X}.01"
+    )
+
+
+def rfc3339(when: datetime) -> str:
+    """v2 bodies: Z-normalised RFC 3339 with microseconds (Roblox emits 0/3/6/9 digits)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def v1_body_time(when: datetime) -> str:
+    """v1 JSON bodies use seven fractional digits and a Z (e.g. 2022-02-18T22:38:59.9244932Z)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def v1_header_time(when: datetime) -> str:
+    """v1 headers use seven fractional digits and +00:00 (2022-02-02T23:30:06.5388799+00:00)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp with any offset; raise ValueError if it is not one."""
+    cleaned = text.strip()
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    # Python accepts at most 6 fractional digits; Roblox emits up to 9.
+    if "." in cleaned:
+        head, _, rest = cleaned.partition(".")
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        cleaned = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
+    parsed = datetime.fromisoformat(cleaned)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def utc_hour(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def utc_day(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Open Cloud durations are strings like "30s" or "1.5s"; the suffix is required."""
+    if not text.endswith("s"):
+        raise ValueError(f"duration {text!r} must end with 's'")
+    return timedelta(seconds=float(text[:-1]))

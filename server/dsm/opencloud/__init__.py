@@ -1,0 +1,1 @@
+"""The one async Open Cloud client used by the whole server."""
