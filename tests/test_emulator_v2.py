@@ -118,7 +118,7 @@ async def test_delete_then_list_with_show_deleted(emulator: RunningEmulator) -> 
     await create(emulator, "b", 2)
     status, _ = await call(emulator, "DELETE", f"{DS}/entries/a")
     assert status == 200
-    status, body = await call(emulator, "DELETE", f"{DS}/entries/a")
+    status, _body = await call(emulator, "DELETE", f"{DS}/entries/a")
     assert status == 404
     _, listed = await call(emulator, "GET", f"{DS}/entries")
     assert [e["id"] for e in listed["dataStoreEntries"]] == ["b"]
@@ -144,7 +144,7 @@ async def test_list_paging_filter_and_token_binding(emulator: RunningEmulator) -
         if not token:
             break
         # Changing the filter on a follow-up page is rejected.
-        status, err = await call(emulator, "GET", f"{DS}/entries", pageToken=token, filter="")
+        status, _err = await call(emulator, "GET", f"{DS}/entries", pageToken=token, filter="")
         assert status == 400
     assert seen == [f"p_{i}" for i in range(5)]
     status, _ = await call(emulator, "GET", f"{DS}/entries", filter="id == 'x'")
@@ -179,9 +179,7 @@ async def test_increment_creates_adds_and_rejects_non_numbers(emulator: RunningE
     assert status == 400
     status, body = await call(emulator, "POST", f"{DS}/entries/n:increment", {"amount": "x"})
     assert status == 400
-    status, body = await call(
-        emulator, "POST", f"{DS}/entries/n:increment", {"amount": 2**60}
-    )
+    status, body = await call(emulator, "POST", f"{DS}/entries/n:increment", {"amount": 2**60})
     assert status == 200 and body["value"] == 2**53  # clamped like Roblox's doubles
 
 
@@ -329,12 +327,12 @@ async def test_value_text_is_preserved_exactly(emulator: RunningEmulator) -> Non
 
 
 async def test_unknown_route_and_missing_key(emulator: RunningEmulator) -> None:
-    status, body = await call(emulator, "GET", f"{U}/nothing-here")
+    status, _ = await call(emulator, "GET", f"{U}/nothing-here")
     assert status == 404
     async with emulator.http.get(emulator.url(f"{DS}/entries"), headers={"x-api-key": ""}) as r:
         assert r.status == 401
         assert (await r.json()) == {"errors": [{"code": 0, "message": "Invalid API Key"}]}
-    status, body = await call(emulator, "GET", "/cloud/v2/universes/abc/data-stores")
+    status, _body = await call(emulator, "GET", "/cloud/v2/universes/abc/data-stores")
     assert status == 400
 
 
@@ -388,7 +386,9 @@ async def test_keys_file_scopes_and_universes(restricted: str) -> None:
         )
         assert status == 200
         assert (await status_of("GET", f"{DS}/entries/k", "reader"))[0] == 200
-        status, body = await status_of("GET", "/cloud/v2/universes/999/data-stores/x/entries/k", "reader")
+        status, body = await status_of(
+            "GET", "/cloud/v2/universes/999/data-stores/x/entries/k", "reader"
+        )
         assert status == 403 and "999" in body["message"]
 
 
