@@ -34,9 +34,9 @@ async def start_emulator(config: EmulatorConfig) -> tuple[web.AppRunner, str, Em
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None and server.sockets  # type: ignore[union-attr]
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    sockets = getattr(site._server, "sockets", None)
+    assert sockets
+    port = sockets[0].getsockname()[1]
     return runner, f"http://127.0.0.1:{port}", app[EMULATOR]
 
 

@@ -492,15 +492,10 @@ class StandardStore:
         )
 
     def _ensure_writable_store(self, universe: str, datastore: str) -> None:
+        """Refuse writes to a deleted store; a missing one is created by `_append`."""
         store = self.get_datastore(universe, datastore)
         if store is not None and store.state == "DELETED":
             raise _datastore_deleted(datastore)
-        if store is None:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO datastores (universe, name, create_time) VALUES (?, ?, ?)",
-                    (universe, datastore, _iso(self.clock.now())),
-                )
 
     def _append(
         self,
@@ -525,6 +520,12 @@ class StandardStore:
         version = version_id(entry_created, seq, now)
         ids = (universe, datastore, scope, key)
         with self.db.transaction() as conn:
+            # Created in the same transaction as its first entry, so a refused write never
+            # leaves an empty data store behind.
+            conn.execute(
+                "INSERT OR IGNORE INTO datastores (universe, name, create_time) VALUES (?, ?, ?)",
+                (universe, datastore, _iso(now)),
+            )
             if current is not None:
                 if self._overwritten_in_hour(conn, ids, current, now):
                     conn.execute(

@@ -1,0 +1,31 @@
+"""Run the emulator inside another asyncio program (the companion server) on loopback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .app import EmulatorConfig, create_emulator_app
+
+
+@dataclass
+class EmbeddedEmulator:
+    runner: web.AppRunner
+    base_url: str
+
+    @classmethod
+    async def start(cls, config: EmulatorConfig, host: str = "127.0.0.1") -> EmbeddedEmulator:
+        runner = web.AppRunner(create_emulator_app(config), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        if not sockets:
+            await runner.cleanup()
+            raise RuntimeError("the embedded emulator could not bind a loopback port")
+        port = sockets[0].getsockname()[1]
+        return cls(runner, f"http://{host}:{port}")
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
