@@ -1,0 +1,1 @@
+"""Local persistence: encryption, the key vault, the cache and the write journal."""
