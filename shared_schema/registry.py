@@ -1,0 +1,511 @@
+"""Every protocol model and route in one place: the server's OpenAPI, its route tests, the
+schema hash in `/hello` and the generated Luau all read from here.
+
+Server use::
+
+    from shared_schema.registry import ROUTES, openapi_document, schema_hash
+    hello = Hello(..., schema_hash=schema_hash())        # computed once, cached
+    doc = openapi_document(server_version=dsm.__version__)  # served at GET /api/v1/openapi.json
+    for route in ROUTES: ...  # route.method, route.full_path, route.role, route.query, route.body
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, StringConstraints, TypeAdapter
+from pydantic.json_schema import models_json_schema
+
+from . import PROTOCOL_MAJOR, PROTOCOL_MINOR
+from .auth import (
+    PairCompleteRequest,
+    PairCompleteResponse,
+    PairStartRequest,
+    PairStartResponse,
+    TokenInfo,
+    TokenList,
+)
+from .common import Role, Source
+from .constraints import Name, PositiveInt
+from .data import (
+    DataStoreInfo,
+    DataStoreListQuery,
+    DataStorePage,
+    KeyItem,
+    KeyListQuery,
+    KeyPage,
+    ScopeList,
+    UniverseInfo,
+    UniverseList,
+)
+from .entries import (
+    DeleteResult,
+    EntryAtQuery,
+    EntryCreateRequest,
+    EntryDeleteQuery,
+    EntryDiff,
+    EntryDiffQuery,
+    EntryQuery,
+    EntryUpdateRequest,
+    EntryView,
+    IncrementRequest,
+    JsonPatchOperation,
+    RevertRequest,
+    RevisionInfo,
+    RevisionListQuery,
+    RevisionPage,
+)
+from .errors import ErrorBody, ErrorEnvelope
+from .events import (
+    EVENT_PAYLOADS,
+    BackendChangedPayload,
+    DataStoreChangedPayload,
+    EntryChangedPayload,
+    Event,
+    EventBatch,
+    EventResync,
+    EventsQuery,
+    SessionJoinedPayload,
+    SessionLeftPayload,
+    ThrottleChangedPayload,
+)
+from .hello import Hello
+from .journal import JournalItem, JournalPage, JournalQuery, UndoRequest
+from .memory import (
+    QueueItemView,
+    QueuePeek,
+    QueuePeekQuery,
+    SortedMapItem,
+    SortedMapItemView,
+    SortedMapListQuery,
+    SortedMapPage,
+)
+from .metrics import MetricSample, MetricsSummary
+from .ordered import (
+    IdempotencyQuery,
+    OrderedCreateRequest,
+    OrderedEntry,
+    OrderedEntryId,
+    OrderedEntryView,
+    OrderedIncrementRequest,
+    OrderedListQuery,
+    OrderedPage,
+    OrderedUpdateRequest,
+)
+from .sessions import SessionInfo, SessionList, SessionOpenRequest
+
+API_PREFIX = "/api/v1"
+SCHEMA_TITLE = "DataStore Manager Pro plugin protocol"
+
+Method = Literal["GET", "POST", "PUT", "DELETE"]
+
+# Every message model, in the order the generated files list them.
+MODELS: tuple[type[BaseModel], ...] = (
+    ErrorEnvelope,
+    ErrorBody,
+    Source,
+    Hello,
+    PairStartRequest,
+    PairStartResponse,
+    PairCompleteRequest,
+    PairCompleteResponse,
+    TokenInfo,
+    TokenList,
+    SessionOpenRequest,
+    SessionInfo,
+    SessionList,
+    EventsQuery,
+    Event,
+    EventBatch,
+    EventResync,
+    EntryChangedPayload,
+    DataStoreChangedPayload,
+    SessionJoinedPayload,
+    SessionLeftPayload,
+    ThrottleChangedPayload,
+    BackendChangedPayload,
+    MetricSample,
+    MetricsSummary,
+    UniverseInfo,
+    UniverseList,
+    DataStoreListQuery,
+    DataStoreInfo,
+    DataStorePage,
+    KeyListQuery,
+    KeyItem,
+    KeyPage,
+    ScopeList,
+    EntryQuery,
+    EntryView,
+    EntryCreateRequest,
+    EntryUpdateRequest,
+    EntryDeleteQuery,
+    DeleteResult,
+    IncrementRequest,
+    RevisionListQuery,
+    RevisionInfo,
+    RevisionPage,
+    EntryAtQuery,
+    EntryDiffQuery,
+    JsonPatchOperation,
+    EntryDiff,
+    RevertRequest,
+    JournalQuery,
+    JournalItem,
+    JournalPage,
+    UndoRequest,
+    OrderedListQuery,
+    OrderedEntry,
+    OrderedPage,
+    OrderedEntryView,
+    OrderedCreateRequest,
+    OrderedUpdateRequest,
+    OrderedIncrementRequest,
+    IdempotencyQuery,
+    SortedMapListQuery,
+    SortedMapItem,
+    SortedMapPage,
+    SortedMapItemView,
+    QueuePeekQuery,
+    QueueItemView,
+    QueuePeek,
+)
+
+MODELS_BY_NAME: dict[str, type[BaseModel]] = {model.__name__: model for model in MODELS}
+
+
+@dataclass(frozen=True)
+class PathParam:
+    type: Any  # an annotated type; validate with TypeAdapter(param.type)
+    description: str
+
+
+_Opaque = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+# The `{name}` segments ROUTES' paths use. Keys may contain `/`: the plugin percent-encodes each
+# segment and the server must match on the raw (still encoded) path.
+PATH_PARAMS: dict[str, PathParam] = {
+    "token_id": PathParam(_Opaque, "A token's public id (from GET /tokens)."),
+    "session_id": PathParam(_Opaque, "A session id (from POST /sessions)."),
+    "universe_id": PathParam(PositiveInt, "The universe (experience) id."),
+    "datastore": PathParam(Name, "Data store name, 1-50 bytes of UTF-8."),
+    "key": PathParam(Name, "Entry key, 1-50 bytes of UTF-8."),
+    "revision": PathParam(_Opaque, "A revision id from the revision list."),
+    "journal_id": PathParam(PositiveInt, "A journal item id."),
+    "ordered_store": PathParam(Name, "Ordered data store name, 1-50 bytes of UTF-8."),
+    "scope": PathParam(Name, "Scope, 1-50 bytes of UTF-8."),
+    "entry_id": PathParam(OrderedEntryId, "Ordered entry id, 1-63 characters."),
+    "sorted_map": PathParam(_Opaque, "Memory store sorted map name."),
+    "item_id": PathParam(_Opaque, "Sorted map item id."),
+    "queue": PathParam(_Opaque, "Memory store queue name."),
+}
+
+_PATH_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint. `role` None means no token is needed; otherwise the least role allowed.
+
+    `responses` lists the models a 200 may carry (more than one: tell them apart by a field,
+    e.g. `resync`); empty with `status` 204 means no body; empty with 200 means a body that is no
+    protocol model, of `media_type` (Prometheus text, the OpenAPI document).
+    """
+
+    operation_id: str
+    method: Method
+    path: str  # below API_PREFIX, `{name}` segments from PATH_PARAMS
+    role: Role | None
+    summary: str
+    responses: tuple[type[BaseModel], ...] = ()
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    status: int = 200
+    media_type: str = "application/json"
+
+    @property
+    def full_path(self) -> str:
+        return API_PREFIX + self.path
+
+    @property
+    def auth(self) -> str:
+        """The needed role as text: none, viewer, editor or admin."""
+        return "none" if self.role is None else self.role.value
+
+    @property
+    def path_params(self) -> tuple[str, ...]:
+        return tuple(_PATH_PARAM.findall(self.path))
+
+
+_V, _E, _A = Role.VIEWER, Role.EDITOR, Role.ADMIN
+_DS = "/universes/{universe_id}/datastores/{datastore}"
+_ENTRY = _DS + "/entries/{key}"
+_ORDERED = "/universes/{universe_id}/ordered/{ordered_store}/scopes/{scope}/entries"
+_MEMORY = "/universes/{universe_id}/memory"
+
+ROUTES: tuple[Route, ...] = (
+    Route("hello", "GET", "/hello", None, "Server identity, protocol version and schema hash.",
+          (Hello,)),
+    Route("pair_start", "POST", "/pair/start", None,
+          "Start pairing: the server prints a one-time code to its console.",
+          (PairStartResponse,), body=PairStartRequest),
+    Route("pair_complete", "POST", "/pair/complete", None,
+          "Finish pairing with the console code; returns a bearer token (shown once).",
+          (PairCompleteResponse,), body=PairCompleteRequest),
+    Route("list_tokens", "GET", "/tokens", _A, "List paired tokens.", (TokenList,)),
+    Route("revoke_token", "DELETE", "/tokens/{token_id}", _A, "Revoke a token.", (TokenInfo,)),
+    Route("open_session", "POST", "/sessions", _V, "Announce this Studio session.",
+          (SessionInfo,), body=SessionOpenRequest),
+    Route("list_sessions", "GET", "/sessions", _V, "Sessions connected to this server.",
+          (SessionList,)),
+    Route("heartbeat_session", "POST", "/sessions/{session_id}/heartbeat", _V,
+          "Keep a session alive.", (SessionInfo,)),
+    Route("close_session", "DELETE", "/sessions/{session_id}", _V, "End a session.",
+          status=204),
+    Route("poll_events", "GET", "/events", _V,
+          "Long-poll the event stream from a cursor; a too-old cursor answers resync.",
+          (EventBatch, EventResync), query=EventsQuery),
+    Route("metrics", "GET", "/metrics", _V, "Prometheus metrics.",
+          media_type="text/plain; version=0.0.4"),
+    Route("metrics_summary", "GET", "/metrics/summary", _V, "The server's counters as JSON.",
+          (MetricsSummary,)),
+    Route("list_universes", "GET", "/universes", _V, "Universes configured on this server.",
+          (UniverseList,)),
+    Route("list_datastores", "GET", "/universes/{universe_id}/datastores", _V,
+          "List a universe's data stores.", (DataStorePage,), query=DataStoreListQuery),
+    Route("delete_datastore", "DELETE", _DS, _A,
+          "Delete a data store (it can be undeleted until it is purged).", (DataStoreInfo,)),
+    Route("undelete_datastore", "POST", _DS + "/undelete", _A,
+          "Restore a deleted data store before it is purged.", (DataStoreInfo,)),
+    Route("list_keys", "GET", _DS + "/keys", _V, "List a data store's keys.", (KeyPage,),
+          query=KeyListQuery),
+    Route("list_scopes", "GET", _DS + "/scopes", _V,
+          "Scopes found by listing the keys of all scopes.", (ScopeList,)),
+    Route("get_entry", "GET", _ENTRY, _V, "Read an entry's latest revision.", (EntryView,),
+          query=EntryQuery),
+    Route("create_entry", "POST", _ENTRY, _E, "Create an entry that must not exist yet.",
+          (EntryView,), body=EntryCreateRequest, query=EntryQuery),
+    Route("update_entry", "PUT", _ENTRY, _E,
+          "Replace an entry's value if it is still at the expected revision.", (EntryView,),
+          body=EntryUpdateRequest, query=EntryQuery),
+    Route("delete_entry", "DELETE", _ENTRY, _E, "Delete an entry (its history stays).",
+          (DeleteResult,), query=EntryDeleteQuery),
+    Route("increment_entry", "POST", _ENTRY + "/increment", _E,
+          "Add to an entry's integer value.", (EntryView,), body=IncrementRequest,
+          query=EntryQuery),
+    Route("list_revisions", "GET", _ENTRY + "/revisions", _V, "An entry's revision history.",
+          (RevisionPage,), query=RevisionListQuery),
+    Route("get_revision", "GET", _ENTRY + "/revisions/{revision}", _V,
+          "Read one revision of an entry.", (EntryView,), query=EntryQuery),
+    Route("get_entry_at", "GET", _ENTRY + "/at", _V,
+          "Read the revision that was current at a time.", (EntryView,), query=EntryAtQuery),
+    Route("diff_entry", "GET", _ENTRY + "/diff", _V, "JSON Patch between two revisions.",
+          (EntryDiff,), query=EntryDiffQuery),
+    Route("revert_entry", "POST", _ENTRY + "/revert", _E,
+          "Write an old revision back as the newest one.", (EntryView,), body=RevertRequest,
+          query=EntryQuery),
+    Route("list_journal", "GET", "/journal", _V, "Writes made through this server, newest first.",
+          (JournalPage,), query=JournalQuery),
+    Route("undo_journal", "POST", "/journal/{journal_id}/undo", _E,
+          "Undo one journaled write.", (EntryView, DeleteResult), body=UndoRequest),
+    Route("list_ordered", "GET", _ORDERED, _V, "List an ordered data store's entries.",
+          (OrderedPage,), query=OrderedListQuery),
+    Route("create_ordered", "POST", _ORDERED, _E, "Create an ordered entry.",
+          (OrderedEntryView,), body=OrderedCreateRequest),
+    Route("update_ordered", "PUT", _ORDERED + "/{entry_id}", _E, "Set an ordered entry's value.",
+          (OrderedEntryView,), body=OrderedUpdateRequest),
+    Route("increment_ordered", "POST", _ORDERED + "/{entry_id}/increment", _E,
+          "Add to an ordered entry's value.", (OrderedEntryView,), body=OrderedIncrementRequest),
+    Route("delete_ordered", "DELETE", _ORDERED + "/{entry_id}", _E, "Delete an ordered entry.",
+          (DeleteResult,), query=IdempotencyQuery),
+    Route("list_sorted_map", "GET", _MEMORY + "/sorted-maps/{sorted_map}/items", _V,
+          "List a memory store sorted map's items.", (SortedMapPage,), query=SortedMapListQuery),
+    Route("get_sorted_map_item", "GET", _MEMORY + "/sorted-maps/{sorted_map}/items/{item_id}", _V,
+          "Read one sorted map item.", (SortedMapItemView,)),
+    # Editor, not viewer: reading a queue hides the items from game servers for a while.
+    Route("peek_queue", "GET", _MEMORY + "/queues/{queue}/peek", _E,
+          "Read queue items (they become invisible to game servers for a while).",
+          (QueuePeek,), query=QueuePeekQuery),
+    Route("openapi", "GET", "/openapi.json", _V, "This API's OpenAPI 3.1 description."),
+)  # fmt: skip
+
+
+ROUTES_BY_ID: dict[str, Route] = {route.operation_id: route for route in ROUTES}
+
+
+def _route_document(route: Route) -> dict[str, Any]:
+    return {
+        "operation_id": route.operation_id,
+        "method": route.method,
+        "path": route.full_path,
+        "auth": route.auth,
+        "status": route.status,
+        "media_type": route.media_type,
+        "body": route.body.__name__ if route.body else None,
+        "query": route.query.__name__ if route.query else None,
+        "responses": [model.__name__ for model in route.responses],
+    }
+
+
+@cache
+def _schema_document() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [(model, "validation") for model in MODELS], ref_template="#/$defs/{model}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": SCHEMA_TITLE,
+        "x-protocol-major": PROTOCOL_MAJOR,
+        "x-protocol-minor": PROTOCOL_MINOR,
+        "$defs": top["$defs"],
+        "x-path-params": {
+            name: TypeAdapter(param.type).json_schema() | {"description": param.description}
+            for name, param in PATH_PARAMS.items()
+        },
+        "x-routes": [_route_document(route) for route in ROUTES],
+        "x-event-payloads": {str(kind): model.__name__ for kind, model in EVENT_PAYLOADS.items()},
+    }
+
+
+def schema_document() -> dict[str, Any]:
+    """The JSON Schema of every model plus the route table (a fresh copy, safe to modify)."""
+    return copy.deepcopy(_schema_document())
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@cache
+def schema_hash() -> str:
+    """SHA-256 hex of the canonical schema document; `Hello.schema_hash` and Luau SCHEMA_HASH."""
+    return hashlib.sha256(canonical_json(_schema_document()).encode("utf-8")).hexdigest()
+
+
+def _retarget_refs(value: Any) -> Any:
+    """Point `#/$defs/X` references at `#/components/schemas/X` (OpenAPI's location)."""
+    if isinstance(value, dict):
+        return {
+            key: (
+                item.replace("#/$defs/", "#/components/schemas/", 1)
+                if key == "$ref" and isinstance(item, str)
+                else _retarget_refs(item)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_retarget_refs(item) for item in value]
+    return value
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _parameters(route: Route, defs: dict[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name in route.path_params:
+        schema = TypeAdapter(PATH_PARAMS[name].type).json_schema()
+        params.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "description": PATH_PARAMS[name].description,
+                "schema": schema,
+            }
+        )
+    if route.query is not None:
+        query_schema = defs[route.query.__name__]
+        required = set(query_schema.get("required", []))
+        for name, schema in query_schema["properties"].items():
+            param: dict[str, Any] = {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "schema": schema,
+            }
+            if "description" in schema:
+                param["description"] = schema["description"]
+            params.append(param)
+    return params
+
+
+def _responses(route: Route) -> dict[str, Any]:
+    error = {
+        "description": "An error envelope; `error.code` is one of ErrorCode.",
+        "content": {"application/json": {"schema": _ref(ErrorEnvelope)}},
+    }
+    if route.status == 204:
+        return {"204": {"description": "Done; no body."}, "default": error}
+    if not route.responses:
+        schema: dict[str, Any] = (
+            {"type": "object"} if route.media_type == "application/json" else {"type": "string"}
+        )
+    elif len(route.responses) == 1:
+        schema = _ref(route.responses[0])
+    else:
+        schema = {"oneOf": [_ref(model) for model in route.responses]}
+    ok = {"description": route.summary, "content": {route.media_type: {"schema": schema}}}
+    return {str(route.status): ok, "default": error}
+
+
+def openapi_document(server_version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the protocol, built from ROUTES and the models."""
+    defs = _retarget_refs(schema_document()["$defs"])
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "security": [] if route.role is None else [{"bearer": []}],
+            "x-required-role": route.auth,
+            "responses": _responses(route),
+        }
+        parameters = _parameters(route, defs)
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(route.body)}},
+            }
+        paths.setdefault(route.full_path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "DataStore Manager Pro companion server",
+            "version": server_version,
+            "description": (
+                f"{SCHEMA_TITLE} {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}, schema hash {schema_hash()}. "
+                "Loopback only; every route but hello and pairing needs a bearer token."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": defs,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+__all__ = [
+    "API_PREFIX",
+    "MODELS",
+    "MODELS_BY_NAME",
+    "PATH_PARAMS",
+    "ROUTES",
+    "ROUTES_BY_ID",
+    "PathParam",
+    "Route",
+    "canonical_json",
+    "openapi_document",
+    "schema_document",
+    "schema_hash",
+]
