@@ -1,0 +1,648 @@
+"""The write journal: a durable record of every write the server makes to Open Cloud.
+
+Each write is journaled in two steps around the remote call. `record_intent` is committed (WAL,
+synchronous=FULL) *before* the request is sent, with the before-image the user saw; the outcome
+is recorded after the response. So after a crash every write is either finished in the journal
+or left as INTENT/UNKNOWN for `pending()`, to be reconciled by re-reading the key, never by
+repeating the write. Roblox keeps at most one version per key per hour, so the sealed
+before-images here are what makes undo possible at all.
+
+Images are sealed with AES-GCM; the associated data names the record id, the entry and the image
+role, so an image copied onto another record or key does not open. Value hashes stay in clear
+so audit lists and reconciliation need no decryption.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from dsm.storage.crypto import IntegrityError, RecordCipher, slot
+from dsm.storage.sqlite import (
+    RecordFormatError,
+    SqliteFile,
+    StorageFileError,
+    is_disk_error,
+    pack,
+    unpack,
+)
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILENAME = "journal.sqlite3"
+SCHEMA_VERSION = 1
+MAX_LIST_LIMIT = 1000
+
+OPERATIONS = frozenset(
+    {
+        "create",
+        "update",
+        "delete",
+        "increment",
+        "revert",
+        "undo",
+        "ordered-create",
+        "ordered-update",
+        "ordered-delete",
+        "ordered-increment",
+    }
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS writes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- AUTOINCREMENT: ids are never reused
+    at_ms INTEGER NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_name TEXT NOT NULL,
+    universe TEXT NOT NULL,
+    datastore TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    job_id TEXT,
+    undoes INTEGER REFERENCES writes (id),
+    status TEXT NOT NULL CHECK (status IN ('INTENT', 'APPLIED', 'FAILED', 'UNKNOWN')),
+    reason TEXT,
+    outcome_ms INTEGER,
+    base_revision TEXT,
+    before_exists INTEGER NOT NULL,
+    before_sha256 TEXT,
+    before_blob BLOB,
+    intended_sha256 TEXT,
+    after_exists INTEGER,
+    after_sha256 TEXT,
+    after_revision TEXT,
+    after_blob BLOB
+);
+CREATE INDEX IF NOT EXISTS writes_entry ON writes (universe, datastore, key);
+CREATE INDEX IF NOT EXISTS writes_actor ON writes (actor_id);
+CREATE INDEX IF NOT EXISTS writes_job ON writes (job_id);
+CREATE INDEX IF NOT EXISTS writes_undoes ON writes (undoes);
+CREATE INDEX IF NOT EXISTS writes_open ON writes (status) WHERE status IN ('INTENT', 'UNKNOWN');
+"""
+
+_COLUMNS = (
+    "id, at_ms, actor_id, actor_name, universe, datastore, scope, key, operation,"
+    " idempotency_key, job_id, undoes, status, reason, outcome_ms, base_revision,"
+    " before_exists, before_sha256, intended_sha256, after_exists, after_sha256, after_revision"
+)
+
+
+class Status(StrEnum):
+    INTENT = "INTENT"
+    APPLIED = "APPLIED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+
+class JournalError(Exception):
+    """The journal cannot do what was asked; the message says why in the user's terms."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal file cannot be opened, read or written."""
+
+
+class UnknownRecord(JournalError):
+    pass
+
+
+class InvalidTransition(JournalError):
+    pass
+
+
+class UndoNotPossible(JournalError):
+    pass
+
+
+class IdempotencyConflict(JournalError):
+    """The idempotency key was already used; `existing` is the first write made with it."""
+
+    def __init__(self, existing: JournalRecord) -> None:
+        super().__init__(
+            f"idempotency key already used by write #{existing.id} ({existing.status})"
+        )
+        self.existing = existing
+
+
+def value_sha256(value_json: str) -> str:
+    return hashlib.sha256(value_json.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class EntryImage:
+    """An entry as it was (before) or became (after): raw JSON value text plus its metadata."""
+
+    value_json: str
+    metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @cached_property
+    def sha256(self) -> str:
+        return value_sha256(self.value_json)
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """One journaled write, without its images (nothing here needed decryption)."""
+
+    id: int
+    at: float
+    actor_id: str
+    actor_name: str
+    universe: str
+    datastore: str
+    scope: str
+    key: str
+    operation: str
+    idempotency_key: str | None
+    job_id: str | None
+    undoes: int | None
+    status: Status
+    reason: str | None
+    outcome_at: float | None
+    base_revision: str | None
+    before_exists: bool
+    before_sha256: str | None
+    intended_sha256: str | None
+    after_exists: bool | None  # None until the outcome is known
+    after_sha256: str | None
+    after_revision: str | None
+
+
+@dataclass(frozen=True)
+class JournalDetail:
+    record: JournalRecord
+    before: EntryImage | None
+    after: EntryImage | None
+    # Images that exist but cannot be read (tampered, moved, damaged); empty when all is well.
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JournalProblem:
+    record_id: int
+    problem: str
+
+
+@dataclass(frozen=True)
+class UndoPlan:
+    """What to write to put an entry back as it was before journaled write `record_id`.
+
+    The undo must be conditional: the key must still be at `expected_revision` (with
+    `expected_sha256` as its value), or still absent when `must_be_absent`; otherwise someone
+    changed it since and the user must decide.
+    """
+
+    record_id: int
+    universe: str
+    datastore: str
+    scope: str
+    key: str
+    operation: str  # of the write being undone
+    action: Literal["write", "delete"]
+    value_json: str | None
+    metadata: dict[str, Any] | None
+    expected_revision: str | None
+    expected_sha256: str | None
+    must_be_absent: bool
+
+
+class WriteJournal:
+    """Append-only journal in `<directory>/journal.sqlite3`. Thread-safe; synchronous."""
+
+    def __init__(
+        self,
+        directory: Path,
+        cipher: RecordCipher,
+        *,
+        clock: Callable[[], float] = time.time,
+        check_on_open: bool = True,
+    ) -> None:
+        self.path = Path(directory) / JOURNAL_FILENAME
+        self._cipher = cipher
+        self._clock = clock
+        self._lock = threading.RLock()
+        try:
+            self._db = SqliteFile(
+                self.path,
+                schema=SCHEMA,
+                version=SCHEMA_VERSION,
+                synchronous="FULL",  # an intent must survive power loss before we send the write
+                verify=check_on_open,
+            )
+        except StorageFileError as exc:
+            # Never replaced automatically: it holds the only copy of the before-images.
+            raise JournalUnavailable(
+                f"the write journal {self.path} cannot be opened ({exc.problem}). It was left "
+                "untouched; move it aside to start a new journal (undo history in it is lost)."
+            ) from exc
+        self._db.conn.execute("PRAGMA foreign_keys=ON")
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def record_intent(
+        self,
+        *,
+        actor_id: str,
+        actor_name: str,
+        universe: str | int,
+        datastore: str,
+        scope: str,
+        key: str,
+        operation: str,
+        before: EntryImage | None,
+        intended: EntryImage | None = None,
+        base_revision: str | None = None,
+        idempotency_key: str | None = None,
+        job_id: str | None = None,
+        undoes: int | None = None,
+    ) -> JournalRecord:
+        """Durably note a write about to be sent. Call before the request, never after.
+
+        `before` is the entry as the user saw it (None: the key did not exist). `intended` is the
+        value the write should leave, when known in advance (not for deletes or increments);
+        its hash lets reconciliation tell whether a write whose response was lost landed.
+        Raises IdempotencyConflict when `idempotency_key` was used before.
+        """
+        if operation not in OPERATIONS:
+            raise ValueError(
+                f"unknown write operation {operation!r}; expected one of {sorted(OPERATIONS)}"
+            )
+        universe = str(universe)
+        before_packed = _pack_image(before)
+        with self._guard(), self._db.transaction() as conn:
+            if idempotency_key is not None:
+                existing = self._select_one(conn, "idempotency_key = ?", (idempotency_key,))
+                if existing is not None:
+                    raise IdempotencyConflict(existing)
+            if undoes is not None and self._select_one(conn, "id = ?", (undoes,)) is None:
+                raise UnknownRecord(
+                    f"write #{undoes} is not in the journal, so it cannot be undone"
+                )
+            cursor = conn.execute(
+                "INSERT INTO writes (at_ms, actor_id, actor_name, universe, datastore, scope, key,"
+                " operation, idempotency_key, job_id, undoes, status, base_revision,"
+                " before_exists, before_sha256, intended_sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'INTENT', ?, ?, ?, ?)",
+                (
+                    self._now_ms(),
+                    actor_id,
+                    actor_name,
+                    universe,
+                    datastore,
+                    scope,
+                    key,
+                    operation,
+                    idempotency_key,
+                    job_id,
+                    undoes,
+                    base_revision,
+                    int(before is not None),
+                    None if before is None else before.sha256,
+                    None if intended is None else intended.sha256,
+                ),
+            )
+            record_id = int(cursor.lastrowid or 0)
+            if before_packed is not None:
+                # The id is part of the associated data, so the image is sealed once it exists.
+                aad = _image_aad(record_id, universe, datastore, scope, key, "before")
+                conn.execute(
+                    "UPDATE writes SET before_blob = ? WHERE id = ?",
+                    (self._cipher.seal(before_packed, aad), record_id),
+                )
+            record = self._select_one(conn, "id = ?", (record_id,))
+        assert record is not None
+        return record
+
+    def mark_applied(
+        self, record_id: int, after_image: EntryImage | None, revision: str | None
+    ) -> JournalRecord:
+        """The write landed. `after_image` None means the key no longer exists (a delete).
+
+        Calling it again with the same outcome is a no-op, so reconciliation may run twice.
+        """
+        after_packed = _pack_image(after_image)
+        after_sha = None if after_image is None else after_image.sha256
+        with self._guard(), self._db.transaction() as conn:
+            record = self._require(conn, record_id)
+            if record.status is Status.APPLIED:
+                if record.after_sha256 == after_sha and record.after_revision == revision:
+                    return record
+                raise InvalidTransition(
+                    f"write #{record_id} was already recorded as applied with another outcome"
+                )
+            self._check_open_status(record, "applied")
+            blob = None
+            if after_packed is not None:
+                aad = _image_aad(
+                    record_id, record.universe, record.datastore, record.scope, record.key, "after"
+                )
+                blob = self._cipher.seal(after_packed, aad)
+            conn.execute(
+                "UPDATE writes SET status = 'APPLIED', reason = NULL, outcome_ms = ?,"
+                " after_exists = ?, after_sha256 = ?, after_revision = ?, after_blob = ?"
+                " WHERE id = ?",
+                (
+                    self._now_ms(),
+                    int(after_image is not None),
+                    after_sha,
+                    revision,
+                    blob,
+                    record_id,
+                ),
+            )
+            updated = self._require(conn, record_id)
+        return updated
+
+    def mark_failed(self, record_id: int, reason: str) -> JournalRecord:
+        """Open Cloud rejected the write: it did not happen."""
+        return self._close_with(record_id, Status.FAILED, reason)
+
+    def mark_unknown(self, record_id: int, reason: str) -> JournalRecord:
+        """The response was lost (timeout, reset, 5xx): the write may or may not have landed."""
+        return self._close_with(record_id, Status.UNKNOWN, reason)
+
+    def _close_with(self, record_id: int, status: Status, reason: str) -> JournalRecord:
+        with self._guard(), self._db.transaction() as conn:
+            record = self._require(conn, record_id)
+            if record.status is status:
+                return record
+            if status is Status.UNKNOWN and record.status is not Status.INTENT:
+                raise InvalidTransition(
+                    f"write #{record_id} is {record.status}; only a write in flight can become "
+                    "UNKNOWN"
+                )
+            self._check_open_status(record, status.lower())
+            conn.execute(
+                "UPDATE writes SET status = ?, reason = ?, outcome_ms = ? WHERE id = ?",
+                (status.value, reason, self._now_ms(), record_id),
+            )
+            updated = self._require(conn, record_id)
+        return updated
+
+    @staticmethod
+    def _check_open_status(record: JournalRecord, target: str) -> None:
+        if record.status not in (Status.INTENT, Status.UNKNOWN):
+            raise InvalidTransition(
+                f"write #{record.id} is already {record.status}; it cannot be marked {target}"
+            )
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def get(self, record_id: int) -> JournalDetail:
+        """The record with its images decrypted; unreadable images are listed in `problems`."""
+        with self._guard():
+            row = self._db.conn.execute(
+                f"SELECT {_COLUMNS}, before_blob, after_blob FROM writes WHERE id = ?",
+                (record_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownRecord(f"write #{record_id} is not in the journal")
+        record = _record(row)
+        problems: list[str] = []
+        before = self._open_image(record, "before", row[-2], record.before_sha256, problems)
+        after = self._open_image(record, "after", row[-1], record.after_sha256, problems)
+        if record.before_exists and row[-2] is None:
+            problems.append("before-image is missing")
+        if record.after_exists and row[-1] is None:
+            problems.append("after-image is missing")
+        for problem in problems:
+            log.warning("journal record #%d: %s", record.id, problem)
+        return JournalDetail(record=record, before=before, after=after, problems=tuple(problems))
+
+    def list(
+        self,
+        *,
+        universe: str | int | None = None,
+        datastore: str | None = None,
+        key: str | None = None,
+        actor: str | None = None,
+        job_id: str | None = None,
+        status: Status | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> builtins.list[JournalRecord]:
+        """Newest first; page with `before_id` = the last id of the previous page."""
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        for column, value in (
+            ("universe", None if universe is None else str(universe)),
+            ("datastore", datastore),
+            ("key", key),
+            ("actor_id", actor),
+            ("job_id", job_id),
+            ("status", None if status is None else Status(status).value),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if before_id is not None:
+            clauses.append("id < ?")
+            params.append(before_id)
+        where = " AND ".join(clauses) or "1 = 1"
+        params.append(max(1, min(int(limit), MAX_LIST_LIMIT)))
+        with self._guard():
+            rows = self._db.conn.execute(
+                f"SELECT {_COLUMNS} FROM writes WHERE {where} ORDER BY id DESC LIMIT ?", params
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def find_by_idempotency_key(self, idempotency_key: str) -> JournalRecord | None:
+        """The write made with this idempotency key, so a retried request reports its outcome."""
+        with self._guard():
+            return self._select_one(self._db.conn, "idempotency_key = ?", (idempotency_key,))
+
+    def pending(self) -> builtins.list[JournalRecord]:
+        """Writes whose outcome is not known (a crash or a lost response), oldest first."""
+        with self._guard():
+            rows = self._db.conn.execute(
+                f"SELECT {_COLUMNS} FROM writes WHERE status IN ('INTENT', 'UNKNOWN') ORDER BY id"
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def undo_plan(self, record_id: int) -> UndoPlan:
+        """How to restore the entry to its before-image; raises UndoNotPossible with the reason."""
+        detail = self.get(record_id)
+        record = detail.record
+        if record.status is Status.FAILED:
+            raise UndoNotPossible(f"write #{record_id} failed, so there is nothing to undo")
+        if record.status is not Status.APPLIED:
+            raise UndoNotPossible(
+                f"the outcome of write #{record_id} is not known yet ({record.status}); "
+                "re-read the key to settle it before undoing"
+            )
+        if detail.problems:
+            raise UndoNotPossible(
+                f"write #{record_id} cannot be undone: " + "; ".join(detail.problems)
+            )
+        with self._guard():
+            later = self._db.conn.execute(
+                "SELECT id, status FROM writes WHERE undoes = ? AND status != 'FAILED'"
+                " ORDER BY id DESC LIMIT 1",
+                (record_id,),
+            ).fetchone()
+        if later is not None:
+            if later[1] == Status.APPLIED:
+                raise UndoNotPossible(f"write #{record_id} was already undone by write #{later[0]}")
+            raise UndoNotPossible(
+                f"an undo of write #{record_id} (write #{later[0]}) has not finished; "
+                "settle it first"
+            )
+        before = detail.before
+        if before is None and not record.after_exists:
+            raise UndoNotPossible(
+                f"write #{record_id} deleted a key that did not exist; nothing to undo"
+            )
+        existed_after = bool(record.after_exists)
+        return UndoPlan(
+            record_id=record_id,
+            universe=record.universe,
+            datastore=record.datastore,
+            scope=record.scope,
+            key=record.key,
+            operation=record.operation,
+            # The key did not exist before: undo deletes it. Otherwise write the old image back.
+            action="delete" if before is None else "write",
+            value_json=None if before is None else before.value_json,
+            metadata=None if before is None else dict(before.metadata),
+            expected_revision=record.after_revision if existed_after else None,
+            expected_sha256=record.after_sha256 if existed_after else None,
+            must_be_absent=not existed_after,
+        )
+
+    def verify(self) -> builtins.list[JournalProblem]:
+        """Open every image and check it against its recorded hash; returns what is damaged."""
+        found: builtins.list[JournalProblem] = []
+        with self._guard():
+            ids = [int(r[0]) for r in self._db.conn.execute("SELECT id FROM writes ORDER BY id")]
+        for record_id in ids:
+            for problem in self.get(record_id).problems:
+                found.append(JournalProblem(record_id, problem))
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except Exception as exc:
+                if not is_disk_error(exc):
+                    raise
+                raise JournalUnavailable(
+                    f"the write journal {self.path} could not be read or written: {exc}"
+                ) from exc
+
+    def _select_one(
+        self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...]
+    ) -> JournalRecord | None:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM writes WHERE {where}", params).fetchone()
+        return None if row is None else _record(row)
+
+    def _require(self, conn: sqlite3.Connection, record_id: int) -> JournalRecord:
+        record = self._select_one(conn, "id = ?", (record_id,))
+        if record is None:
+            raise UnknownRecord(f"write #{record_id} is not in the journal")
+        return record
+
+    def _open_image(
+        self,
+        record: JournalRecord,
+        role: str,
+        blob: bytes | None,
+        expected_sha: str | None,
+        problems: builtins.list[str],
+    ) -> EntryImage | None:
+        if blob is None:
+            return None
+        aad = _image_aad(
+            record.id, record.universe, record.datastore, record.scope, record.key, role
+        )
+        try:
+            document = unpack(self._cipher.open(bytes(blob), aad))
+            if (
+                not isinstance(document, dict)
+                or not isinstance(document.get("v"), str)
+                or not isinstance(document.get("m"), dict)
+            ):
+                raise RecordFormatError("unexpected shape")
+        except IntegrityError:
+            problems.append(f"{role}-image failed authentication (tampered or moved)")
+            return None
+        except RecordFormatError:
+            problems.append(f"{role}-image is malformed")
+            return None
+        image = EntryImage(value_json=document["v"], metadata=document["m"])
+        if image.sha256 != expected_sha:
+            problems.append(f"{role}-image does not match its recorded hash")
+            return None
+        return image
+
+
+def _image_aad(
+    record_id: int, universe: str, datastore: str, scope: str, key: str, role: str
+) -> bytes:
+    return slot("journal", record_id, universe, datastore, scope, key, role)
+
+
+def _pack_image(image: EntryImage | None) -> bytes | None:
+    if image is None:
+        return None
+    return pack({"v": image.value_json, "m": dict(image.metadata)})
+
+
+def _ms_to_s(value: Any) -> float | None:
+    return None if value is None else int(value) / 1000
+
+
+def _record(row: tuple[Any, ...]) -> JournalRecord:
+    return JournalRecord(
+        id=int(row[0]),
+        at=int(row[1]) / 1000,
+        actor_id=row[2],
+        actor_name=row[3],
+        universe=row[4],
+        datastore=row[5],
+        scope=row[6],
+        key=row[7],
+        operation=row[8],
+        idempotency_key=row[9],
+        job_id=row[10],
+        undoes=row[11],
+        status=Status(row[12]),
+        reason=row[13],
+        outcome_at=_ms_to_s(row[14]),
+        base_revision=row[15],
+        before_exists=bool(row[16]),
+        before_sha256=row[17],
+        intended_sha256=row[18],
+        after_exists=None if row[19] is None else bool(row[19]),
+        after_sha256=row[20],
+        after_revision=row[21],
+    )
