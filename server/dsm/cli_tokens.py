@@ -1,0 +1,116 @@
+"""`dsm tokens list | revoke ID | role ID ROLE`: manage the tokens paired plugins use.
+
+Works while the server runs (the token file is SQLite in WAL mode, and the server reads a
+token's row on every request), so a revocation or role change applies to the next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TextIO
+
+from shared_schema.auth import TokenInfo
+from shared_schema.common import Role
+
+from .paths import data_dir
+from .services.errors import ServiceError
+from .services.tokens import DB_FILENAME, TokenStore, console_safe
+from .storage.sqlite import StorageFileError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `tokens` command to the top-level `dsm` parser."""
+    parser = subparsers.add_parser(
+        "tokens",
+        help="list, revoke or change the role of paired plugin tokens",
+        description="Manage the tokens issued when a Studio plugin pairs with this server. "
+        "Changes apply immediately, also while the server is running.",
+    )
+    actions = parser.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    actions.add_parser("list", help="list tokens", description="List all tokens.")
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a token (its plugin must pair again)",
+        description="Revoke a token; the plugin using it is refused from its next request.",
+    )
+    revoke.add_argument("token_id", metavar="ID", help="the token's id (see `dsm tokens list`)")
+    role = actions.add_parser(
+        "role",
+        help="change a token's role",
+        description="viewer: read only. editor: read and write entries. admin: also delete "
+        "data stores and manage tokens.",
+    )
+    role.add_argument("token_id", metavar="ID", help="the token's id (see `dsm tokens list`)")
+    role.add_argument("role", choices=[r.value for r in Role], metavar="ROLE")
+
+
+def run(
+    args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Execute a parsed `dsm tokens ...` command; returns the process exit code."""
+    out = sys.stdout if stdout is None else stdout
+    err = sys.stderr if stderr is None else stderr
+    path = data_dir() / DB_FILENAME
+    if not path.exists():
+        if args.tokens_command == "list":
+            print(f"No tokens yet ({path} does not exist). Pair the plugin first.", file=out)
+            return 0
+        print(f"error: no tokens yet ({path} does not exist)", file=err)
+        return 1
+    try:
+        store = TokenStore(path)
+    except StorageFileError as exc:
+        print(f"error: cannot open the token file: {exc}", file=err)
+        return 1
+    try:
+        if args.tokens_command == "list":
+            print(_table(store.list_tokens()), file=out)
+            return 0
+        if args.tokens_command == "revoke":
+            info = store.revoke(args.token_id)
+            print(f"Revoked token {info.token_id} ({console_safe(info.name)}).", file=out)
+            return 0
+        if args.tokens_command == "role":
+            info = store.set_role(args.token_id, Role(args.role))
+            print(
+                f"Token {info.token_id} ({console_safe(info.name)}) now has the "
+                f"{info.role.value} role.",
+                file=out,
+            )
+            return 0
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=err)
+        return 1
+    finally:
+        store.close()
+    print(f"error: unknown tokens action {args.tokens_command!r}", file=err)
+    return 2
+
+
+def _when(moment: datetime | None) -> str:
+    return "never" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _table(tokens: Sequence[TokenInfo]) -> str:
+    if not tokens:
+        return "No tokens yet. Pair the plugin with this server to create one."
+    rows = [("ID", "NAME", "ROLE", "STATUS", "CREATED (UTC)", "LAST USED (UTC)")]
+    for t in tokens:
+        rows.append(
+            (
+                t.token_id,
+                console_safe(t.name),
+                t.role.value,
+                "revoked" if t.revoked else "active",
+                _when(t.created_at),
+                _when(t.last_used_at),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )

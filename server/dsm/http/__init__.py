@@ -1,0 +1,1 @@
+"""The only code that imports aiohttp.web: middlewares, routes and thin views."""

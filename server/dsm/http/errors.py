@@ -1,0 +1,103 @@
+"""Every failure leaves the server as `{error: {code, message, retryable, details?}}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from shared_schema.errors import ErrorBody, ErrorCode, ErrorEnvelope
+
+from ..services.errors import ServiceError
+
+log = logging.getLogger("dsm.http")
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.FORBIDDEN_HOST: 403,
+    ErrorCode.FORBIDDEN_ORIGIN: 403,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.PAIRING_FAILED: 400,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.ALREADY_EXISTS: 409,
+    ErrorCode.UPSTREAM_THROTTLED: 503,
+    ErrorCode.UPSTREAM_UNAVAILABLE: 503,
+    ErrorCode.UPSTREAM_PERMISSION: 502,
+    ErrorCode.UPSTREAM_REJECTED: 502,
+    ErrorCode.WRITE_OUTCOME_UNKNOWN: 502,
+    ErrorCode.NO_API_KEY: 404,
+    ErrorCode.INTERNAL: 500,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: ServiceError) -> web.Response:
+    envelope = ErrorEnvelope(
+        error=ErrorBody(
+            code=error.code,
+            message=error.message,
+            retryable=error.retryable,
+            details=error.details,
+        )
+    )
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return web.Response(
+        text=envelope.model_dump_json(exclude_none=True),
+        status=STATUS[error.code],
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def validation_message(exc: ValidationError) -> tuple[str, dict[str, Any]]:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    first = problems[0] if problems else {"field": "(body)", "problem": "invalid"}
+    return f"Invalid request: {first['field']}: {first['problem']}", {"problems": problems}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServiceError as error:
+        return error_response(error)
+    except ValidationError as exc:
+        message, details = validation_message(exc)
+        return error_response(ServiceError(ErrorCode.BAD_REQUEST, message, details=details))
+    except json.JSONDecodeError:
+        return error_response(ServiceError(ErrorCode.BAD_REQUEST, "The body is not valid JSON."))
+    except web.HTTPNotFound:
+        return error_response(
+            ServiceError(ErrorCode.NOT_FOUND, f"No API route matches {request.path}.")
+        )
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            ServiceError(ErrorCode.NOT_FOUND, f"{request.method} is not allowed on {request.path}.")
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            ServiceError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error while handling %s %s", request.method, request.path)
+        return error_response(
+            ServiceError(ErrorCode.INTERNAL, "Internal server error; see the server's log.")
+        )

@@ -1,0 +1,186 @@
+"""Checks every request passes before any handler runs: the browser and DNS-rebinding wall.
+
+Loopback is not access control: any web page can make the browser send requests to
+127.0.0.1. Studio's HttpService never sends `Origin` or `Sec-Fetch-*` and always names our
+loopback address in `Host`, so a request that does otherwise came from a browser (directly, or
+through a rebound DNS name) and is refused. Bodies must be `application/json`, which browsers
+cannot send cross-origin without a CORS preflight, and preflights are refused with no allow
+headers. Bodies are capped small except on routes that carry entry values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
+
+from shared_schema.errors import ErrorCode
+
+from ..services.errors import ServiceError
+from .errors import error_response
+
+# A 4 MiB value travels as a JSON string inside the JSON body. Escaping doubles `"` and `\`,
+# and an encoder that writes non-ASCII as \uXXXX turns 2 UTF-8 bytes into 6: at most 3x, plus
+# the envelope (attributes, user ids, idempotency key). Pass this to web.Application too.
+ENTRY_BODY_LIMIT = 13 * 1024 * 1024
+CLIENT_MAX_SIZE = ENTRY_BODY_LIMIT
+SMALL_BODY_LIMIT = 64 * 1024
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_LARGE_BODY_HANDLERS: set[Handler] = set()
+
+
+class BoundPort:
+    """The port we actually listen on; known only after binding when the configured port is 0."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._port = port
+
+    def set(self, port: int) -> None:
+        self._port = port
+
+    def __call__(self) -> int:
+        return self._port
+
+
+def allow_large_body[H: Handler](handler: H) -> H:
+    """Mark a handler that takes entry values (up to ENTRY_BODY_LIMIT instead of 64 KiB)."""
+    _LARGE_BODY_HANDLERS.add(handler)
+    return handler
+
+
+def host_allowed(host: str | None, port: int) -> bool:
+    """Only our loopback names with our exact port; anything else may be a rebound DNS name.
+
+    Exact string comparison (case-insensitive, as host names are) rejects `localhost.`,
+    `evil@127.0.0.1:port`, extra whitespace and a missing port. Clients omit the port only when
+    it is 80, so only then is a bare name accepted.
+    """
+    if host is None or port <= 0:
+        return False
+    allowed = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+    if port == 80:
+        allowed.update(LOOPBACK_NAMES)
+    return host.lower() in allowed
+
+
+def is_json_media_type(value: str) -> bool:
+    """`application/json` with at most a UTF-8 charset parameter.
+
+    Parsed, not substring-matched: `text/plain; application/json` is a "simple" content type a
+    browser sends cross-origin without a preflight.
+    """
+    media, *params = value.split(";")
+    if media.strip().lower() != "application/json":
+        return False
+    for param in params:
+        if not param.strip():
+            continue
+        name, sep, val = param.partition("=")
+        if not sep or name.strip().lower() != "charset":
+            return False
+        if val.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
+
+
+def _shown(value: str) -> str:
+    return repr(value[:100])
+
+
+def _check(request: web.Request, port: int) -> ServiceError | None:
+    hosts = request.headers.getall(hdrs.HOST, [])
+    host = hosts[0] if len(hosts) == 1 else None
+    if not host_allowed(host, port) or not _target_allowed(request, port):
+        got = "no Host header" if not hosts else f"Host {', '.join(_shown(h) for h in hosts)}"
+        return ServiceError(
+            ErrorCode.FORBIDDEN_HOST,
+            f"Refused {got}: this server answers only at localhost:{port} or 127.0.0.1:{port}. "
+            "(This blocks web pages that point their own domain name at your computer.)",
+        )
+    if hdrs.ORIGIN in request.headers or any(
+        name.lower().startswith("sec-fetch-") for name in request.headers
+    ):
+        return ServiceError(
+            ErrorCode.FORBIDDEN_ORIGIN,
+            "Refused a request from a web browser (it carries an Origin or Sec-Fetch header). "
+            "This server only talks to the DataStore Manager Pro Studio plugin.",
+        )
+    if request.method == hdrs.METH_OPTIONS:
+        return ServiceError(
+            ErrorCode.FORBIDDEN_ORIGIN,
+            "OPTIONS (CORS preflight) is refused: this server does not serve web pages.",
+        )
+    return _check_body(request)
+
+
+def _target_allowed(request: web.Request, port: int) -> bool:
+    # An absolute-form target (`GET http://host/path`) names the host the client meant.
+    url = request.url if request.raw_path.startswith(("http:", "https:")) else None
+    return url is None or host_allowed(url.raw_authority, port)
+
+
+def _check_body(request: web.Request) -> ServiceError | None:
+    types = request.headers.getall(hdrs.CONTENT_TYPE, [])
+    needs_json = request.body_exists or (bool(types) and request.method in UNSAFE_METHODS)
+    if needs_json and (len(types) != 1 or not is_json_media_type(types[0])):
+        got = "no Content-Type" if not types else f"Content-Type {_shown(', '.join(types))}"
+        return ServiceError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"Request bodies must be JSON sent with 'Content-Type: application/json' (got {got}).",
+        )
+    limit = body_limit(request)
+    length = request.content_length
+    if length is not None and length > limit:
+        return _too_large(limit)
+    return None
+
+
+def body_limit(request: web.Request) -> int:
+    return (
+        ENTRY_BODY_LIMIT if request.match_info.handler in _LARGE_BODY_HANDLERS else SMALL_BODY_LIMIT
+    )
+
+
+def _too_large(limit: int) -> ServiceError:
+    size = f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit // 1024} KiB"
+    return ServiceError(
+        ErrorCode.PAYLOAD_TOO_LARGE, f"The request body is larger than this route's {size} limit."
+    )
+
+
+def _reject(error: ServiceError) -> web.Response:
+    response = error_response(error)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def guard_middleware(port: Callable[[], int]) -> Middleware:
+    """The guard; `port` returns the bound port (see BoundPort), read on every request."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        problem = _check(request, port())
+        if problem is not None:
+            return _reject(problem)
+        limit = body_limit(request)
+        if request.body_exists:
+            # A chunked body has no Content-Length to check up front; aiohttp enforces the
+            # clone's cap while the handler reads.
+            request = request.clone(client_max_size=limit)
+        try:
+            response = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _reject(_too_large(limit))
+        if not response.prepared:
+            for name in [h for h in response.headers if h.lower().startswith("access-control-")]:
+                del response.headers[name]
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    return guard

@@ -1,0 +1,1 @@
+"""Domain logic of the companion server; never imports aiohttp.web."""

@@ -1,0 +1,224 @@
+"""Pairing: a plugin asks, the server console shows a code, the user types it into the plugin.
+
+The code is the only proof that the person at the plugin can see the server's console, so:
+
+- 8 digits from `secrets`, at most 5 guesses per code, then the code is burned. An online
+  guesser wins one code with probability <= 5 / 10**8 = 5e-8, well under the 1e-6 target
+  (7 digits would give 5e-7, just under it; the 8th digit buys a 20x margin for one keystroke).
+- Completes are also capped globally (20 a minute, 60 an hour), so across codes an attacker gets
+  at most 1,440 guesses a day: <= 1.44e-5 chance a day, while every start prints a banner on the
+  console, which makes such an attack visible.
+- Codes live `pairing_code_ttl_seconds` (default 300 s) and work once.
+- The client name shown on the console is the one the token gets: a complete that names another
+  client fails, so the user approves exactly what they saw.
+
+Pairings are kept in memory: a restart cancels them, which is the safe outcome.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NoReturn
+
+from shared_schema.common import Role
+from shared_schema.errors import ErrorCode
+
+from .errors import ServiceError
+from .tokens import TokenStore, console_safe, utc_now
+
+log = logging.getLogger("dsm.pairing")
+
+CODE_DIGITS = 8
+MAX_ATTEMPTS = 5
+DEFAULT_TTL_SECONDS = 300.0
+# Pairing hands out editor tokens: a paired plugin can read and write entries but not delete
+# data stores or manage tokens. Admin is granted deliberately, on the server machine, with
+# `dsm tokens role ID admin` - the console is the root of trust, as it is for the code itself.
+DEFAULT_PAIRING_ROLE = Role.EDITOR
+# (max events, window seconds): generous for people, tight for scripts.
+START_LIMITS: tuple[tuple[int, float], ...] = ((10, 60.0), (30, 3600.0))
+COMPLETE_LIMITS: tuple[tuple[int, float], ...] = ((20, 60.0), (60, 3600.0))
+# Bounds memory even if every start is abandoned (starts are rate limited too).
+MAX_PENDING = 50
+
+Announce = Callable[[str], None]
+
+
+def announce_on_console(text: str) -> None:
+    """Default announcer: a banner on stderr (the console), not the log, which may be a file."""
+    bar = "=" * 64
+    sys.stderr.write(f"\n{bar}\n{text}\n{bar}\n")
+    sys.stderr.flush()
+
+
+def format_code(code: str) -> str:
+    """Show the code in two groups of four; the plugin accepts the digits only."""
+    return f"{code[:4]} {code[4:]}"
+
+
+def describe_ttl(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} min"
+    return f"{int(seconds)} s"
+
+
+class RateLimit:
+    """Sliding-window limits shared by every caller (pairing has no identity to limit by)."""
+
+    def __init__(
+        self, what: str, limits: Sequence[tuple[int, float]], clock: Callable[[], float]
+    ) -> None:
+        self._what = what
+        self._limits = tuple(limits)
+        self._horizon = max(window for _, window in self._limits)
+        self._clock = clock
+        self._events: list[float] = []
+
+    def consume(self) -> None:
+        """Count one event, or raise RATE_LIMITED (with Retry-After) without counting it."""
+        now = self._clock()
+        del self._events[: bisect.bisect_right(self._events, now - self._horizon)]
+        wait = 0.0
+        for limit, window in self._limits:
+            recent = self._events[bisect.bisect_right(self._events, now - window) :]
+            if len(recent) >= limit:
+                # The window frees a slot when the oldest event that keeps it full ages out.
+                wait = max(wait, recent[len(recent) - limit] + window - now)
+        if wait > 0:
+            raise ServiceError(
+                ErrorCode.RATE_LIMITED,
+                f"Too many pairing {self._what} attempts; try again in {int(wait) + 1} s.",
+                retry_after=wait,
+            )
+        self._events.append(now)
+
+
+@dataclass
+class _Pending:
+    code: str
+    client_name: str
+    expires_mono: float
+    wrong_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class PairingTicket:
+    pairing_id: str
+    expires_at: datetime
+    code_length: int
+    ttl_seconds: float
+
+
+@dataclass(frozen=True)
+class PairingResult:
+    token: str
+    token_id: str
+    role: Role
+
+
+class PairingService:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        *,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        role: Role = DEFAULT_PAIRING_ROLE,
+        announce: Announce = announce_on_console,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utc_now,
+        start_limits: Sequence[tuple[int, float]] = START_LIMITS,
+        complete_limits: Sequence[tuple[int, float]] = COMPLETE_LIMITS,
+    ) -> None:
+        if ttl_seconds <= 0:
+            raise ValueError("pairing_code_ttl_seconds must be positive")
+        self._tokens = tokens
+        self._ttl = ttl_seconds
+        self._role = role
+        self._announce = announce
+        self._mono = monotonic
+        self._now = now
+        self._start_limit = RateLimit("start", start_limits, monotonic)
+        self._complete_limit = RateLimit("code", complete_limits, monotonic)
+        self._pending: dict[str, _Pending] = {}
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    def start(self, client_name: str) -> PairingTicket:
+        self._start_limit.consume()
+        self._drop_expired()
+        if len(self._pending) >= MAX_PENDING:
+            raise ServiceError(
+                ErrorCode.RATE_LIMITED,
+                "Too many pairings are waiting for a code; wait for them to expire.",
+                retry_after=self._ttl,
+            )
+        code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
+        pairing_id = secrets.token_urlsafe(16)
+        self._pending[pairing_id] = _Pending(code, client_name, self._mono() + self._ttl)
+        expires_at = self._now() + timedelta(seconds=self._ttl)
+        self._announce(
+            f"Pairing code for {console_safe(client_name)}: {format_code(code)} "
+            f"(expires in {describe_ttl(self._ttl)})\n"
+            "Type it into the DataStore Manager Pro plugin only if you started this pairing."
+        )
+        return PairingTicket(pairing_id, expires_at, CODE_DIGITS, self._ttl)
+
+    def complete(self, pairing_id: str, code: str, client_name: str) -> PairingResult:
+        self._complete_limit.consume()
+        pending = self._pending.get(pairing_id)
+        if pending is None:
+            raise ServiceError(
+                ErrorCode.PAIRING_FAILED,
+                "This pairing is unknown, already used or cancelled; start pairing again.",
+            )
+        if self._mono() >= pending.expires_mono:
+            del self._pending[pairing_id]
+            raise ServiceError(
+                ErrorCode.PAIRING_FAILED, "The pairing code expired; start pairing again."
+            )
+        code_ok = hmac.compare_digest(pending.code.encode(), code.encode())
+        if not code_ok or client_name != pending.client_name:
+            self._wrong_attempt(pairing_id, pending, code_ok)
+        del self._pending[pairing_id]  # single use
+        token, info = self._tokens.issue(pending.client_name, self._role)
+        log.info("paired %s as token %s (%s)", console_safe(info.name), info.token_id, info.role)
+        return PairingResult(token=token, token_id=info.token_id, role=info.role)
+
+    def _wrong_attempt(self, pairing_id: str, pending: _Pending, code_ok: bool) -> NoReturn:
+        pending.wrong_attempts += 1
+        left = MAX_ATTEMPTS - pending.wrong_attempts
+        who = console_safe(pending.client_name)
+        log.warning("wrong pairing attempt for %s (%d left)", who, max(left, 0))
+        reason = (
+            "The client name differs from the one shown with the code"
+            if code_ok
+            else "Wrong pairing code"
+        )
+        if left <= 0:
+            del self._pending[pairing_id]
+            raise ServiceError(
+                ErrorCode.PAIRING_FAILED,
+                f"{reason}. That was the last of {MAX_ATTEMPTS} attempts: this pairing is "
+                "cancelled; start pairing again.",
+            )
+        raise ServiceError(
+            ErrorCode.PAIRING_FAILED,
+            f"{reason}; {left} attempt(s) left.",
+            details={"attempts_left": left},
+        )
+
+    def _drop_expired(self) -> None:
+        now = self._mono()
+        for pairing_id in [p for p, v in self._pending.items() if now >= v.expires_mono]:
+            del self._pending[pairing_id]
