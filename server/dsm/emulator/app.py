@@ -100,6 +100,7 @@ class EmulatorContext:
         *,
         entry_key: str | None = None,
         request_bytes: int = 0,
+        units: int = 1,
     ) -> None:
         """Charge the request to its budgets or answer 429 with retry-after."""
         decision = self.throttler.check(
@@ -108,13 +109,14 @@ class EmulatorContext:
             budgets=budgets,
             entry_key=entry_key,
             request_bytes=request_bytes,
+            units=units,
         )
         if decision.limit is not None:
             request[RATELIMIT_HEADERS] = decision.headers()
         if not decision.allowed:
             raise EmulatorError(
                 "RESOURCE_EXHAUSTED",
-                f"Too many requests: the {decision.budget} budget is used up; "
+                f"Too many requests ({decision.reason}): the {decision.budget} budget is used up; "
                 f"retry after {decision.retry_after:.0f} s.",
                 v1_code=decision.reason,
                 headers=decision.headers(),
@@ -133,7 +135,9 @@ def universe_param(request: web.Request, name: str = "universe_id") -> str:
     return raw
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         text=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
         status=status,
@@ -242,6 +246,13 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
+async def list_universes(request: web.Request) -> web.Response:
+    """Emulator extension (not Open Cloud): universes that hold standard data stores."""
+    ctx = request.app[EMULATOR]
+    rows = ctx.db.conn.execute("SELECT DISTINCT universe FROM datastores ORDER BY universe")
+    return json_response({"universes": [row[0] for row in rows]})
+
+
 async def get_faults(request: web.Request) -> web.Response:
     ctx = request.app[EMULATOR]
     return json_response({"settings": ctx.faults.__dict__, "injected": ctx.fault_counts})
@@ -270,6 +281,7 @@ def create_emulator_app(config: EmulatorConfig | None = None) -> web.Application
     app[EMULATOR] = ctx
     app.router.add_get("/", index)
     app.router.add_get("/_emulator/faults", get_faults)
+    app.router.add_get("/_emulator/universes", list_universes)
     app.router.add_post("/_emulator/faults", set_faults)
     for module in (routes_v1, routes_v2, routes_ordered, routes_memorystore, routes_messaging):
         module.setup(app, ctx)
