@@ -25,7 +25,8 @@ class ErrorCode(StrEnum):
     UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"  # Open Cloud unreachable or 5xx
     UPSTREAM_PERMISSION = "UPSTREAM_PERMISSION"  # the API key lacks a scope or universe
     UPSTREAM_REJECTED = "UPSTREAM_REJECTED"  # Open Cloud refused the request (400)
-    WRITE_OUTCOME_UNKNOWN = "WRITE_OUTCOME_UNKNOWN"  # lost response that re-reading could not settle
+    # a lost response that re-reading could not settle
+    WRITE_OUTCOME_UNKNOWN = "WRITE_OUTCOME_UNKNOWN"
     NO_API_KEY = "NO_API_KEY"  # no key in the vault serves this universe
     INTERNAL = "INTERNAL"
 

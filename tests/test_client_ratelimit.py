@@ -143,6 +143,21 @@ async def test_sustained_concurrent_run_hits_95_percent_and_never_exceeds_window
 
 
 @pytest.mark.asyncio
+async def test_burst_goes_at_once_then_paces_and_never_exceeds_window() -> None:
+    vt = VirtualTime()
+    limiter = ClientRateLimiter(ClientBudget(read=300), time_fn=vt.time, sleep=vt.sleep, burst=10)
+    allowed = 150
+    grants: list[float] = []
+    await vt.run(*(worker(limiter, vt, "u1", "read", 600.0, grants) for _ in range(40)))
+
+    ordered = sorted(grants)
+    assert ordered[:10] == [0.0] * 10  # an interactive burst is not held back
+    assert ordered[10] > 0.0
+    assert max_in_any_window(grants) <= allowed
+    assert len([t for t in grants if t < 600.0]) >= 0.95 * allowed * 10
+
+
+@pytest.mark.asyncio
 async def test_buckets_are_independent_per_universe_and_category() -> None:
     vt = VirtualTime()
     limiter = ClientRateLimiter(

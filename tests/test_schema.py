@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
+
 from shared_schema import PROTOCOL_MAJOR, PROTOCOL_MINOR
 from shared_schema.constraints import compact_json
 from shared_schema.entries import EntryCreateRequest, EntryUpdateRequest

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, cli_keys, cli_tokens
+from .config import DEFAULT_PORT, ServerConfig
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
 from .emulator.auth import load_keys
 from .emulator.throttle import LimitsConfig
+from .paths import data_dir, ensure_private_dir
 
 
 def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +49,30 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--seed", type=int, help="seed for fault injection (repeatable runs)")
 
 
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the companion server for the Studio plugin",
+        description="Serve the plugin API on 127.0.0.1. Without an Open Cloud key in the vault "
+        "it runs the embedded emulator, and everything it shows is labelled EMULATOR.",
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--data-dir", type=Path, help="state directory (default: $DSM_HOME or per-user)")
+    p.add_argument(
+        "--emulator-universe",
+        type=int,
+        action="append",
+        help="universe id to offer on the emulator (repeatable; default 1)",
+    )
+    p.add_argument("--emulator-limits", choices=["documented", "off"], default="documented")
+    p.add_argument(
+        "--reserve-share",
+        type=float,
+        default=0.5,
+        help="share of each Open Cloud budget left for live game servers (default 0.5)",
+    )
+
+
 def build_emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     limits = LimitsConfig.from_cli(mode=args.limits, ccu=args.ccu, overrides=args.budget)
     faults = FaultConfig(
@@ -65,12 +92,15 @@ async def _serve_emulator(config: EmulatorConfig, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    sockets = getattr(site._server, "sockets", None)
+    bound = sockets[0].getsockname()[1] if sockets else port
     print(f"DataStore Manager Pro Open Cloud emulator {__version__}")
     print(f"  base URL : http://{host}:{bound}  (stands in for https://apis.roblox.com)")
     print(f"  data     : {config.data_dir or 'temporary store, deleted on exit'}")
     if config.keys is None:
-        print("  auth     : OPEN - any non-empty x-api-key has full access (use --keys to restrict)")
+        print(
+            "  auth     : OPEN - any non-empty x-api-key has full access (use --keys to restrict)"
+        )
     else:
         print(f"  auth     : {len(config.keys)} key(s) from the keys file")
     print(f"  limits   : {config.limits.mode} (CCU {config.limits.ccu})")
@@ -87,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
     _emulator_parser(sub)
+    _serve_parser(sub)
+    cli_keys.register(sub)
+    cli_tokens.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "emulator":
@@ -94,13 +127,25 @@ def main(argv: list[str] | None = None) -> int:
             config = build_emulator_config(args)
         except ValueError as exc:
             parser.error(str(exc))
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve_emulator(config, args.host, args.port))
-        except KeyboardInterrupt:
-            pass
         return 0
+    if args.command == "serve":
+        from .serve import serve
+
+        server_config = ServerConfig(
+            data_dir=ensure_private_dir(args.data_dir) if args.data_dir else data_dir(),
+            port=args.port,
+            emulator_universes=args.emulator_universe or [1],
+            emulator_limits=args.emulator_limits,
+            reserve_share=args.reserve_share,
+        )
+        return serve(server_config)
+    if args.command == "key":
+        return cli_keys.run(args)
+    if args.command == "tokens":
+        return cli_tokens.run(args)
     parser.error(f"unknown command {args.command}")
-    return 2
 
 
 if __name__ == "__main__":

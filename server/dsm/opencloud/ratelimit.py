@@ -154,9 +154,15 @@ class ClientRateLimiter:
         time_fn: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         margin: float = 0.05,
+        burst: int = 1,
     ) -> None:
         if math.isnan(margin) or margin < 0:
             raise ValueError("margin must be >= 0")
+        if burst < 1:
+            raise ValueError("burst must be >= 1")
+        # Up to `burst` requests may go back to back (an interactive user opening a view);
+        # after that they are paced at 60/allowed. The window limit holds either way.
+        self._burst = burst
         self._budget = budget if budget is not None else ClientBudget()
         self._time = time_fn
         self._sleep = sleep
@@ -184,8 +190,9 @@ class ClientRateLimiter:
         _keep_recent(slots, now, self._horizon)
         _keep_recent(released, now, self._horizon)
         slot = max(now, bucket.paused_until)
-        if slots:
-            slot = max(slot, slots[-1] + bucket.interval)
+        burst = min(self._burst, n)
+        if len(slots) >= burst:
+            slot = max(slot, slots[-burst] + burst * bucket.interval)
         if len(slots) >= n:
             slot = max(slot, slots[-n] + self._horizon)
         if len(released) >= n:

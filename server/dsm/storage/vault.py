@@ -533,6 +533,11 @@ class Vault:
         self._refresh()
         return [record.summary() for record in self._records()]
 
+    def records(self) -> list[ApiKeyRecord]:
+        """Every stored key with its secret, for the server that uses them (never to show)."""
+        self._refresh()
+        return list(self._records())
+
     def key_for_universe(self, universe_id: int) -> ApiKeyRecord | None:
         self._refresh()
         for record in self._records():

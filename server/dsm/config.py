@@ -1,0 +1,30 @@
+"""Settings of one companion server process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared_schema.common import Role
+
+DEFAULT_PORT = 8765  # documented in the README; `--port` changes it
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    # Embedded emulator (used when the vault holds no Open Cloud key).
+    emulator_universes: list[int] = field(default_factory=lambda: [1])
+    emulator_limits: str = "documented"
+    # Share of each Open Cloud budget left for the live game's servers.
+    reserve_share: float = 0.5
+    open_cloud_base_url: str = "https://apis.roblox.com"
+    # Vault passphrase source for headless use; None means prompt or OS keyring.
+    vault_passphrase: str | None = None
+    session_ttl_seconds: float = 45.0
+    event_buffer_size: int = 2048
+    pairing_code_ttl_seconds: float = 300.0
+    # Tokens from pairing get this role; `dsm tokens role ID admin` grants more on purpose.
+    pairing_role: Role = Role.EDITOR

@@ -1,0 +1,283 @@
+"""Everything listed before an entry is opened: universes, data stores, scopes and keys.
+
+List pages are cached too, so a user who loses Open Cloud mid-session still sees the pages they
+already opened, labelled CACHED with their age and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from shared_schema.common import Backend, Source
+from shared_schema.data import (
+    DataStoreInfo,
+    DataStorePage,
+    DataStoreState,
+    Environment,
+    KeyItem,
+    KeyPage,
+    ScopeList,
+    UniverseInfo,
+    UniverseList,
+)
+
+from ..opencloud import errors as oc
+from ..opencloud.client import OpenCloudClient
+from ..opencloud.models import DataStore, EntryRef, Page
+from ..storage.cache import EntryCache
+from .entries import Publisher
+from .errors import ServiceError
+from .provenance import cached, fresh, is_unreachable, upstream_error
+from .tokens import Principal
+from .upstream import Upstream
+
+T = TypeVar("T")
+ALL_SCOPES = "-"
+# Deriving scopes walks keys of every scope; stop after this many keys and say so.
+SCOPE_SCAN_LIMIT = 10_000
+DELETED_PAGE_LIMIT = 25
+
+
+async def _all_scopes_page(
+    universe_id: int, datastore: str, token: str | None, client: OpenCloudClient
+) -> Page[EntryRef]:
+    return await client.list_entries_page(
+        universe_id, datastore, scope=ALL_SCOPES, page_size=256, page_token=token
+    )
+
+
+def _store_info(store: DataStore) -> DataStoreInfo:
+    return DataStoreInfo(
+        name=store.name,
+        created_at=store.create_time,
+        state=DataStoreState.DELETED if store.state == "DELETED" else DataStoreState.ACTIVE,
+        expires_at=store.expire_time,
+    )
+
+
+class BrowseService:
+    def __init__(self, upstream: Upstream, cache: EntryCache, events: Publisher) -> None:
+        self.upstream = upstream
+        self.cache = cache
+        self.events = events
+
+    def _backend(self, universe_id: int) -> Backend:
+        return self.upstream.binding(universe_id).backend
+
+    async def _listing(
+        self,
+        universe_id: int,
+        cache_key: tuple[str, str | None, tuple[str, ...]],
+        fetch: Callable[[OpenCloudClient], Awaitable[dict[str, Any]]],
+    ) -> tuple[dict[str, Any], Source]:
+        """Fetch a page fresh; on an unreachable Open Cloud fall back to the cached page."""
+        client = self.upstream.client_for(universe_id)
+        backend = self._backend(universe_id)
+        kind, datastore, parts = cache_key
+        generation = self.cache.generation
+        try:
+            page = await fetch(client)
+        except oc.OpenCloudError as exc:
+            error = upstream_error(exc, backend)
+            if not is_unreachable(exc):
+                raise error from exc
+            hit = self.cache.get_list(kind, universe_id, datastore, *parts)
+            if hit is None:
+                raise ServiceError(
+                    error.code,
+                    f"{error.message} No cached copy of this list exists.",
+                    retry_after=error.retry_after,
+                    details={"source": {"kind": "UNAVAILABLE", "reason": error.message}},
+                ) from exc
+            value: dict[str, Any] = hit.value
+            return value, cached(backend, hit.fetched_at, hit.age_seconds, error.message)
+        self.cache.put_list(
+            kind, universe_id, datastore, *parts, value=page, if_generation=generation
+        )
+        return page, fresh(backend)
+
+    async def universes(self) -> UniverseList:
+        bindings = await self.upstream.universes()
+        return UniverseList(
+            universes=[
+                UniverseInfo(
+                    universe_id=b.universe_id,
+                    label=b.label,
+                    environment=Environment(b.environment),
+                    backend=b.backend,
+                )
+                for b in bindings
+            ],
+            source=fresh(self.upstream.backend),
+        )
+
+    async def datastores(
+        self,
+        universe_id: int,
+        *,
+        prefix: str | None,
+        cursor: str | None,
+        limit: int,
+        show_deleted: bool,
+    ) -> DataStorePage:
+        async def fetch(client: OpenCloudClient) -> dict[str, Any]:
+            page = await client.list_data_stores_page(
+                universe_id,
+                prefix=prefix,
+                show_deleted=show_deleted,
+                page_size=limit,
+                page_token=cursor,
+            )
+            return {
+                "items": [_store_info(s).model_dump(mode="json") for s in page.items],
+                "next_cursor": page.next_page_token,
+            }
+
+        parts = (prefix or "", cursor or "", str(limit), str(show_deleted))
+        page, source = await self._listing(universe_id, ("datastores", None, parts), fetch)
+        return DataStorePage.model_validate({**page, "source": source}, strict=False)
+
+    async def delete_datastore(
+        self, actor: Principal, universe_id: int, name: str
+    ) -> DataStoreInfo:
+        store = await self._call(universe_id, lambda c: c.delete_data_store(universe_id, name))
+        self.cache.invalidate_datastore(universe_id, name)
+        self.cache.invalidate_universe(universe_id)
+        self._publish(actor, universe_id, name, store)
+        return _store_info(store)
+
+    async def undelete_datastore(
+        self, actor: Principal, universe_id: int, name: str
+    ) -> DataStoreInfo:
+        store = await self._call(universe_id, lambda c: c.undelete_data_store(universe_id, name))
+        self.cache.invalidate_universe(universe_id)
+        self._publish(actor, universe_id, name, store)
+        return _store_info(store)
+
+    def _publish(self, actor: Principal, universe_id: int, name: str, store: DataStore) -> None:
+        self.events.publish(
+            "datastore.changed",
+            {
+                "universe_id": universe_id,
+                "datastore": name,
+                "state": "DELETED" if store.state == "DELETED" else "ACTIVE",
+                "actor": actor.name,
+            },
+        )
+
+    async def _call(self, universe_id: int, call: Callable[[OpenCloudClient], Awaitable[T]]) -> T:
+        client = self.upstream.client_for(universe_id)
+        try:
+            return await call(client)
+        except oc.OpenCloudError as exc:
+            raise upstream_error(exc, self._backend(universe_id)) from exc
+
+    async def keys(
+        self,
+        universe_id: int,
+        datastore: str,
+        *,
+        scope: str,
+        all_scopes: bool,
+        prefix: str | None,
+        cursor: str | None,
+        limit: int,
+        show_deleted: bool,
+    ) -> KeyPage:
+        wanted_scope = ALL_SCOPES if all_scopes else scope
+
+        async def fetch(client: OpenCloudClient) -> dict[str, Any]:
+            page = await client.list_entries_page(
+                universe_id,
+                datastore,
+                scope=wanted_scope,
+                prefix=prefix,
+                show_deleted=show_deleted,
+                page_size=limit,
+                page_token=cursor,
+            )
+            return {
+                "items": [
+                    KeyItem(scope=ref.scope, key=ref.key, deleted=False).model_dump(mode="json")
+                    for ref in page.items
+                ],
+                "next_cursor": page.next_page_token,
+            }
+
+        if show_deleted:
+            # v2 lists only path and id, so which listed keys are deleted is learned by
+            # comparing with the listing without deleted keys over the same range.
+            # Each listed key costs one read, so such pages are kept small.
+            return await self._keys_marking_deleted(
+                universe_id, datastore, wanted_scope, prefix, cursor, min(limit, DELETED_PAGE_LIMIT)
+            )
+        parts = (wanted_scope, prefix or "", cursor or "", str(limit))
+        page, source = await self._listing(universe_id, ("keys", datastore, parts), fetch)
+        return KeyPage.model_validate({**page, "source": source}, strict=False)
+
+    async def _keys_marking_deleted(
+        self,
+        universe_id: int,
+        datastore: str,
+        scope: str,
+        prefix: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> KeyPage:
+        page = await self._call(
+            universe_id,
+            lambda c: c.list_entries_page(
+                universe_id,
+                datastore,
+                scope=scope,
+                prefix=prefix,
+                show_deleted=True,
+                page_size=limit,
+                page_token=cursor,
+            ),
+        )
+        items = [
+            KeyItem(
+                scope=ref.scope,
+                key=ref.key,
+                deleted=not await self._exists(universe_id, datastore, ref.scope, ref.key),
+            )
+            for ref in page.items
+        ]
+        return KeyPage(
+            items=items, next_cursor=page.next_page_token, source=fresh(self._backend(universe_id))
+        )
+
+    async def _exists(self, universe_id: int, datastore: str, scope: str, key: str) -> bool:
+        async def read(client: OpenCloudClient) -> bool:
+            try:
+                await client.get_entry(universe_id, datastore, key, scope=scope)
+            except oc.NotFound:
+                return False
+            return True
+
+        return await self._call(universe_id, read)
+
+    async def scopes(self, universe_id: int, datastore: str) -> ScopeList:
+        """Open Cloud has no scope listing: walk the keys of every scope, up to a limit."""
+        found: set[str] = set()
+        seen = 0
+        cursor: str | None = None
+        complete = True
+        while True:
+            page = await self._call(
+                universe_id, partial(_all_scopes_page, universe_id, datastore, cursor)
+            )
+            found.update(ref.scope for ref in page.items)
+            seen += len(page.items)
+            cursor = page.next_page_token
+            if not cursor:
+                break
+            if seen >= SCOPE_SCAN_LIMIT:
+                complete = False
+                break
+        return ScopeList(
+            scopes=sorted(found), complete=complete, source=fresh(self._backend(universe_id))
+        )

@@ -1,0 +1,174 @@
+"""Which Open Cloud the server talks to, and the client that serves each universe.
+
+With keys in the vault the server talks to https://apis.roblox.com, one client per key (a key
+lists the universes it serves). With none it starts the embedded emulator on a loopback port
+and points one client at it: the code path is the same, only the backend label differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared_schema.common import Backend
+from shared_schema.errors import ErrorCode
+
+from ..emulator.app import EmulatorConfig
+from ..emulator.embedded import EmbeddedEmulator
+from ..emulator.throttle import LimitsConfig
+from ..opencloud.client import OpenCloudClient
+from ..opencloud.ratelimit import ClientBudget, ClientRateLimiter
+from ..storage.vault import ApiKeyRecord
+from .errors import ServiceError
+
+log = logging.getLogger("dsm.upstream")
+
+OnCall = Callable[[str, int | str, float, str], None]
+# Requests that may go back to back before pacing starts: opening a view makes a few calls.
+INTERACTIVE_BURST = 10
+
+
+@dataclass(frozen=True)
+class UniverseBinding:
+    universe_id: int
+    label: str
+    environment: str  # production | staging | development
+    backend: Backend
+
+
+class Upstream:
+    def __init__(
+        self,
+        backend: Backend,
+        clients: dict[int, OpenCloudClient],
+        bindings: list[UniverseBinding],
+        *,
+        shared_client: OpenCloudClient | None = None,
+        emulator: EmbeddedEmulator | None = None,
+        limiter: ClientRateLimiter | None = None,
+        emulator_key: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self._clients = clients
+        self._bindings = {b.universe_id: b for b in bindings}
+        self._shared = shared_client
+        self.emulator = emulator
+        self.limiter = limiter
+        self._emulator_key = emulator_key
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        keys: list[ApiKeyRecord],
+        base_url: str,
+        emulator_dir: Path,
+        emulator_universes: list[int],
+        emulator_limits: str,
+        reserve_share: float,
+        on_call: OnCall | None = None,
+        limiter: ClientRateLimiter | None = None,
+    ) -> Upstream:
+        if limiter is None:
+            limiter = ClientRateLimiter(
+                ClientBudget(reserve_share=reserve_share), burst=INTERACTIVE_BURST
+            )
+        if keys:
+            clients: dict[int, OpenCloudClient] = {}
+            bindings: list[UniverseBinding] = []
+            for record in keys:
+                client = OpenCloudClient(
+                    api_key=record.api_key, base_url=base_url, limiter=limiter, on_call=on_call
+                )
+                for universe in record.universes:
+                    clients[universe] = client
+                    bindings.append(
+                        UniverseBinding(universe, record.label, record.environment, Backend.LIVE)
+                    )
+            log.info("talking to %s for %d universe(s)", base_url, len(bindings))
+            return cls(Backend.LIVE, clients, bindings, limiter=limiter)
+        emulator = await EmbeddedEmulator.start(
+            EmulatorConfig(
+                data_dir=emulator_dir,
+                limits=LimitsConfig.from_cli(mode=emulator_limits),
+            )
+        )
+        # The emulator accepts any non-empty key in open mode; a per-start random one keeps
+        # the code path identical to a real key without inventing a credential to store.
+        emulator_key = secrets.token_urlsafe(16)
+        client = OpenCloudClient(
+            api_key=emulator_key,
+            base_url=emulator.base_url,
+            limiter=limiter,
+            on_call=on_call,
+        )
+        bindings = [
+            UniverseBinding(u, f"Emulator universe {u}", "development", Backend.EMULATOR)
+            for u in emulator_universes
+        ]
+        log.info(
+            "no Open Cloud key in the vault: using the embedded emulator at %s", emulator.base_url
+        )
+        return cls(
+            Backend.EMULATOR,
+            {},
+            bindings,
+            shared_client=client,
+            emulator=emulator,
+            limiter=limiter,
+            emulator_key=emulator_key,
+        )
+
+    async def close(self) -> None:
+        closed: set[int] = set()
+        for client in [*self._clients.values(), *([self._shared] if self._shared else [])]:
+            if id(client) not in closed:
+                closed.add(id(client))
+                await client.close()
+        if self.emulator is not None:
+            await self.emulator.stop()
+
+    def client_for(self, universe_id: int) -> OpenCloudClient:
+        if self._shared is not None:
+            return self._shared
+        client = self._clients.get(universe_id)
+        if client is None:
+            raise ServiceError(
+                ErrorCode.NO_API_KEY,
+                f"No Open Cloud API key in the vault serves universe {universe_id}. Add one "
+                "with `dsm key add --universe "
+                f"{universe_id} ...` and restart `dsm serve`.",
+            )
+        return client
+
+    def binding(self, universe_id: int) -> UniverseBinding:
+        known = self._bindings.get(universe_id)
+        if known is not None:
+            return known
+        if self.backend is Backend.EMULATOR:
+            return UniverseBinding(
+                universe_id, f"Emulator universe {universe_id}", "development", Backend.EMULATOR
+            )
+        self.client_for(universe_id)  # raises NO_API_KEY
+        raise AssertionError("unreachable")
+
+    async def universes(self) -> list[UniverseBinding]:
+        """Configured universes; on the emulator also every universe that holds data there."""
+        found = dict(self._bindings)
+        if self.emulator is not None and self._shared is not None:
+            for universe in await self._emulator_universes():
+                found.setdefault(universe, self.binding(universe))
+        return [found[u] for u in sorted(found)]
+
+    async def _emulator_universes(self) -> list[int]:
+        assert self.emulator is not None and self._shared is not None
+        session = self._shared._ensure_session()
+        async with session.get(
+            self.emulator.base_url + "/_emulator/universes",
+            headers={"x-api-key": self._emulator_key or ""},
+        ) as resp:
+            body = await resp.json()
+        return [int(u) for u in body.get("universes", []) if str(u).isdigit()]

@@ -1,0 +1,101 @@
+"""A real companion server on a loopback port, on the embedded emulator, for API tests.
+
+`running_server` starts `create_app` exactly as `dsm serve` does (guards, auth, pairing, data
+plane), captures the pairing codes it would print, and `pair` runs the real pairing flow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from dsm.app import UPSTREAM, create_app
+from dsm.config import ServerConfig
+from dsm.http.auth import TOKEN_STORE
+from dsm.http.guards import BoundPort
+from dsm.services.upstream import Upstream
+from dsm.storage.crypto import new_key
+from shared_schema.common import Role
+
+
+@dataclass
+class Server:
+    base_url: str
+    app: web.Application
+    http: aiohttp.ClientSession
+    announced: list[str] = field(default_factory=list)
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.app[UPSTREAM]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def pair(self, client_name: str = "Studio test", role: Role | None = None) -> str:
+        """Pair like the plugin does; optionally change the token's role like `dsm tokens`."""
+        async with self.http.post(
+            self.url("/api/v1/pair/start"), json={"client_name": client_name}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            ticket = await resp.json()
+        match = re.search(r"(\d{4}) ?(\d{4})", self.announced[-1])
+        assert match, self.announced[-1]
+        code = match.group(1) + match.group(2)
+        async with self.http.post(
+            self.url("/api/v1/pair/complete"),
+            json={"pairing_id": ticket["pairing_id"], "code": code, "client_name": client_name},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            paired = await resp.json()
+        if role is not None:
+            self.app[TOKEN_STORE].set_role(paired["token_id"], role)
+        token: str = paired["token"]
+        return token
+
+    async def call(
+        self, method: str, path: str, token: str | None, **kwargs: Any
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method in ("POST", "PUT", "PATCH", "DELETE") and "json" not in kwargs:
+            kwargs["json"] = {}
+        async with self.http.request(
+            method, self.url("/api/v1" + path), headers=headers, **kwargs
+        ) as resp:
+            text = await resp.text()
+            body = None
+            if text and resp.content_type == "application/json":
+                import json
+
+                body = json.loads(text)
+            return resp.status, body if body is not None else text
+
+
+@asynccontextmanager
+async def running_server(
+    data_dir: Path, *, data_key: bytes | None = None, **config: Any
+) -> AsyncIterator[Server]:
+    announced: list[str] = []
+    port = BoundPort(0)
+    settings = ServerConfig(data_dir=data_dir, port=0, emulator_limits="off", **config)
+    app = create_app(
+        settings, keys=[], data_key=data_key or new_key(), port=port, announce=announced.append
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    bound = runner.addresses[0][1]
+    port.set(bound)
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Server(f"http://127.0.0.1:{bound}", app, http, announced)
+    finally:
+        await runner.cleanup()
