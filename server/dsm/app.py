@@ -19,19 +19,31 @@ from shared_schema.registry import openapi_document, schema_hash
 
 from . import __version__
 from .config import ServerConfig
-from .http import routes_data, routes_events, routes_metrics, routes_pairing, routes_sessions
+from .http import (
+    routes_data,
+    routes_events,
+    routes_memory,
+    routes_metrics,
+    routes_ordered,
+    routes_pairing,
+    routes_sessions,
+)
 from .http.appkeys import CONFIG, INSTANCE_ID
 from .http.auth import auth_middleware
 from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
 from .http.routes_data import BROWSE, ENTRIES
 from .http.routes_events import EVENTS
+from .http.routes_memory import MEMORY
 from .http.routes_metrics import METRICS
+from .http.routes_ordered import ORDERED
 from .http.routes_sessions import SERVER_BACKEND
 from .opencloud.ratelimit import ClientBudget
 from .services.browse import BrowseService
 from .services.entries import EntryService
+from .services.memory import MemoryService
 from .services.metrics import MeteredRateLimiter
+from .services.ordered import OrderedService
 from .services.upstream import INTERACTIVE_BURST, Upstream
 from .storage.cache import EntryCache
 from .storage.crypto import RecordCipher
@@ -84,6 +96,8 @@ def _data_lifecycle(
         app[UPSTREAM] = upstream
         app[ENTRIES] = EntryService(upstream, cache, journal, events, metrics)
         app[BROWSE] = BrowseService(upstream, cache, events)
+        app[ORDERED] = OrderedService(upstream, journal, events)
+        app[MEMORY] = MemoryService(upstream)
         app[SERVER_BACKEND] = lambda: upstream.backend
         try:
             yield
@@ -146,6 +160,8 @@ def create_app(
     routes_sessions.setup(app)
     routes_metrics.setup(app)
     routes_data.setup(app)
+    routes_ordered.setup(app)
+    routes_memory.setup(app)
     return app
 
 

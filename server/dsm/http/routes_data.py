@@ -10,6 +10,7 @@ from shared_schema.journal import JournalPage
 from ..services.browse import BrowseService
 from ..services.entries import EntryRef, EntryService
 from ..services.journal_view import journal_item
+from ..services.ordered import is_ordered_operation
 from .binding import Call, bind
 
 BROWSE = web.AppKey("dsm.browse", BrowseService)
@@ -154,9 +155,16 @@ async def list_journal(call: Call) -> BaseModel:
 
 
 async def undo_journal(call: Call) -> BaseModel:
-    return await call.request.app[ENTRIES].undo(
-        call.caller, call.path["journal_id"], call.body.idempotency_key
-    )
+    from .routes_ordered import ORDERED
+
+    entries = call.request.app[ENTRIES]
+    journal_id = call.path["journal_id"]
+    record = entries.journal_record(journal_id)
+    if is_ordered_operation(record.operation):
+        return await call.request.app[ORDERED].undo(
+            call.caller, journal_id, call.body.idempotency_key
+        )
+    return await entries.undo(call.caller, journal_id, call.body.idempotency_key)
 
 
 def setup(app: web.Application) -> None:

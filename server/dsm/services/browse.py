@@ -6,6 +6,7 @@ already opened, labelled CACHED with their age and the reason.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from .tokens import Principal
 from .upstream import Upstream
 
 T = TypeVar("T")
+log = logging.getLogger("dsm.browse")
 ALL_SCOPES = "-"
 # Deriving scopes walks keys of every scope; stop after this many keys and say so.
 SCOPE_SCAN_LIMIT = 10_000
@@ -157,6 +159,13 @@ class BrowseService:
         return _store_info(store)
 
     def _publish(self, actor: Principal, universe_id: int, name: str, store: DataStore) -> None:
+        # The change has landed: a failed notification must not turn it into an error.
+        try:
+            self._notify(actor, universe_id, name, store)
+        except Exception:
+            log.exception("could not publish datastore.changed for %s", name)
+
+    def _notify(self, actor: Principal, universe_id: int, name: str, store: DataStore) -> None:
         self.events.publish(
             "datastore.changed",
             {

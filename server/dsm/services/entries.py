@@ -13,6 +13,7 @@ A retried request with the same idempotency key reports the first outcome instea
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,13 +38,22 @@ from ..opencloud import errors as oc
 from ..opencloud.client import CARRY_OVER, OpenCloudClient
 from ..opencloud.models import DataStoreEntry
 from ..storage.cache import EntryCache
-from ..storage.journal import EntryImage, IdempotencyConflict, JournalRecord, Status, WriteJournal
+from ..storage.journal import (
+    EntryImage,
+    IdempotencyConflict,
+    JournalRecord,
+    Status,
+    UndoNotPossible,
+    UnknownRecord,
+    WriteJournal,
+)
 from .errors import ServiceError
 from .provenance import cached, fresh, is_unreachable, upstream_error
 from .tokens import Principal
 from .upstream import Upstream
 
 MAX_VALUE_BYTES = 4 * 1024 * 1024
+log = logging.getLogger("dsm.entries")
 T = TypeVar("T")
 
 
@@ -403,6 +413,22 @@ class EntryService:
         *,
         deleted: bool,
     ) -> None:
+        # The write has landed by now: a failed notification must not make it look failed.
+        try:
+            self._notify(actor, ref, operation, revision, journal_id, deleted=deleted)
+        except Exception:
+            log.exception("could not publish entry.changed for %s", ref.subject)
+
+    def _notify(
+        self,
+        actor: Principal,
+        ref: EntryRef,
+        operation: str,
+        revision: str | None,
+        journal_id: int,
+        *,
+        deleted: bool,
+    ) -> None:
         self.events.publish(
             "entry.changed",
             {
@@ -599,16 +625,28 @@ class EntryService:
             operation="revert",
         )
 
+    def journal_record(self, journal_id: int) -> JournalRecord:
+        try:
+            return self.journal.get(journal_id).record
+        except UnknownRecord:
+            raise ServiceError(
+                ErrorCode.NOT_FOUND, f"Journal item {journal_id} does not exist."
+            ) from None
+
     async def undo(
         self, actor: Principal, journal_id: int, idempotency_key: str
     ) -> EntryView | DeleteResult:
         """Put an entry back as it was before one of our journaled writes."""
-        from ..storage.journal import UndoNotPossible, UnknownRecord
-
         try:
             plan = self.journal.undo_plan(journal_id)
-        except (UndoNotPossible, UnknownRecord) as exc:
+        except UnknownRecord as exc:
+            raise ServiceError(ErrorCode.NOT_FOUND, str(exc)) from None
+        except UndoNotPossible as exc:
             raise ServiceError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        if plan.operation.startswith("ordered-"):
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST, f"Journal item {journal_id} is an ordered data store write."
+            )
         ref = EntryRef(int(plan.universe), plan.datastore, plan.scope, plan.key)
         if plan.action == "delete":
             return await self.delete(

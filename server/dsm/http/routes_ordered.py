@@ -1,0 +1,69 @@
+"""Thin views over the ordered data store service (`/api/v1/universes/{u}/ordered/...`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from ..services.ordered import OrderedRef, OrderedService
+from .binding import Call, bind
+
+ORDERED = web.AppKey("dsm.ordered", OrderedService)
+
+
+def _ref(call: Call, entry_id: str | None = None) -> OrderedRef:
+    return OrderedRef(
+        call.path["universe_id"],
+        call.path["ordered_store"],
+        call.path["scope"],
+        entry_id if entry_id is not None else call.path["entry_id"],
+    )
+
+
+async def list_ordered(call: Call) -> BaseModel:
+    q = call.query
+    return await call.request.app[ORDERED].list(
+        call.path["universe_id"],
+        call.path["ordered_store"],
+        call.path["scope"],
+        descending=q.descending,
+        min_value=q.min,
+        max_value=q.max,
+        cursor=q.cursor,
+        limit=q.limit,
+    )
+
+
+async def create_ordered(call: Call) -> BaseModel:
+    b = call.body
+    return await call.request.app[ORDERED].create(
+        call.caller, _ref(call, b.id), b.value, b.idempotency_key
+    )
+
+
+async def update_ordered(call: Call) -> BaseModel:
+    b = call.body
+    return await call.request.app[ORDERED].update(
+        call.caller, _ref(call), b.value, b.allow_missing, b.idempotency_key
+    )
+
+
+async def increment_ordered(call: Call) -> BaseModel:
+    b = call.body
+    return await call.request.app[ORDERED].increment(
+        call.caller, _ref(call), b.amount, b.idempotency_key
+    )
+
+
+async def delete_ordered(call: Call) -> BaseModel:
+    return await call.request.app[ORDERED].delete(
+        call.caller, _ref(call), call.query.idempotency_key
+    )
+
+
+def setup(app: web.Application) -> None:
+    bind(app, "list_ordered", list_ordered)
+    bind(app, "create_ordered", create_ordered)
+    bind(app, "update_ordered", update_ordered)
+    bind(app, "increment_ordered", increment_ordered)
+    bind(app, "delete_ordered", delete_ordered)
