@@ -161,7 +161,7 @@ class TokenStore:
 
     def list_tokens(self) -> list[TokenInfo]:
         """All tokens, revoked ones included (the journal still names them), oldest first."""
-        rows = self._query("SELECT * FROM tokens ORDER BY created_at, token_id")
+        rows = self._query("SELECT * FROM tokens ORDER BY created_at, rowid")
         return [_info(row) for row in rows]
 
     def revoke(self, token_id: str) -> TokenInfo:
