@@ -7,6 +7,7 @@ auth middleware then requires a token everywhere but hello and pairing.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -51,6 +52,7 @@ from .storage.journal import WriteJournal
 from .storage.vault import ApiKeyRecord
 
 UPSTREAM = web.AppKey("dsm.upstream", Upstream)
+log = logging.getLogger("dsm.app")
 
 CAPABILITIES = [
     "events.long_poll",
@@ -95,6 +97,9 @@ def _data_lifecycle(
         journal = WriteJournal(config.data_dir, cipher)
         app[UPSTREAM] = upstream
         app[ENTRIES] = EntryService(upstream, cache, journal, events, metrics)
+        settled = await app[ENTRIES].reconcile_pending()
+        if any(settled.values()):
+            log.info("journal writes left open by the last run, settled by re-reading: %s", settled)
         app[BROWSE] = BrowseService(upstream, cache, events)
         app[ORDERED] = OrderedService(upstream, journal, events)
         app[MEMORY] = MemoryService(upstream)

@@ -625,6 +625,49 @@ class EntryService:
             operation="revert",
         )
 
+    async def reconcile_pending(self) -> dict[str, int]:
+        """Settle standard-entry writes left INTENT/UNKNOWN by a crash or a lost answer.
+
+        Each is settled by re-reading the key, never by sending it again: the value we meant
+        to write is there -> APPLIED; the key is still at the revision the write was based on
+        -> FAILED (it never landed); anything else stays UNKNOWN for the user to judge.
+        """
+        counts = {"applied": 0, "failed": 0, "unknown": 0}
+        for record in self.journal.pending():
+            if record.operation.startswith("ordered-"):
+                continue
+            ref = EntryRef(int(record.universe), record.datastore, record.scope, record.key)
+            try:
+                current = await self._read_fresh(ref)
+            except ServiceError as error:
+                log.warning("journal item %d not reconciled yet: %s", record.id, error.message)
+                counts["unknown"] += 1
+                continue
+            image = _image(current)
+            if record.operation == "delete" or (
+                record.operation == "undo" and not record.intended_sha256
+            ):
+                landed = current is None
+            else:
+                landed = image is not None and image.sha256 == record.intended_sha256
+            if landed:
+                self.journal.mark_applied(
+                    record.id, image, current.revision_id if current else None
+                )
+                counts["applied"] += 1
+            elif (current.revision_id if current else None) == record.base_revision:
+                self.journal.mark_failed(
+                    record.id, "not applied: re-reading found the entry unchanged"
+                )
+                counts["failed"] += 1
+            else:
+                if record.status is Status.INTENT:
+                    self.journal.mark_unknown(
+                        record.id, "the entry changed after this write was sent; review it"
+                    )
+                counts["unknown"] += 1
+        return counts
+
     def journal_record(self, journal_id: int) -> JournalRecord:
         try:
             return self.journal.get(journal_id).record
