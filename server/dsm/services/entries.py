@@ -49,6 +49,7 @@ from ..storage.journal import (
 )
 from .errors import ServiceError
 from .provenance import cached, fresh, is_unreachable, upstream_error
+from .replay import previous_attempt
 from .tokens import Principal
 from .upstream import Upstream
 
@@ -304,26 +305,17 @@ class EntryService:
 
     # -------------------------------------------------------------------- writes
 
-    def _replay(self, idempotency_key: str) -> JournalRecord | None:
+    def _replay(self, ref: EntryRef, operation: str, idempotency_key: str) -> JournalRecord | None:
         """A previous attempt with this idempotency key, if there was one."""
-        record = self.journal.find_by_idempotency_key(idempotency_key)
-        if record is None:
-            return None
-        if record.status is Status.FAILED:
-            raise ServiceError(
-                ErrorCode.CONFLICT,
-                f"The write with idempotency key {idempotency_key} already failed "
-                f"({record.reason}); send the change again with a new key.",
-                details={"journal_id": record.id},
-            )
-        if record.status in (Status.INTENT, Status.UNKNOWN):
-            raise ServiceError(
-                ErrorCode.WRITE_OUTCOME_UNKNOWN,
-                f"The write with idempotency key {idempotency_key} was sent but its outcome is "
-                "not known yet; re-read the entry before trying again.",
-                details={"journal_id": record.id},
-            )
-        return record
+        return previous_attempt(
+            self.journal,
+            idempotency_key,
+            universe=ref.universe_id,
+            datastore=ref.datastore,
+            scope=ref.scope,
+            key=ref.key,
+            operation=operation,
+        )
 
     def _conflict(
         self, ref: EntryRef, current: DataStoreEntry | None, expected: str
@@ -467,7 +459,7 @@ class EntryService:
         operation: str = "create",
         undoes: int | None = None,
     ) -> EntryView:
-        if (done := self._replay(idempotency_key)) is not None:
+        if (done := self._replay(ref, operation, idempotency_key)) is not None:
             return await self._replayed_view(ref, done)
         current = await self._read_fresh(ref)
         if current is not None:
@@ -505,7 +497,7 @@ class EntryService:
         operation: str = "update",
         undoes: int | None = None,
     ) -> EntryView:
-        if (done := self._replay(idempotency_key)) is not None:
+        if (done := self._replay(ref, operation, idempotency_key)) is not None:
             return await self._replayed_view(ref, done)
         current = await self._read_fresh(ref)
         if current is None or current.revision_id != expected_revision:
@@ -547,7 +539,7 @@ class EntryService:
         operation: str = "delete",
         undoes: int | None = None,
     ) -> DeleteResult:
-        if (done := self._replay(idempotency_key)) is not None:
+        if (done := self._replay(ref, operation, idempotency_key)) is not None:
             return DeleteResult(journal_id=done.id, source=fresh(self._client(ref)[1]))
         current = await self._read_fresh(ref)
         if current is None:
@@ -574,7 +566,7 @@ class EntryService:
     async def increment(
         self, actor: Principal, ref: EntryRef, amount: int, idempotency_key: str
     ) -> EntryView:
-        if (done := self._replay(idempotency_key)) is not None:
+        if (done := self._replay(ref, "increment", idempotency_key)) is not None:
             return await self._replayed_view(ref, done)
         current = await self._read_fresh(ref)
         record = self._begin(actor, ref, "increment", current, idempotency_key)

@@ -35,7 +35,6 @@ from ..storage.journal import (
     EntryImage,
     IdempotencyConflict,
     JournalRecord,
-    Status,
     UndoNotPossible,
     UnknownRecord,
     WriteJournal,
@@ -44,6 +43,7 @@ from ..storage.journal import (
 from .entries import Publisher
 from .errors import ServiceError
 from .provenance import fresh, upstream_error
+from .replay import previous_attempt
 from .tokens import Principal
 from .upstream import Upstream
 
@@ -165,38 +165,15 @@ class OrderedService:
         self, ref: OrderedRef, operation: OrderedOperation, idempotency_key: str
     ) -> JournalRecord | None:
         """A previous attempt with this idempotency key, if there was one."""
-        record = self.journal.find_by_idempotency_key(idempotency_key)
-        if record is None:
-            return None
-        same_write = (
-            record.universe == str(ref.universe_id)
-            and record.datastore == ref.store
-            and record.scope == ref.scope
-            and record.key == ref.entry_id
-            and record.operation == operation
+        return previous_attempt(
+            self.journal,
+            idempotency_key,
+            universe=ref.universe_id,
+            datastore=ref.store,
+            scope=ref.scope,
+            key=ref.entry_id,
+            operation=operation,
         )
-        if not same_write:
-            raise ServiceError(
-                ErrorCode.CONFLICT,
-                f"The idempotency key {idempotency_key} was already used for another write "
-                f"(journal item {record.id}); send this change with a new key.",
-                details={"journal_id": record.id},
-            )
-        if record.status is Status.FAILED:
-            raise ServiceError(
-                ErrorCode.CONFLICT,
-                f"The write with idempotency key {idempotency_key} already failed "
-                f"({record.reason}); send the change again with a new key.",
-                details={"journal_id": record.id},
-            )
-        if record.status in (Status.INTENT, Status.UNKNOWN):
-            raise ServiceError(
-                ErrorCode.WRITE_OUTCOME_UNKNOWN,
-                f"The write with idempotency key {idempotency_key} was sent but its outcome is "
-                "not known yet; re-read the entry before trying again.",
-                details={"journal_id": record.id},
-            )
-        return record
 
     async def _replayed_view(self, ref: OrderedRef, record: JournalRecord) -> OrderedEntryView:
         """What a repeated request gets: the entry as it is now, read fresh."""
