@@ -1,17 +1,23 @@
-"""A real companion server on a loopback port, on the embedded emulator, for API tests.
+"""A real companion server on a loopback port, for API tests.
 
 `running_server` starts `create_app` exactly as `dsm serve` does (guards, auth, pairing, data
 plane), captures the pairing codes it would print, and `pair` runs the real pairing flow.
+Without `keys` the server runs on its embedded emulator; with `keys` (records as the vault holds
+them) and `open_cloud_base_url` it takes the LIVE code path against whatever answers there, e.g.
+an emulator started separately on loopback.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -22,7 +28,22 @@ from dsm.http.auth import TOKEN_STORE
 from dsm.http.guards import BoundPort
 from dsm.services.upstream import Upstream
 from dsm.storage.crypto import new_key
+from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
+
+
+def idem() -> str:
+    """A fresh idempotency key, as the plugin makes one per user action."""
+    return "t-" + uuid.uuid4().hex
+
+
+def store_path(universe: int, datastore: str) -> str:
+    """`/universes/{u}/datastores/{ds}` with the name percent-encoded as the plugin sends it."""
+    return f"/universes/{universe}/datastores/{quote(datastore, safe='')}"
+
+
+def entry_path(universe: int, datastore: str, key: str) -> str:
+    return f"{store_path(universe, datastore)}/entries/{quote(key, safe='')}"
 
 
 @dataclass
@@ -31,6 +52,8 @@ class Server:
     app: web.Application
     http: aiohttp.ClientSession
     announced: list[str] = field(default_factory=list)
+    # Every response body this client received, as text (the canary test searches them).
+    transcript: list[str] = field(default_factory=list)
 
     @property
     def upstream(self) -> Upstream:
@@ -44,8 +67,10 @@ class Server:
         async with self.http.post(
             self.url("/api/v1/pair/start"), json={"client_name": client_name}
         ) as resp:
-            assert resp.status == 200, await resp.text()
-            ticket = await resp.json()
+            text = await resp.text()
+            self.transcript.append(text)
+            assert resp.status == 200, text
+            ticket = json.loads(text)
         match = re.search(r"(\d{4}) ?(\d{4})", self.announced[-1])
         assert match, self.announced[-1]
         code = match.group(1) + match.group(2)
@@ -53,8 +78,10 @@ class Server:
             self.url("/api/v1/pair/complete"),
             json={"pairing_id": ticket["pairing_id"], "code": code, "client_name": client_name},
         ) as resp:
-            assert resp.status == 200, await resp.text()
-            paired = await resp.json()
+            text = await resp.text()
+            self.transcript.append(text)
+            assert resp.status == 200, text
+            paired = json.loads(text)
         if role is not None:
             self.app[TOKEN_STORE].set_role(paired["token_id"], role)
         token: str = paired["token"]
@@ -63,6 +90,7 @@ class Server:
     async def call(
         self, method: str, path: str, token: str | None, **kwargs: Any
     ) -> tuple[int, Any]:
+        """`method` on /api/v1 + `path`; the body parsed when it is JSON, else the text."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if method in ("POST", "PUT", "PATCH", "DELETE") and "json" not in kwargs:
             kwargs["json"] = {}
@@ -70,23 +98,30 @@ class Server:
             method, self.url("/api/v1" + path), headers=headers, **kwargs
         ) as resp:
             text = await resp.text()
+            self.transcript.append(text)
             body = None
             if text and resp.content_type == "application/json":
-                import json
-
                 body = json.loads(text)
             return resp.status, body if body is not None else text
 
 
 @asynccontextmanager
 async def running_server(
-    data_dir: Path, *, data_key: bytes | None = None, **config: Any
+    data_dir: Path,
+    *,
+    data_key: bytes | None = None,
+    keys: list[ApiKeyRecord] | None = None,
+    **config: Any,
 ) -> AsyncIterator[Server]:
     announced: list[str] = []
     port = BoundPort(0)
-    settings = ServerConfig(data_dir=data_dir, port=0, emulator_limits="off", **config)
+    settings = ServerConfig(data_dir=data_dir, port=0, **{"emulator_limits": "off", **config})
     app = create_app(
-        settings, keys=[], data_key=data_key or new_key(), port=port, announce=announced.append
+        settings,
+        keys=list(keys or []),
+        data_key=data_key or new_key(),
+        port=port,
+        announce=announced.append,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from shared_schema.errors import ErrorCode
 from shared_schema.registry import PATH_PARAMS, ROUTES_BY_ID
 
+from ..services.errors import ServiceError
 from ..services.tokens import Principal
 from .auth import require_role
 from .guards import allow_large_body
@@ -23,6 +25,18 @@ from .guards import allow_large_body
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     name: TypeAdapter(param.type) for name, param in PATH_PARAMS.items()
 }
+
+
+def _path_param(name: str, value: str) -> Any:
+    try:
+        return _ADAPTERS[name].validate_python(value)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False, include_input=False)[0]["msg"]
+        raise ServiceError(
+            ErrorCode.BAD_REQUEST,
+            f"Invalid request: {name} in the path: {problem}",
+            details={"problems": [{"field": name, "problem": problem}]},
+        ) from None
 
 
 @dataclass
@@ -55,10 +69,7 @@ def bind(
 
     async def view(request: web.Request) -> web.StreamResponse:
         caller = require_role(request, needed)
-        path = {
-            name: _ADAPTERS[name].validate_python(value)
-            for name, value in request.match_info.items()
-        }
+        path = {name: _path_param(name, value) for name, value in request.match_info.items()}
         query = route.query.model_validate(dict(request.query)) if route.query else None
         body = None
         if route.body is not None:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from shared_schema.common import Backend, Source
+from shared_schema.common import Backend, Source, SourceKind
 from shared_schema.data import (
     DataStoreInfo,
     DataStorePage,
@@ -79,12 +79,19 @@ class BrowseService:
         backend = self._backend(universe_id)
         kind, datastore, parts = cache_key
         generation = self.cache.generation
+        down = self.upstream.unreachable_reason(universe_id)
+        if down is not None and self.cache.get_list(kind, universe_id, datastore, *parts) is None:
+            down = None  # nothing cached to fall back on: trying Open Cloud is the only way
         try:
+            if down is not None:
+                raise oc.NetworkError(down)
             page = await fetch(client)
         except oc.OpenCloudError as exc:
             error = upstream_error(exc, backend)
             if not is_unreachable(exc):
                 raise error from exc
+            if down is None and isinstance(exc, oc.NetworkError | oc.ServerError):
+                self.upstream.note_unreachable(universe_id, error.message)
             hit = self.cache.get_list(kind, universe_id, datastore, *parts)
             if hit is None:
                 raise ServiceError(
@@ -101,7 +108,7 @@ class BrowseService:
         return page, fresh(backend)
 
     async def universes(self) -> UniverseList:
-        bindings = await self.upstream.universes()
+        bindings, problem = await self.upstream.universes()
         return UniverseList(
             universes=[
                 UniverseInfo(
@@ -112,7 +119,13 @@ class BrowseService:
                 )
                 for b in bindings
             ],
-            source=fresh(self.upstream.backend),
+            source=fresh(self.upstream.backend)
+            if problem is None
+            else Source(
+                kind=SourceKind.UNAVAILABLE,
+                backend=self.upstream.backend,
+                reason=f"Only the configured universes are listed: {problem}.",
+            ),
         )
 
     async def datastores(

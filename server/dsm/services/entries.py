@@ -216,15 +216,26 @@ class EntryService:
         """Fresh from Open Cloud; CACHED (with age and why) only when Open Cloud can't answer."""
         client, backend = self._client(ref)
         generation = self.cache.generation
+        down = self.upstream.unreachable_reason(ref.universe_id)
+        if down is not None and self.cache.get_entry(
+            ref.universe_id, ref.datastore, ref.scope, ref.key
+        ):
+            return self._view_from_cache(ref, down)
         try:
             entry = await client.get_entry(ref.universe_id, ref.datastore, ref.key, scope=ref.scope)
         except oc.OpenCloudError as exc:
             if is_unreachable(exc):
-                return self._view_from_cache(ref, upstream_error(exc, backend).message)
+                reason = upstream_error(exc, backend).message
+                if isinstance(exc, oc.NetworkError | oc.ServerError):
+                    self.upstream.note_unreachable(ref.universe_id, reason)
+                return self._view_from_cache(ref, reason)
             if isinstance(exc, oc.NotFound):
                 self.cache.invalidate_entry(ref.universe_id, ref.datastore, ref.scope, ref.key)
+                await self._settle_open_writes(ref, None)
             raise upstream_error(exc, backend) from exc
+        self.upstream.note_reachable(ref.universe_id)
         self._remember(ref, entry, generation)
+        await self._settle_open_writes(ref, entry)
         return self.view(ref, entry, fresh(backend))
 
     async def get_revision(self, ref: EntryRef, revision: str) -> EntryView:
@@ -373,13 +384,11 @@ class EntryService:
         client, backend = self._client(ref)
         try:
             result = await write(client)
-        except oc.WriteOutcomeUnknown as exc:
+        except (oc.WriteOutcomeUnknown, oc.NetworkError, oc.ServerError) as exc:
+            # The client settles lost answers by re-reading; reaching here means it could not,
+            # so the outcome is unknown rather than failed, and the cached copy may be stale.
             self.journal.mark_unknown(record.id, str(exc))
-            raise upstream_error(exc, backend) from exc
-        except (oc.NetworkError, oc.ServerError) as exc:
-            # The client settles lost answers by re-reading; reaching here means it could
-            # not even re-read, so the outcome is unknown rather than failed.
-            self.journal.mark_unknown(record.id, str(exc))
+            self.cache.invalidate_entry(ref.universe_id, ref.datastore, ref.scope, ref.key)
             raise upstream_error(exc, backend) from exc
         except oc.OpenCloudError as exc:
             self.journal.mark_failed(record.id, str(exc))
@@ -635,30 +644,36 @@ class EntryService:
                 log.warning("journal item %d not reconciled yet: %s", record.id, error.message)
                 counts["unknown"] += 1
                 continue
-            image = _image(current)
-            if record.operation == "delete" or (
-                record.operation == "undo" and not record.intended_sha256
-            ):
-                landed = current is None
-            else:
-                landed = image is not None and image.sha256 == record.intended_sha256
-            if landed:
-                self.journal.mark_applied(
-                    record.id, image, current.revision_id if current else None
-                )
-                counts["applied"] += 1
-            elif (current.revision_id if current else None) == record.base_revision:
-                self.journal.mark_failed(
-                    record.id, "not applied: re-reading found the entry unchanged"
-                )
-                counts["failed"] += 1
-            else:
-                if record.status is Status.INTENT:
-                    self.journal.mark_unknown(
-                        record.id, "the entry changed after this write was sent; review it"
-                    )
-                counts["unknown"] += 1
+            counts[self._settle(record, current)] += 1
         return counts
+
+    async def _settle_open_writes(self, ref: EntryRef, current: DataStoreEntry | None) -> None:
+        """A fresh read of a key also settles our writes to it whose outcome was unknown."""
+        for record in self.journal.list(
+            universe=ref.universe_id, datastore=ref.datastore, key=ref.key, status=Status.UNKNOWN
+        ):
+            if record.scope == ref.scope and not record.operation.startswith("ordered-"):
+                self._settle(record, current)
+
+    def _settle(self, record: JournalRecord, current: DataStoreEntry | None) -> str:
+        image = _image(current)
+        if record.operation == "delete" or (
+            record.operation == "undo" and not record.intended_sha256
+        ):
+            landed = current is None
+        else:
+            landed = image is not None and image.sha256 == record.intended_sha256
+        if landed:
+            self.journal.mark_applied(record.id, image, current.revision_id if current else None)
+            return "applied"
+        if (current.revision_id if current else None) == record.base_revision:
+            self.journal.mark_failed(record.id, "not applied: re-reading found the entry unchanged")
+            return "failed"
+        if record.status is Status.INTENT:
+            self.journal.mark_unknown(
+                record.id, "the entry changed after this write was sent; review it"
+            )
+        return "unknown"
 
     def journal_record(self, journal_id: int) -> JournalRecord:
         try:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiohttp
 
 from shared_schema.common import Backend
 from shared_schema.errors import ErrorCode
@@ -29,6 +32,8 @@ log = logging.getLogger("dsm.upstream")
 OnCall = Callable[[str, int | str, float, str], None]
 # Requests that may go back to back before pacing starts: opening a view makes a few calls.
 INTERACTIVE_BURST = 10
+# How long reads skip an Open Cloud that just failed to answer, serving the cache instead.
+BREAKER_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Upstream:
         self.emulator = emulator
         self.limiter = limiter
         self._emulator_key = emulator_key
+        self._down: dict[int, tuple[float, str]] = {}
 
     @classmethod
     async def start(
@@ -155,13 +161,40 @@ class Upstream:
         self.client_for(universe_id)  # raises NO_API_KEY
         raise AssertionError("unreachable")
 
-    async def universes(self) -> list[UniverseBinding]:
-        """Configured universes; on the emulator also every universe that holds data there."""
+    async def universes(self) -> tuple[list[UniverseBinding], str | None]:
+        """Configured universes; on the emulator also every universe that holds data there.
+
+        The second value is why the emulator's own list could not be read (None when it was):
+        the configured universes are still known and are listed anyway.
+        """
         found = dict(self._bindings)
+        problem = None
         if self.emulator is not None and self._shared is not None:
-            for universe in await self._emulator_universes():
-                found.setdefault(universe, self.binding(universe))
-        return [found[u] for u in sorted(found)]
+            try:
+                for universe in await self._emulator_universes():
+                    found.setdefault(universe, self.binding(universe))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = f"the embedded emulator is unreachable ({type(exc).__name__})"
+        return [found[u] for u in sorted(found)], problem
+
+    # Circuit breaker: after Open Cloud proved unreachable, reads go straight to the cache for
+    # a short while instead of spending the client's whole retry budget on every request.
+    def note_unreachable(self, universe_id: int, reason: str) -> None:
+        self._down[universe_id] = (time.monotonic() + BREAKER_SECONDS, reason)
+
+    def note_reachable(self, universe_id: int) -> None:
+        self._down.pop(universe_id, None)
+
+    def unreachable_reason(self, universe_id: int) -> str | None:
+        """Why reads of this universe skip Open Cloud right now, None when they do not."""
+        state = self._down.get(universe_id)
+        if state is None:
+            return None
+        until, reason = state
+        if time.monotonic() >= until:
+            del self._down[universe_id]  # half-open: the next read tries Open Cloud again
+            return None
+        return reason
 
     async def _emulator_universes(self) -> list[int]:
         assert self.emulator is not None and self._shared is not None

@@ -1,0 +1,318 @@
+"""Latency the companion server adds, measured on loopback (not part of the test run).
+
+Everything runs in this one process on 127.0.0.1: the real server app (`create_app`, started by
+tests/server_harness.py exactly as `dsm serve` starts it, with guards, token auth and pairing),
+its embedded emulator, a bare aiohttp app, and one sequential aiohttp client. Each figure is a
+nearest-rank percentile of real timings; nothing is estimated.
+
+(a) Cache-hit read through the API against a bare aiohttp handler returning a JSON body of the
+    same size. The server's GET entry reads fresh from Open Cloud by design and uses its cache
+    only when Open Cloud cannot answer, so the cache-hit path is measured as that fallback: one
+    read, then the embedded emulator is stopped and the same entry is read again and again
+    (every answer is checked to be CACHED). Measured twice:
+    (a1) as built: each read first spends the client's retry budget on the dead upstream;
+    (a2) with the client's retries turned off (RetryPolicy(max_attempts=1)) - a one-line patch
+         of this process only, labelled as such - which isolates what the cache hit itself costs
+         (HTTP, guards, token check, one refused connection, cache lookup and decryption).
+(b) Uncached read through the server (every GET entry goes to Open Cloud) against the same
+    read sent straight to the emulator's v2 endpoint, interleaved; reported as added latency.
+
+The server paces Open Cloud calls per (universe, category) to keep half of each budget for the
+game's servers (with the default reserve share: 150 reads/min, bursts of 10). Reads here rotate over many universes with a gap so
+that pacing never delays a measured request; the time the rate limiter made requests wait is
+recorded and printed, and must be 0 for the figures to be about latency rather than pacing.
+
+    .venv/bin/python -m benchmarks.server_latency [--samples 1000] [--universes 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import math
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
+from pathlib import Path
+from unittest import mock
+
+import aiohttp
+from aiohttp import web
+
+from dsm.config import ServerConfig
+from dsm.opencloud.client import OpenCloudClient
+from dsm.opencloud.ratelimit import WINDOW_SECONDS, ClientBudget, ClientRateLimiter
+from dsm.opencloud.retry import RetryPolicy
+from dsm.services.upstream import INTERACTIVE_BURST
+from shared_schema.common import Role
+from tests.server_harness import Server, entry_path, idem, running_server
+
+DS = "PlayerData"
+KEY = "player_1234567"
+# A plausible save: about 2 KB of JSON.
+VALUE = json.dumps(
+    {
+        "coins": 123456,
+        "level": 42,
+        "inventory": [{"id": f"item_{i}", "count": i, "tags": {}} for i in range(30)],
+        "settings": {"music": True, "sfx": 0.8, "keybinds": []},
+    },
+    separators=(",", ":"),
+)
+WARMUP = 50
+# The server's pacing of reads per universe, from the same settings `dsm serve` uses.
+READ_INTERVAL = WINDOW_SECONDS / ClientBudget(
+    reserve_share=ServerConfig(data_dir=Path(".")).reserve_share
+).allowed_per_window("read")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def describe(name: str, samples: list[float]) -> tuple[float, float]:
+    p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
+    print(f"  {name:<44} n={len(samples):<5} p50={p50 * 1000:9.3f} ms  p99={p99 * 1000:9.3f} ms")
+    return p50, p99
+
+
+async def timed(call: Callable[[], Awaitable[None]]) -> float:
+    start = time.perf_counter()
+    await call()
+    return time.perf_counter() - start
+
+
+def record_waits(limiter: ClientRateLimiter | None) -> list[float]:
+    """Seconds the server's rate limiter held each Open Cloud request back."""
+    assert limiter is not None
+    waits: list[float] = []
+    original = limiter.acquire
+
+    async def acquire(universe_id: str, category: str) -> float:
+        waited = await original(universe_id, category)
+        waits.append(waited)
+        return waited
+
+    limiter.acquire = acquire  # type: ignore[method-assign]
+    return waits
+
+
+def client_retries_off() -> AbstractContextManager[object]:
+    """Build the server's Open Cloud clients with one attempt per request (variant a2 only)."""
+    return mock.patch(
+        "dsm.services.upstream.OpenCloudClient",
+        functools.partial(OpenCloudClient, retry=RetryPolicy(max_attempts=1)),
+    )
+
+
+@asynccontextmanager
+async def bare_app(body: bytes) -> AsyncIterator[str]:
+    """The baseline: an aiohttp handler that returns a fixed JSON body and does nothing else."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/entry", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/entry"
+    finally:
+        await runner.cleanup()
+
+
+class Reader:
+    """GET an entry through the server's API and check where the answer came from."""
+
+    def __init__(self, server: Server, token: str, expect: str) -> None:
+        self.server = server
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.expect = expect
+        self.last_body = b""
+
+    async def read(self, universe: int) -> None:
+        url = self.server.url("/api/v1" + entry_path(universe, DS, KEY))
+        async with self.server.http.get(url, headers=self.headers) as resp:
+            self.last_body = await resp.read()
+        assert resp.status == 200, self.last_body[:300]
+        kind = json.loads(self.last_body)["source"]["kind"]
+        assert kind == self.expect, f"expected a {self.expect} answer, got {kind}"
+
+
+async def seed(server: Server, token: str, universes: range) -> None:
+    for universe in universes:
+        status, body = await server.call(
+            "POST",
+            entry_path(universe, DS, KEY),
+            token,
+            json={"value_json": VALUE, "idempotency_key": idem()},
+        )
+        assert status == 200, body
+
+
+async def rotate(
+    call: Callable[[int], Awaitable[None]], universes: range, count: int, gap: float
+) -> list[float]:
+    """`count` timed calls over the universes in turn, `gap` seconds apart."""
+    samples: list[float] = []
+    for i in range(count):
+        universe = universes[i % len(universes)]
+        samples.append(await timed(functools.partial(call, universe)))
+        await asyncio.sleep(gap)
+    return samples
+
+
+async def part_a1(data_dir: Path, samples: int) -> tuple[bytes, list[float], list[float]]:
+    async with running_server(data_dir) as server:
+        token = await server.pair("bench", Role.VIEWER)
+        writer = await server.pair("bench-writer", Role.EDITOR)
+        await seed(server, writer, range(1, 2))
+        await Reader(server, token, "EMULATOR").read(1)
+        emulator = server.upstream.emulator
+        assert emulator is not None
+        await emulator.stop()
+        reader = Reader(server, token, "CACHED")
+        await reader.read(1)
+        waits = record_waits(server.upstream.limiter)
+        times = [await timed(functools.partial(reader.read, 1)) for _ in range(samples)]
+        return reader.last_body, times, waits
+
+
+async def part_a2(
+    data_dir: Path, universes: range, samples: int, gap: float
+) -> tuple[list[float], list[float]]:
+    with client_retries_off():
+        async with running_server(data_dir) as server:
+            token = await server.pair("bench", Role.VIEWER)
+            writer = await server.pair("bench-writer", Role.EDITOR)
+            await seed(server, writer, universes)
+            fresh = Reader(server, token, "EMULATOR")
+            for universe in universes:
+                await fresh.read(universe)
+            emulator = server.upstream.emulator
+            assert emulator is not None
+            await emulator.stop()
+            waits = record_waits(server.upstream.limiter)
+            reader = Reader(server, token, "CACHED")
+            await rotate(reader.read, universes, WARMUP, gap)
+            return await rotate(reader.read, universes, samples, gap), waits
+
+
+async def part_b(
+    data_dir: Path, universes: range, samples: int, gap: float
+) -> tuple[list[float], list[float], list[float]]:
+    async with running_server(data_dir) as server:
+        token = await server.pair("bench", Role.VIEWER)
+        writer = await server.pair("bench-writer", Role.EDITOR)
+        await seed(server, writer, universes)
+        emulator = server.upstream.emulator
+        assert emulator is not None
+        reader = Reader(server, token, "EMULATOR")
+        # The direct path gets its own keep-alive session, as the server's client has one.
+        async with aiohttp.ClientSession(headers={"x-api-key": "bench"}) as direct_http:
+
+            async def direct(universe: int) -> None:
+                url = (
+                    f"{emulator.base_url}/cloud/v2/universes/{universe}/data-stores/{DS}"
+                    f"/scopes/global/entries/{KEY}"
+                )
+                async with direct_http.get(url) as resp:
+                    await resp.read()
+                assert resp.status == 200
+
+            async def both(universe: int) -> tuple[float, float]:
+                return await timed(functools.partial(reader.read, universe)), await timed(
+                    functools.partial(direct, universe)
+                )
+
+            for i in range(WARMUP):
+                await both(universes[i % len(universes)])
+            waits = record_waits(server.upstream.limiter)
+            through: list[float] = []
+            straight: list[float] = []
+            for i in range(samples):
+                a, b = await both(universes[i % len(universes)])
+                through.append(a)
+                straight.append(b)
+                await asyncio.sleep(gap)
+            return through, straight, waits
+
+
+async def main(samples: int, cached_samples: int, universe_count: int, gap_ms: float) -> None:
+    universes = range(1000, 1000 + universe_count)
+    gap = gap_ms / 1000
+    per_universe = universe_count * gap
+    print("Companion server latency on 127.0.0.1 (one process, sequential requests)")
+    print(f"  entry value: {len(VALUE.encode())} bytes of JSON; reads rotate over "
+          f"{universe_count} universes, {gap_ms:g} ms apart ({per_universe:.2f} s per universe; "
+          f"the limiter allows one per {READ_INTERVAL:.2f} s after a burst of "
+          f"{INTERACTIVE_BURST})")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="dsm-bench-") as tmp:
+        root = Path(tmp)
+        print("\n(a1) cache-hit read through the API, as built: upstream stopped, same entry")
+        cached_body, a1, waits_a1 = await part_a1(root / "a1", cached_samples)
+        print(f"  (every answer CACHED; body {len(cached_body)} bytes)")
+        print(
+            f"  {len(waits_a1) / len(a1):.0f} Open Cloud attempts per read; the rate limiter "
+            f"held them back {sum(waits_a1):.1f} s of the {sum(a1):.1f} s total (the rest is "
+            "retry back-off)"
+        )
+        async with bare_app(cached_body) as url, aiohttp.ClientSession() as http:
+
+            async def bare() -> None:
+                async with http.get(url) as resp:
+                    await resp.read()
+
+            for _ in range(WARMUP):
+                await bare()
+            baseline = [await timed(bare) for _ in range(samples)]
+        b50, b99 = describe("bare aiohttp handler, same-sized body", baseline)
+        c50, c99 = describe("server, CACHED (client retries on)", a1)
+        print(f"  ratio server/bare: p50 x{c50 / b50:,.0f}   p99 x{c99 / b99:,.0f}")
+
+        print("\n(a2) the same cache hit with the client's retries off (patched in this process)")
+        a2, waits_a2 = await part_a2(root / "a2", universes, samples, gap)
+        describe("bare aiohttp handler, same-sized body", baseline)
+        d50, d99 = describe("server, CACHED (one attempt, then cache)", a2)
+        print(f"  ratio server/bare: p50 x{d50 / b50:.1f}   p99 x{d99 / b99:.1f}")
+        print(
+            f"  rate-limiter wait during the run: {sum(waits_a2):.3f} s over {len(waits_a2)} calls"
+        )
+
+        print("\n(b) uncached read: through the server vs straight to the emulator (interleaved)")
+        through, straight, waits_b = await part_b(root / "b", universes, samples, gap)
+        s50, s99 = describe("straight to the emulator (v2 GET entry)", straight)
+        t50, t99 = describe("through the server (GET /api/v1/.../entries)", through)
+        print(f"  added by the server: p50 +{(t50 - s50) * 1000:.3f} ms   "
+              f"p99 +{(t99 - s99) * 1000:.3f} ms")  # fmt: skip
+        print(f"  rate-limiter wait during the run: {sum(waits_b):.3f} s over {len(waits_b)} calls")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--samples", type=int, default=1000, help="requests per measurement")
+    parser.add_argument(
+        "--cached-samples", type=int, default=20, help="requests for (a1), ~2 s each"
+    )
+    parser.add_argument("--universes", type=int, default=50, help="universes to rotate over")
+    parser.add_argument("--gap-ms", type=float, default=10.0, help="pause between requests")
+    args = parser.parse_args()
+    for name in ("samples", "cached_samples", "universes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.universes * args.gap_ms < READ_INTERVAL * 1000:
+        parser.error(
+            f"universes x gap-ms must be >= {READ_INTERVAL * 1000:.0f} ms, or the server's "
+            "pacing is measured instead of its latency"
+        )
+    asyncio.run(main(args.samples, args.cached_samples, args.universes, args.gap_ms))
+
+
+if __name__ == "__main__":
+    cli()
