@@ -1,7 +1,10 @@
 """Generate the protocol's JSON Schema and Luau module from shared_schema.
 
-    python -m tools.codegen           # write shared_schema/generated/*
+    python -m tools.codegen           # write shared_schema/generated/ and plugin/src/Protocol.luau
     python -m tools.codegen --check   # exit 1, naming the stale files, if regenerating changes them
+
+The Luau module lives in the plugin's source tree so the plugin requires it as a sibling
+(`require("./Protocol")`) and the .rbxmx builder bundles it like any other module.
 
 Protocol.luau is data read from the JSON Schema (one validation spec per model, the route table,
 the event payload table) plus a fixed validator runtime (LUAU_RUNTIME below). Any schema keyword
@@ -23,6 +26,7 @@ from shared_schema import PROTOCOL_MAJOR, PROTOCOL_MINOR
 from shared_schema.registry import MODELS, schema_document, schema_hash
 
 GENERATED_DIR = Path(shared_schema.__file__).resolve().parent / "generated"
+PLUGIN_SRC_DIR = Path(shared_schema.__file__).resolve().parent.parent / "plugin" / "src"
 SCHEMA_FILE = "protocol.schema.json"
 LUAU_FILE = "Protocol.luau"
 
@@ -464,7 +468,7 @@ def render_schema() -> str:
 
 
 def outputs() -> dict[Path, str]:
-    return {GENERATED_DIR / SCHEMA_FILE: render_schema(), GENERATED_DIR / LUAU_FILE: render_luau()}
+    return {GENERATED_DIR / SCHEMA_FILE: render_schema(), PLUGIN_SRC_DIR / LUAU_FILE: render_luau()}
 
 
 def stale_files() -> list[Path]:
@@ -493,8 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print("generated protocol files are up to date")
         return 0
-    GENERATED_DIR.mkdir(parents=True, exist_ok=True)
     for path, text in outputs().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8", newline="\n")
             print(f"wrote {path}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import __version__, cli_keys, cli_tokens
+from . import __version__, cli_keys, cli_plugin, cli_tokens
 from .config import DEFAULT_PORT, ServerConfig
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
 from .emulator.auth import load_keys
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     cli_keys.register(sub)
     cli_tokens.register(sub)
+    cli_plugin.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "emulator":
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_keys.run(args)
     if args.command == "tokens":
         return cli_tokens.run(args)
+    if args.command == "plugin":
+        return cli_plugin.run(args)
     parser.error(f"unknown command {args.command}")
 
 
