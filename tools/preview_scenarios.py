@@ -41,3 +41,7 @@ SCENARIOS: dict[str, Scenario] = {
         plugin_root=FIXTURES,
     ),
 }
+
+# The plugin's own screens register themselves here; imported last because that module
+# imports SCENARIOS from this one.
+import tools.preview_plugin_scenarios  # noqa: E402, F401
