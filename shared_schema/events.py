@@ -47,6 +47,11 @@ class Event(ResponseBody):
     type: str = Field(min_length=1, description="An EventType value, or a newer unknown one.")
     at: UtcDateTime
     payload: dict[str, Any] = Field(description="Shape given by the payload model for `type`.")
+    backend: Backend | None = Field(
+        default=None,
+        description="EMULATOR or LIVE: which Open Cloud the server was using; absent only for "
+        "events raised before the data plane started.",
+    )
 
 
 class EventBatch(ResponseBody):

@@ -593,6 +593,7 @@ async def test_writes_publish_entry_changed_events(api: Api) -> None:
     )
     assert status == 200 and batch["instance_id"] == start["instance_id"]
     changed = [e for e in batch["events"] if e["type"] == "entry.changed"]
+    assert {e["backend"] for e in batch["events"]} == {"EMULATOR"}
     assert [e["payload"]["operation"] for e in changed] == ["create", "update", "delete"]
     assert [e["payload"]["revision"] for e in changed[:2]] == [v1["revision"], v2["revision"]]
     assert changed[2]["payload"]["state"] == "DELETED"

@@ -92,6 +92,7 @@ def _data_lifecycle(
                 burst=INTERACTIVE_BURST,
             ),
         )
+        events.backend = upstream.backend
         cipher = RecordCipher(data_key)
         cache = EntryCache(config.data_dir, cipher)
         journal = WriteJournal(config.data_dir, cipher)

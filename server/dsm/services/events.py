@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from shared_schema.common import Backend
 from shared_schema.events import EVENT_PAYLOADS, Event, EventBatch, EventResync, EventType
 
 __all__ = ["MAX_BATCH_EVENTS", "EventBus", "utc_now"]
@@ -47,6 +48,9 @@ class EventBus:
         if buffer_size < 1:
             raise ValueError("event_buffer_size must be at least 1")
         self.instance_id = instance_id or secrets.token_hex(8)
+        # Set once the data plane knows whether it talks to the emulator or to Open Cloud;
+        # every later event carries it so no event can be mistaken for live data.
+        self.backend: Backend | None = None
         self.buffer_size = buffer_size
         self._clock = clock
         self._buffer: deque[Event] = deque(maxlen=buffer_size)
@@ -104,6 +108,7 @@ class EventBus:
                 type=event_type.value,
                 at=self._clock(),
                 payload=body,
+                backend=self.backend,
             )
             self._buffer.append(event)
         self._wake_waiters()
