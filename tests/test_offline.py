@@ -403,3 +403,27 @@ async def test_after_a_failed_read_cached_reads_skip_open_cloud_for_a_while(
             assert again["source"]["reason"] == first["source"]["reason"]
         _, after = await server.call("GET", "/metrics/summary", token)
         assert calls_observed(after) == calls_observed(before)
+
+
+async def test_while_open_cloud_throttles_reads_the_cached_copy_is_shown_labelled(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path) as server:
+        token = await server.pair("Studio", Role.EDITOR)
+        status, _ = await server.call(
+            "POST",
+            entry_path(U, DS, "helm"),
+            token,
+            json={"value_json": '{"def": 1}', "idempotency_key": idem()},
+        )
+        assert status == 200
+        status, fresh = await server.call("GET", entry_path(U, DS, "helm"), token)
+        assert status == 200 and fresh["source"]["kind"] == "EMULATOR"
+        limiter = server.upstream.limiter
+        assert limiter is not None
+        # What the client does on a 429 with retry-after: pause that universe's read budget.
+        limiter.penalize(str(U), "read", 30.0)
+        status, cached = await server.call("GET", entry_path(U, DS, "helm"), token)
+        assert status == 200 and cached["source"]["kind"] == "CACHED"
+        assert "throttling" in cached["source"]["reason"]
+        assert cached["value_json"] == fresh["value_json"]

@@ -237,6 +237,13 @@ class ClientRateLimiter:
         bucket = self._bucket(universe_id, category)
         bucket.paused_until = max(bucket.paused_until, self._time() + retry_after)
 
+    def paused_for(self, universe_id: str, category: str) -> float:
+        """Seconds until a bucket paused by a 429 may send again (0 when it is not paused)."""
+        bucket = self._buckets.get((universe_id, category))
+        if bucket is None:
+            return 0.0
+        return max(0.0, bucket.paused_until - self._time())
+
     def snapshot(self) -> list[BucketStats]:
         """Per-bucket usage for metrics; only requests already let through are counted."""
         now = self._time()

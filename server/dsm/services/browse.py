@@ -79,7 +79,7 @@ class BrowseService:
         backend = self._backend(universe_id)
         kind, datastore, parts = cache_key
         generation = self.cache.generation
-        down = self.upstream.unreachable_reason(universe_id)
+        down = self.upstream.unreachable_reason(universe_id, "list")
         if down is not None and self.cache.get_list(kind, universe_id, datastore, *parts) is None:
             down = None  # nothing cached to fall back on: trying Open Cloud is the only way
         try:

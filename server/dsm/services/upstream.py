@@ -185,8 +185,16 @@ class Upstream:
     def note_reachable(self, universe_id: int) -> None:
         self._down.pop(universe_id, None)
 
-    def unreachable_reason(self, universe_id: int) -> str | None:
+    def unreachable_reason(self, universe_id: int, category: str = "read") -> str | None:
         """Why reads of this universe skip Open Cloud right now, None when they do not."""
+        throttled = self.limiter.paused_for(str(universe_id), category) if self.limiter else 0.0
+        if throttled > 0:
+            where = "The embedded emulator" if self.backend is Backend.EMULATOR else "Open Cloud"
+            return (
+                f"{where} is throttling {category} requests for universe {universe_id}; fresh "
+                "reads resume "
+                f"in {throttled:.0f} s."
+            )
         state = self._down.get(universe_id)
         if state is None:
             return None
