@@ -89,6 +89,7 @@ class DataStoreChangedPayload(ResponseBody):
     universe_id: PositiveInt
     datastore: str = Field(min_length=1)
     state: DataStoreState
+    actor: str | None = Field(default=None, description="The token name that changed it.")
 
 
 class SessionJoinedPayload(ResponseBody):

@@ -154,6 +154,8 @@ async def test_admin_deletes_and_undeletes_a_data_store(browse: Browse) -> None:
         if e["type"] == "datastore.changed"
     ]
     assert changes == [(1, "Doomed", "DELETED"), (1, "Doomed", "ACTIVE")]
+    actors = {e["payload"]["actor"] for e in batch["events"] if e["type"] == "datastore.changed"}
+    assert len(actors) == 1 and None not in actors  # the admin token's name, from its pairing
 
 
 async def test_undeleting_an_active_or_unknown_store_is_refused(browse: Browse) -> None:
