@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from shared_schema.common import Backend, Source, SourceKind
 from shared_schema.data import (
@@ -34,7 +34,6 @@ from .provenance import cached, fresh, is_unreachable, upstream_error
 from .tokens import Principal
 from .upstream import Upstream
 
-T = TypeVar("T")
 log = logging.getLogger("dsm.browse")
 ALL_SCOPES = "-"
 # Deriving scopes walks keys of every scope; stop after this many keys and say so.
@@ -157,7 +156,9 @@ class BrowseService:
     async def delete_datastore(
         self, actor: Principal, universe_id: int, name: str
     ) -> DataStoreInfo:
-        store = await self._call(universe_id, lambda c: c.delete_data_store(universe_id, name))
+        store = await self.upstream.call(
+            universe_id, lambda c: c.delete_data_store(universe_id, name)
+        )
         self.cache.invalidate_datastore(universe_id, name)
         self.cache.invalidate_universe(universe_id)
         self._publish(actor, universe_id, name, store)
@@ -166,7 +167,9 @@ class BrowseService:
     async def undelete_datastore(
         self, actor: Principal, universe_id: int, name: str
     ) -> DataStoreInfo:
-        store = await self._call(universe_id, lambda c: c.undelete_data_store(universe_id, name))
+        store = await self.upstream.call(
+            universe_id, lambda c: c.undelete_data_store(universe_id, name)
+        )
         self.cache.invalidate_universe(universe_id)
         self._publish(actor, universe_id, name, store)
         return _store_info(store)
@@ -188,13 +191,6 @@ class BrowseService:
                 "actor": actor.name,
             },
         )
-
-    async def _call(self, universe_id: int, call: Callable[[OpenCloudClient], Awaitable[T]]) -> T:
-        client = self.upstream.client_for(universe_id)
-        try:
-            return await call(client)
-        except oc.OpenCloudError as exc:
-            raise upstream_error(exc, self._backend(universe_id)) from exc
 
     async def keys(
         self,
@@ -248,7 +244,7 @@ class BrowseService:
         cursor: str | None,
         limit: int,
     ) -> KeyPage:
-        page = await self._call(
+        page = await self.upstream.call(
             universe_id,
             lambda c: c.list_entries_page(
                 universe_id,
@@ -280,7 +276,7 @@ class BrowseService:
                 return False
             return True
 
-        return await self._call(universe_id, read)
+        return await self.upstream.call(universe_id, read)
 
     async def scopes(self, universe_id: int, datastore: str) -> ScopeList:
         """Open Cloud has no scope listing: walk the keys of every scope, up to a limit."""
@@ -289,7 +285,7 @@ class BrowseService:
         cursor: str | None = None
         complete = True
         while True:
-            page = await self._call(
+            page = await self.upstream.call(
                 universe_id, partial(_all_scopes_page, universe_id, datastore, cursor)
             )
             found.update(ref.scope for ref in page.items)

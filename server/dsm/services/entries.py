@@ -124,13 +124,6 @@ class EntryService:
         client = self.upstream.client_for(ref.universe_id)
         return client, self.upstream.binding(ref.universe_id).backend
 
-    async def _call(self, ref: EntryRef, call: Callable[[OpenCloudClient], Awaitable[T]]) -> T:
-        client, backend = self._client(ref)
-        try:
-            return await call(client)
-        except oc.OpenCloudError as exc:
-            raise upstream_error(exc, backend) from exc
-
     def view(self, ref: EntryRef, entry: DataStoreEntry, source: Source) -> EntryView:
         return EntryView(
             universe_id=ref.universe_id,
@@ -208,7 +201,7 @@ class EntryService:
             except oc.NotFound:
                 return None
 
-        return await self._call(ref, read)
+        return await self.upstream.call(ref.universe_id, read)
 
     # --------------------------------------------------------------------- reads
 
@@ -239,8 +232,8 @@ class EntryService:
         return self.view(ref, entry, fresh(backend))
 
     async def get_revision(self, ref: EntryRef, revision: str) -> EntryView:
-        entry = await self._call(
-            ref,
+        entry = await self.upstream.call(
+            ref.universe_id,
             lambda c: c.get_entry(
                 ref.universe_id, ref.datastore, ref.key, scope=ref.scope, revision_id=revision
             ),
@@ -248,8 +241,8 @@ class EntryService:
         return self.view(ref, entry, fresh(self._client(ref)[1]))
 
     async def get_at(self, ref: EntryRef, when: datetime) -> EntryView:
-        entry = await self._call(
-            ref,
+        entry = await self.upstream.call(
+            ref.universe_id,
             lambda c: c.get_entry(
                 ref.universe_id, ref.datastore, ref.key, scope=ref.scope, at=when
             ),
@@ -265,8 +258,8 @@ class EntryService:
         start: datetime | None,
         end: datetime | None,
     ) -> RevisionPage:
-        page = await self._call(
-            ref,
+        page = await self.upstream.call(
+            ref.universe_id,
             lambda c: c.list_revisions_page(
                 ref.universe_id,
                 ref.datastore,
@@ -604,8 +597,8 @@ class EntryService:
         expected_revision: str,
         idempotency_key: str,
     ) -> EntryView:
-        old = await self._call(
-            ref,
+        old = await self.upstream.call(
+            ref.universe_id,
             lambda c: c.get_entry(
                 ref.universe_id, ref.datastore, ref.key, scope=ref.scope, revision_id=revision
             ),

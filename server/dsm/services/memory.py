@@ -10,9 +10,7 @@ behind them instead, so a peek can change the order in which a live game process
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 from shared_schema.common import Backend
 from shared_schema.errors import ErrorCode
@@ -24,15 +22,11 @@ from shared_schema.memory import (
     SortedMapPage,
 )
 
-from ..opencloud import errors as oc
-from ..opencloud.client import OpenCloudClient
 from ..opencloud.models import QueueItem
 from ..opencloud.models import SortedMapItem as WireSortedMapItem
 from .errors import ServiceError
-from .provenance import fresh, upstream_error
+from .provenance import fresh
 from .upstream import Upstream
-
-T = TypeVar("T")
 
 # Open Cloud takes the window as "<seconds>s", "greater than 0" (opencloud-api.md §5.2). Only
 # whole seconds are documented (engine queues also take whole seconds), so one second is the
@@ -80,13 +74,6 @@ class MemoryService:
     def _backend(self, universe_id: int) -> Backend:
         return self.upstream.binding(universe_id).backend
 
-    async def _call(self, universe_id: int, call: Callable[[OpenCloudClient], Awaitable[T]]) -> T:
-        client = self.upstream.client_for(universe_id)
-        try:
-            return await call(client)
-        except oc.OpenCloudError as exc:
-            raise upstream_error(exc, self._backend(universe_id)) from exc
-
     def _map_item(
         self, universe_id: int, sorted_map: str, item: WireSortedMapItem
     ) -> SortedMapItem:
@@ -115,7 +102,7 @@ class MemoryService:
         limit: int,
         descending: bool,
     ) -> SortedMapPage:
-        page = await self._call(
+        page = await self.upstream.call(
             universe_id,
             lambda c: c.sorted_map_list_page(
                 universe_id,
@@ -134,7 +121,7 @@ class MemoryService:
     async def sorted_map_item(
         self, universe_id: int, sorted_map: str, item_id: str
     ) -> SortedMapItemView:
-        item = await self._call(
+        item = await self.upstream.call(
             universe_id, lambda c: c.sorted_map_get(universe_id, sorted_map, item_id)
         )
         shown = self._map_item(universe_id, sorted_map, item)
@@ -161,7 +148,7 @@ class MemoryService:
 
     async def peek_queue(self, universe_id: int, queue: str, count: int) -> QueuePeek:
         """Read up to `count` items from the front without removing any (see module docs)."""
-        result = await self._call(
+        result = await self.upstream.call(
             universe_id,
             lambda c: c.queue_read(
                 universe_id,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from shared_schema.common import Backend
 from shared_schema.entries import DeleteResult, EntryOperation, EntryState, StoreKind
@@ -48,7 +48,6 @@ from .tokens import Principal
 from .upstream import Upstream
 
 log = logging.getLogger("dsm.ordered")
-T = TypeVar("T")
 OrderedOperation = Literal[
     "ordered-create", "ordered-update", "ordered-delete", "ordered-increment"
 ]
@@ -89,13 +88,6 @@ class OrderedService:
     def _backend(self, universe_id: int) -> Backend:
         return self.upstream.binding(universe_id).backend
 
-    async def _call(self, universe_id: int, call: Callable[[OpenCloudClient], Awaitable[T]]) -> T:
-        client = self.upstream.client_for(universe_id)
-        try:
-            return await call(client)
-        except oc.OpenCloudError as exc:
-            raise upstream_error(exc, self._backend(universe_id)) from exc
-
     def _view(self, ref: OrderedRef, entry: OrderedEntry, journal_id: int) -> OrderedEntryView:
         return OrderedEntryView(
             universe_id=ref.universe_id,
@@ -118,7 +110,7 @@ class OrderedService:
             except oc.NotFound:
                 return None
 
-        return await self._call(ref.universe_id, read)
+        return await self.upstream.call(ref.universe_id, read)
 
     # --------------------------------------------------------------------- reads
 
@@ -140,7 +132,7 @@ class OrderedService:
                 f"min ({min_value}) is greater than max ({max_value}), so no entry can match; "
                 "swap them or leave one out.",
             )
-        page = await self._call(
+        page = await self.upstream.call(
             universe_id,
             lambda c: c.ordered_list_page(
                 universe_id,

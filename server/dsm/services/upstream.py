@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -22,12 +23,15 @@ from shared_schema.errors import ErrorCode
 from ..emulator.app import EmulatorConfig
 from ..emulator.embedded import EmbeddedEmulator
 from ..emulator.throttle import LimitsConfig
+from ..opencloud import errors as oc
 from ..opencloud.client import OpenCloudClient
 from ..opencloud.ratelimit import ClientBudget, ClientRateLimiter
 from ..storage.vault import ApiKeyRecord
 from .errors import ServiceError
+from .provenance import upstream_error
 
 log = logging.getLogger("dsm.upstream")
+T = TypeVar("T")
 
 OnCall = Callable[[str, int | str, float, str], None]
 # Requests that may go back to back before pacing starts: opening a view makes a few calls.
@@ -149,6 +153,14 @@ class Upstream:
                 f"{universe_id} ...` and restart `dsm serve`.",
             )
         return client
+
+    async def call(self, universe_id: int, fn: Callable[[OpenCloudClient], Awaitable[T]]) -> T:
+        """One Open Cloud call for a universe; failures become the protocol's typed errors."""
+        client = self.client_for(universe_id)
+        try:
+            return await fn(client)
+        except oc.OpenCloudError as exc:
+            raise upstream_error(exc, self.binding(universe_id).backend) from exc
 
     def binding(self, universe_id: int) -> UniverseBinding:
         known = self._bindings.get(universe_id)
