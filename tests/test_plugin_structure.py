@@ -35,3 +35,39 @@ def test_no_route_table_literals_outside_routes() -> None:
             if literal.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == [], "build routes with Routes.<name>(...):\n" + "\n".join(offenders)
+
+
+# -- the Api wrappers return the generated Protocol types of their route ------------------------
+
+API = SRC / "Core" / "Api.luau"
+# Routes without a response model answer these Luau types.
+UNMODELLED = {"metrics": "string", "openapi": "{ [string]: any }", "close_session": "nil"}
+
+
+def _wrapper_returns() -> dict[str, str]:
+    text = API.read_text(encoding="utf-8")
+    return dict(re.findall(r"^function Api\.(\w+)\(self: Api[^)]*\): Result<(.+)>$", text, re.M))
+
+
+def _wrapper_names() -> dict[str, str]:
+    text = API.read_text(encoding="utf-8").split("Api.WRAPPERS = {")[1].split("}")[0]
+    return dict(re.findall(r"^\t(\w+) = \"(\w+)\",$", text, re.M))
+
+
+def test_every_api_wrapper_returns_its_routes_protocol_types() -> None:
+    from shared_schema.registry import ROUTES
+
+    returns = _wrapper_returns()
+    names = _wrapper_names()
+    assert set(names) == {route.operation_id for route in ROUTES}
+    for route in ROUTES:
+        wrapper = names[route.operation_id]
+        declared = returns.get(wrapper)
+        assert declared is not None, f"Api.{wrapper} has no Result<...> return type"
+        if route.responses:
+            expected = {f"Protocol.{model.__name__}" for model in route.responses}
+            assert set(part.strip() for part in declared.split("|")) == expected, (
+                f"Api.{wrapper} returns Result<{declared}>; the route answers {sorted(expected)}"
+            )
+        else:
+            assert declared == UNMODELLED[route.operation_id], (wrapper, declared)
