@@ -795,3 +795,20 @@ def test_renderer_draws_the_demo_widget() -> None:
 def test_render_harness_needs_an_enabled_widget(h: LuauHarness) -> None:
     with pytest.raises(HarnessError, match="nothing to render"):
         render_harness(h)
+
+
+def test_run_context_models_studios_playtests(src: Path) -> None:
+    probe = (
+        "local rs = game:GetService('RunService') return rs:IsEdit(), rs:IsServer(), rs:IsClient()"
+    )
+    with LuauHarness(src) as h:
+        assert h.eval(probe) == [True, True, False]
+    with LuauHarness(src, run_context="PlayServer") as h:
+        assert h.eval(probe) == [False, True, False]
+    with LuauHarness(src, run_context="PlayClient") as h:
+        assert h.eval(probe) == [False, False, True]
+        # A client may not make HTTP requests (RobloxAPI/doc, class HttpService, "Limits").
+        with pytest.raises(LuauError, match="Http requests can only be executed by game server"):
+            h.eval("game:GetService('HttpService'):RequestAsync({Url = 'http://127.0.0.1:9/'})")
+    with pytest.raises(LuauError, match="unknown run context"):
+        LuauHarness(src, run_context="Team")

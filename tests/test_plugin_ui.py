@@ -881,3 +881,35 @@ async def test_new_key_is_created_from_the_keys_screen(
     await d.wait_text("Created Player_new")
     await d.wait_text("Revision ")
     assert value_of(await get_entry(server, teammate, "PlayerData", "Player_new")) == {"coins": 0}
+
+
+# -- Studio's playtests ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context", ["PlayServer", "PlayClient"])
+def test_the_plugin_stays_out_of_playtests(context: str) -> None:
+    # Studio runs plugins again in a playtest's server and client; the app belongs to Edit only
+    # (a Play client cannot make HTTP requests at all).
+    with LuauHarness(PLUGIN_SRC, run_context=context) as h:
+        h.plugin_settings[PORT_SETTING] = free_port()
+        h.run_scripts()
+        h.run_until_idle()
+        assert h.widgets() == []
+        assert h.errors == []
+        assert not [line for line in h.output if line.kind == "warn"]
+
+
+async def test_an_unrecognised_first_refusal_is_taken_for_a_denied_permission(
+    harness: LuauHarness, server: Server
+) -> None:
+    # Studio's text for a denied permission prompt is not documented: a first request refused
+    # with text the plugin does not know shows how to allow HTTP, with Studio's words as they are.
+    harness.eval(
+        'require("Engine").http = function() return false, "Studio said no to this plugin" end'
+    )
+    d = await PluginDriver.open(harness, server)
+    await d.wait_text("Allow HTTP requests")
+    texts = d.texts()
+    assert any("does not recognise" in t for t in texts), texts
+    assert any("Studio said no to this plugin" in t for t in texts), texts
+    assert any("troubleshooting.md" in t for t in texts), texts

@@ -91,6 +91,7 @@ class HarnessCore:
         studio_user_id: int = 0,
         place_id: int = 0,
         signal_behavior: str = "Immediate",
+        run_context: str = "Edit",
     ) -> None:
         self.plugin_root = Path(plugin_root).resolve()
         self.plugin_settings: dict[str, Any] = settings if settings is not None else {}
@@ -127,6 +128,8 @@ class HarnessCore:
         if signal_behavior not in ("Immediate", "Deferred"):
             raise ValueError("signal_behavior must be 'Immediate' or 'Deferred'")
         self._H.set("signalBehavior", signal_behavior)
+        # "Edit", "PlayServer" or "PlayClient": where Studio is running this copy of the plugin.
+        self._lua_call(self._H.get("setRunContext"), run_context)
         if widget_size is not None:
             size = self._lua_call(self.lua.globals().get("Vector2").get("new"), *widget_size)[0]
             self._H.set("defaultWidgetSize", size)
