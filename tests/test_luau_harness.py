@@ -812,3 +812,45 @@ def test_run_context_models_studios_playtests(src: Path) -> None:
             h.eval("game:GetService('HttpService'):RequestAsync({Url = 'http://127.0.0.1:9/'})")
     with pytest.raises(LuauError, match="unknown run context"):
         LuauHarness(src, run_context="Team")
+
+
+def test_web_stream_client_models_studios_websocket(src: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    with LuauHarness(src) as h:
+        seen = h.eval(
+            f"""
+            local seen = {{}}
+            local client = game:GetService('HttpService'):CreateWebStreamClient(
+                Enum.WebStreamClientType.WebSocket, {{ Url = 'ws://127.0.0.1:{port}/' }})
+            client.Error:Connect(function(status, message)
+                table.insert(seen, 'error ' .. status .. ' ' .. message)
+            end)
+            client.Closed:Connect(function()
+                table.insert(seen, 'closed ' .. client.ConnectionState.Name)
+            end)
+            return function() return seen end
+            """
+        )[0]
+        deadline = time.monotonic() + 10
+        while len(from_lua(h.call(seen)[0]) or []) < 2 and time.monotonic() < deadline:
+            h.step()
+            time.sleep(0.02)
+        assert from_lua(h.call(seen)[0]) == ["error 400 HttpError: ConnectFail", "closed Closed"]
+        assert h.open_web_streams == 0
+        # A Studio from before web streams has no such member.
+        h.web_streams_available = False
+        with pytest.raises(LuauError, match="CreateWebStreamClient is not a valid member"):
+            h.eval(
+                "game:GetService('HttpService'):CreateWebStreamClient("
+                "Enum.WebStreamClientType.WebSocket, { Url = 'ws://127.0.0.1:9/' })"
+            )
+    with (
+        LuauHarness(src, run_context="PlayClient") as h,
+        pytest.raises(LuauError, match="Http requests can only be executed by game server"),
+    ):
+        h.eval(
+            "game:GetService('HttpService'):CreateWebStreamClient("
+            "Enum.WebStreamClientType.WebSocket, { Url = 'ws://127.0.0.1:9/' })"
+        )

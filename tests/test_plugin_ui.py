@@ -913,3 +913,31 @@ async def test_an_unrecognised_first_refusal_is_taken_for_a_denied_permission(
     assert any("does not recognise" in t for t in texts), texts
     assert any("Studio said no to this plugin" in t for t in texts), texts
     assert any("troubleshooting.md" in t for t in texts), texts
+
+
+# -- the event stream's two transports ------------------------------------------------------------
+
+
+def _long_polls(h: LuauHarness) -> list[str]:
+    return [url for method, url in h.http_in_flight if "/api/v1/events" in url]
+
+
+@pytest.mark.parametrize("web_streams", [True, False], ids=["websocket", "long-poll-fallback"])
+async def test_a_teammates_write_reaches_the_open_entry(
+    harness: LuauHarness, server: Server, web_streams: bool
+) -> None:
+    # Studio's CreateWebStreamClient carries the events when it exists; a Studio without it
+    # falls back to long polls, and the user sees the same thing either way.
+    harness.web_streams_available = web_streams
+    teammate = await server.pair("Teammate")
+    await write_entry(server, teammate, "PlayerData", "Player_9", player(9))
+    d = await connected(harness, server)
+    if web_streams:
+        await d.wait_for(lambda: harness.open_web_streams == 1, "no event socket opened")
+        assert _long_polls(harness) == []
+    else:
+        await d.wait_for(lambda: _long_polls(harness) != [], "no long poll in flight")
+        assert harness.open_web_streams == 0
+    await d.open_entry("PlayerData", "Player_9")
+    await write_entry(server, teammate, "PlayerData", "Player_9", player(10))
+    await d.wait_text("Updated by Teammate")

@@ -20,6 +20,7 @@ from .convert import JsonError, from_lua, json_decode, json_encode, json_to_lua,
 from .errors import HarnessError, LuauError, clean_runtime_error
 from .http import HttpClient, HttpFailure, HttpRequest, HttpResponse
 from .loader import SourceNode, chunk_label, load_tree
+from .web_stream import WebStreamHub
 
 HERE = Path(__file__).resolve().parent
 # Order matters: each chunk uses what the previous ones put on H.
@@ -108,6 +109,8 @@ class HarnessCore:
         self._sources: list[Path] = []
         self._source_cache: dict[int, str] = {}
         self._http = HttpClient(http_timeout)
+        self._web_streams = WebStreamHub(http_timeout)
+        self._next_web_stream_id = 0
         self._pending: dict[int, _PendingHttp] = {}
         self._next_http_id = 0
         self._closed = False
@@ -153,6 +156,7 @@ class HarnessCore:
         if not self._closed:
             self._closed = True
             self._http.close()
+            self._web_streams.shutdown()
 
     def __enter__(self) -> Self:
         return self
@@ -295,6 +299,26 @@ class HarnessCore:
     def http_enabled(self, value: bool) -> None:
         self._lua_call(self._H.get("setHttpEnabled"), bool(value))
 
+    @property
+    def web_streams_available(self) -> bool:
+        """Whether HttpService:CreateWebStreamClient exists (False: an older Studio)."""
+        return bool(self._H.get("webStreamsAvailable"))
+
+    @web_streams_available.setter
+    def web_streams_available(self, value: bool) -> None:
+        self._H.set("webStreamsAvailable", bool(value))
+
+    @property
+    def http_in_flight(self) -> list[tuple[str, str]]:
+        """(method, url) of every HttpService request not answered yet."""
+        return [(p.method, p.url) for p in self._pending.values()]
+
+    @property
+    def open_web_streams(self) -> int:
+        """WebStreamClients created and not yet closed."""
+        count: int = self._lua_call(self._H.get("webStreamCount"))[0]
+        return count
+
     # -- internals: driving -------------------------------------------------------------------
 
     def _call_gen(self, fn: Any, args: Sequence[Any]) -> Generator[_Wait, None, list[Any]]:
@@ -408,6 +432,9 @@ class HarnessCore:
             return result
 
     def _pump_http(self) -> None:
+        for client_id, kind, args in self._web_streams.drain():
+            lua_args = [self.lua.create_string(a) if isinstance(a, str) else a for a in args]
+            self._lua_call(self._H.get("webStreamEvent"), client_id, kind, *lua_args)
         for rid in sorted(rid for rid, p in self._pending.items() if p.future.done()):
             pending = self._pending.pop(rid)
             result = pending.future.result()
@@ -450,6 +477,9 @@ class HarnessCore:
             "report_error": self._py_report_error,
             "load_module": self._py_load_module,
             "http_start": self._py_http_start,
+            "web_stream_open": self._py_web_stream_open,
+            "web_stream_send": lambda lua, a: self._web_streams.send(int(a[0]), lua_str(a[1])),
+            "web_stream_close": lambda lua, a: self._web_streams.close(int(a[0])),
             "json_encode": self._py_json_encode,
             "json_decode": self._py_json_decode,
             "guid": self._py_guid,
@@ -504,6 +534,13 @@ class HarnessCore:
         background = bool(self.background_http and self.background_http(method, url))
         self._pending[rid] = _PendingHttp(future, background, method, url)
         return rid
+
+    def _py_web_stream_open(self, lua: pluau.Lua, a: Sequence[Any]) -> int:
+        url = lua_str(a[0])
+        headers = {lua_str(k): lua_str(v) for k, v in a[1]} if a[1] is not None else {}
+        self._next_web_stream_id += 1
+        self._web_streams.open(self._next_web_stream_id, url, headers)
+        return self._next_web_stream_id
 
     def _py_json_encode(self, lua: pluau.Lua, a: Sequence[Any]) -> pluau.String:
         try:
