@@ -46,7 +46,7 @@ UNMODELLED = {"metrics": "string", "openapi": "{ [string]: any }", "close_sessio
 
 def _wrapper_returns() -> dict[str, str]:
     text = API.read_text(encoding="utf-8")
-    return dict(re.findall(r"^function Api\.(\w+)\(self: Api[^)]*\): Result<(.+)>$", text, re.M))
+    return dict(re.findall(r"^function Api\.(\w+)\(\s*self: Api[^)]*\): Result<(.+)>$", text, re.M))
 
 
 def _wrapper_names() -> dict[str, str]:
@@ -71,3 +71,33 @@ def test_every_api_wrapper_returns_its_routes_protocol_types() -> None:
             )
         else:
             assert declared == UNMODELLED[route.operation_id], (wrapper, declared)
+
+
+# -- docs/troubleshooting.md covers every failure screen and error code --------------------------
+
+TROUBLESHOOTING = ROOT / "docs" / "troubleshooting.md"
+
+
+def _headings() -> set[str]:
+    text = TROUBLESHOOTING.read_text(encoding="utf-8")
+    return {line[4:].strip() for line in text.splitlines() if line.startswith("### ")}
+
+
+def test_every_failure_screen_links_to_a_troubleshooting_section() -> None:
+    sections = re.findall(
+        r'help = "([^"]+)"', (SRC / "Views" / "FailureScreens.luau").read_text(encoding="utf-8")
+    )
+    sections += re.findall(
+        r'screen\.help\("([^"]+)"\)', (SRC / "Views" / "Pairing.luau").read_text(encoding="utf-8")
+    )
+    assert len(sections) >= 7
+    missing = [s for s in sections if s not in _headings()]
+    assert missing == [], f"no section in docs/troubleshooting.md for {missing}"
+
+
+def test_every_error_code_is_explained() -> None:
+    from shared_schema.errors import ErrorCode
+
+    text = TROUBLESHOOTING.read_text(encoding="utf-8")
+    missing = [code.value for code in ErrorCode if f"| `{code.value}` |" not in text]
+    assert missing == []
