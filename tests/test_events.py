@@ -18,11 +18,10 @@ from pydantic import ValidationError
 
 from dsm.config import ServerConfig
 from dsm.http import routes_events
-from dsm.http.appkeys import CONFIG, INSTANCE_ID
-from dsm.http.auth import TOKEN_STORE, auth_middleware
+from dsm.http.appkeys import CONFIG, EVENTS, INSTANCE_ID, TOKEN_STORE
+from dsm.http.auth import auth_middleware
 from dsm.http.errors import error_middleware
 from dsm.http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
-from dsm.http.routes_events import EVENTS
 from dsm.services.events import MAX_BATCH_EVENTS, EventBus
 from dsm.services.tokens import TokenStore
 from shared_schema.common import Backend, Role

@@ -18,7 +18,7 @@ from dsm.emulator.app import EmulatorConfig
 from dsm.emulator.clock import ManualClock
 from dsm.emulator.throttle import LimitsConfig
 from dsm.http import routes_events, routes_metrics
-from dsm.http.routes_metrics import METRICS
+from dsm.http.appkeys import METRICS
 from dsm.opencloud.client import NotFound, OpenCloudClient, RetryPolicy
 from dsm.opencloud.ratelimit import ClientBudget, ClientRateLimiter
 from dsm.services.events import EventBus

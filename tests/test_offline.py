@@ -24,12 +24,12 @@ from pydantic import SecretStr
 from dsm.emulator.app import EmulatorConfig
 from dsm.emulator.auth import KeyGrant
 from dsm.emulator.throttle import LimitsConfig
-from dsm.http.routes_data import ENTRIES
+from dsm.http.appkeys import ENTRIES
 from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
+from tools.testing.server import Server, entry_path, idem, running_server
 
 from .conftest import start_emulator
-from .server_harness import Server, entry_path, idem, running_server
 
 U = 1
 DS = "Inventory"

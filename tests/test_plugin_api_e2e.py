@@ -1,6 +1,6 @@
 """The plugin's Luau core (Core/Api, Core/Connection, Core/Json) against a real companion server.
 
-A real `dsm serve` app runs on loopback (tests/server_harness.py) and the plugin's own Luau runs in
+A real `dsm serve` app runs on loopback (tools/testing/server.py) and the plugin's own Luau runs in
 the harness (tools/luau_harness): HttpService:RequestAsync there performs real HTTP, so every
 request below is built, sent, validated and decoded by the same code Studio runs.
 """
@@ -21,8 +21,7 @@ from shared_schema.common import Role
 from shared_schema.registry import ROUTES
 from tools.luau_harness import LuauHarness
 from tools.luau_harness.convert import from_lua
-
-from .server_harness import Server, entry_path, idem, running_server
+from tools.testing.server import Server, entry_path, idem, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_SRC = ROOT / "plugin" / "src"

@@ -6,13 +6,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dsm.http.routes_data import ENTRIES
+from dsm.http.appkeys import ENTRIES
 from dsm.storage.crypto import new_key
 from dsm.storage.journal import EntryImage, Status
 from shared_schema.common import Role
 from shared_schema.registry import ROUTES
-
-from .server_harness import running_server
+from tools.testing.server import running_server
 
 ENTRY = "/universes/1/datastores/players/entries/hero"
 

@@ -23,7 +23,8 @@ import pytest
 from aiohttp import web
 
 from dsm.http import routes_pairing
-from dsm.http.auth import TOKEN_STORE, auth_middleware, require_role
+from dsm.http.appkeys import PAIRING, TOKEN_STORE
+from dsm.http.auth import auth_middleware, require_role
 from dsm.http.errors import error_middleware
 from dsm.http.guards import (
     CLIENT_MAX_SIZE,
@@ -35,7 +36,6 @@ from dsm.http.guards import (
     host_allowed,
     is_json_media_type,
 )
-from dsm.http.routes_pairing import PAIRING
 from dsm.services.pairing import PairingService
 from dsm.services.tokens import TokenStore
 from shared_schema.common import Role

@@ -15,13 +15,11 @@ import pytest
 from aiohttp import web
 from pydantic import BaseModel
 
-from dsm.emulator.app import EMULATOR, EmulatorContext
+from dsm.emulator.context import EMULATOR, EmulatorContext
 from dsm.http import routes_memory, routes_ordered
-from dsm.http.auth import PRINCIPAL
+from dsm.http.appkeys import MEMORY, ORDERED, PRINCIPAL
 from dsm.http.errors import error_middleware
 from dsm.http.guards import Handler
-from dsm.http.routes_memory import MEMORY
-from dsm.http.routes_ordered import ORDERED
 from dsm.opencloud.client import OpenCloudClient
 from dsm.services.errors import ServiceError
 from dsm.services.events import EventBus

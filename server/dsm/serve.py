@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from . import __version__
-from .app import UPSTREAM, create_app
+from .app import create_app
 from .config import ServerConfig
+from .http.appkeys import UPSTREAM
 from .http.guards import BoundPort
 from .storage.crypto import new_key
 from .storage.vault import ApiKeyRecord, Vault, VaultError, VaultLockedError

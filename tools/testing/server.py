@@ -22,9 +22,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from dsm.app import UPSTREAM, create_app
+from dsm.app import create_app
 from dsm.config import ServerConfig
-from dsm.http.auth import TOKEN_STORE
+from dsm.http.appkeys import TOKEN_STORE, UPSTREAM
 from dsm.http.guards import BoundPort
 from dsm.services.upstream import Upstream
 from dsm.storage.crypto import new_key
@@ -62,6 +62,12 @@ class Server:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def pairing_code(self) -> str:
+        """The code the server printed last, as a user would type it (8 digits)."""
+        match = re.search(r"(\d{4}) ?(\d{4})", self.announced[-1])
+        assert match, self.announced[-1]
+        return match.group(1) + match.group(2)
+
     async def pair(self, client_name: str = "Studio test", role: Role | None = None) -> str:
         """Pair like the plugin does; optionally change the token's role like `dsm tokens`."""
         async with self.http.post(
@@ -71,9 +77,7 @@ class Server:
             self.transcript.append(text)
             assert resp.status == 200, text
             ticket = json.loads(text)
-        match = re.search(r"(\d{4}) ?(\d{4})", self.announced[-1])
-        assert match, self.announced[-1]
-        code = match.group(1) + match.group(2)
+        code = self.pairing_code()
         async with self.http.post(
             self.url("/api/v1/pair/complete"),
             json={"pairing_id": ticket["pairing_id"], "code": code, "client_name": client_name},

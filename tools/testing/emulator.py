@@ -1,0 +1,19 @@
+"""A real emulator application on a loopback port, in this event loop."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dsm.emulator.app import create_emulator_app
+from dsm.emulator.context import EMULATOR, EmulatorConfig, EmulatorContext
+
+
+async def start_emulator(config: EmulatorConfig) -> tuple[web.AppRunner, str, EmulatorContext]:
+    """Start it; returns the runner (clean it up to stop), its base URL and its state."""
+    app = create_emulator_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    return runner, f"http://127.0.0.1:{port}", app[EMULATOR]
