@@ -388,7 +388,9 @@ def _schema_document() -> dict[str, Any]:
             name: TypeAdapter(param.type).json_schema() | {"description": param.description}
             for name, param in PATH_PARAMS.items()
         },
-        "x-routes": [_route_document(route) for route in ROUTES],
+        # Request/response routes: what the plugin's Api wraps. The WebSocket stream has a
+        # client of its own and stays out, so the document (and its hash) describe requests.
+        "x-routes": [_route_document(route) for route in ROUTES if not route.websocket],
         "x-event-payloads": {str(kind): model.__name__ for kind, model in EVENT_PAYLOADS.items()},
     }
 

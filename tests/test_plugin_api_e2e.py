@@ -259,7 +259,8 @@ def test_luau_tables_match_the_route_registry() -> None:
     with LuauHarness(PLUGIN_SRC) as h:
         wrappers = from_lua(h.eval('return require("Core/Api").WRAPPERS')[0])
         idempotent = from_lua(h.eval('return require("Core/Api").IDEMPOTENT')[0])
-    assert set(wrappers) == {route.operation_id for route in ROUTES}
+    # Every request/response route; the WebSocket stream has its own client, not a wrapper.
+    assert set(wrappers) == {route.operation_id for route in ROUTES if not route.websocket}
     expected = {}
     for route in ROUTES:
         if route.body is not None and "idempotency_key" in route.body.model_fields:

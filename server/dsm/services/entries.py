@@ -664,6 +664,11 @@ class EntryService:
         Works for any edit, newest first: the key must hold what that write left, compared by
         content (a later undo leaves the same content at a new revision).
         """
+        if plan.store_kind != StoreKind.STANDARD.value:
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST,
+                f"Journal item {plan.record_id} is an ordered data store write, not a standard one.",
+            )
         ref = EntryRef.of(plan)
         undoes = plan.record_id
         if plan.action == "compensate":

@@ -338,6 +338,11 @@ class OrderedService:
         exactly what our write left (or still be absent after our delete). An increment is
         undone by adding -delta instead.
         """
+        if plan.store_kind != StoreKind.ORDERED.value:
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST,
+                f"Journal item {plan.record_id} is a standard data store write, not an ordered one.",
+            )
         ref = OrderedRef.of(plan)
         undoes = plan.record_id
         if plan.action == "compensate":
