@@ -7,6 +7,7 @@ through `ReadThrough.read`, so every one answers alike:
 | ---------------------------------------- | ----------- | ------------------------------------------ |
 | answers                                  | (any)       | the value, LIVE/EMULATOR; the copy updated |
 | just failed or paused (breaker, 429)     | yes         | the copy, CACHED with its age and why      |
+| paused by a 429 (no call is made)        | no          | UPSTREAM_THROTTLED with retry_after        |
 | unreachable or 5xx                       | yes         | the copy, CACHED with its age and why      |
 | unreachable or 5xx                       | no          | UPSTREAM_UNAVAILABLE, source UNAVAILABLE   |
 | throttling (429)                         | no          | UPSTREAM_THROTTLED with retry_after        |
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared_schema.common import Source, SourceKind
+from shared_schema.errors import ErrorCode
 
 from ..opencloud import errors as oc
 from ..opencloud.client import OpenCloudClient
@@ -129,7 +131,12 @@ class ReadThrough:
             held = self._recall(copy)
             if held is not None:
                 return Answer(held.value, cached(backend, held.fetched_at, held.age_seconds, skip))
-            # Nothing cached to fall back on: asking Open Cloud is the only way.
+            wait = self.upstream.throttled_for(universe_id, category)
+            if wait > 0:
+                raise _nothing_cached(
+                    ServiceError(ErrorCode.UPSTREAM_THROTTLED, skip, retry_after=wait), what
+                )
+            # The breaker is open but nothing is cached: asking Open Cloud is the only way.
         generation = self.cache.generation
         try:
             value = await fetch(client)
@@ -141,12 +148,7 @@ class ReadThrough:
                 self.upstream.note_unreachable(universe_id, error.message)
             held = self._recall(copy)
             if held is None:
-                raise ServiceError(
-                    error.code,
-                    f"{error.message} No cached copy of {what} exists, so it cannot be shown.",
-                    retry_after=error.retry_after,
-                    details={"source": {"kind": "UNAVAILABLE", "reason": error.message}},
-                ) from exc
+                raise _nothing_cached(error, what) from exc
             return Answer(
                 held.value, cached(backend, held.fetched_at, held.age_seconds, error.message)
             )
@@ -162,3 +164,12 @@ class ReadThrough:
             else:
                 self.observer.cache_hit(copy.kind)
         return held
+
+
+def _nothing_cached(error: ServiceError, what: str) -> ServiceError:
+    return ServiceError(
+        error.code,
+        f"{error.message} No cached copy of {what} exists, so it cannot be shown.",
+        retry_after=error.retry_after,
+        details={"source": {"kind": "UNAVAILABLE", "reason": error.message}},
+    )

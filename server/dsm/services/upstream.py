@@ -193,9 +193,13 @@ class Upstream:
     def note_reachable(self, universe_id: int) -> None:
         self._down.pop(universe_id, None)
 
+    def throttled_for(self, universe_id: int, category: str = "read") -> float:
+        """Seconds until a 429 from Open Cloud lets this universe's `category` calls go again."""
+        return self.limiter.paused_for(str(universe_id), category) if self.limiter else 0.0
+
     def unreachable_reason(self, universe_id: int, category: str = "read") -> str | None:
         """Why reads of this universe skip Open Cloud right now, None when they do not."""
-        throttled = self.limiter.paused_for(str(universe_id), category) if self.limiter else 0.0
+        throttled = self.throttled_for(universe_id, category)
         if throttled > 0:
             where = "The embedded emulator" if self.backend is Backend.EMULATOR else "Open Cloud"
             return (
