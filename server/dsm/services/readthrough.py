@@ -6,7 +6,7 @@ through `ReadThrough.read`, so every one answers alike:
 | Open Cloud                               | cached copy | answer                                     |
 | ---------------------------------------- | ----------- | ------------------------------------------ |
 | answers                                  | (any)       | the value, LIVE/EMULATOR; the copy updated |
-| just failed or paused (breaker, 429)     | yes         | the copy, CACHED with its age and why      |
+| paused by a 429 or just failed (no call) | yes         | the copy, CACHED with its age and why      |
 | paused by a 429 (no call is made)        | no          | UPSTREAM_THROTTLED with retry_after        |
 | unreachable or 5xx                       | yes         | the copy, CACHED with its age and why      |
 | unreachable or 5xx                       | no          | UPSTREAM_UNAVAILABLE, source UNAVAILABLE   |
@@ -14,7 +14,8 @@ through `ReadThrough.read`, so every one answers alike:
 | refuses the request (404, 403, 400, ...) | (any)       | that error; the cache is never consulted   |
 
 A failure to connect or a 5xx opens a short circuit breaker (see Upstream) so the next reads
-answer from the cache at once; any fresh answer closes it. A new read kind supplies a `fetch`
+with a cached copy answer at once instead of spending the client's retry budget again (a read
+with nothing cached still asks Open Cloud); any fresh answer closes it. A new read kind supplies a `fetch`
 (one Open Cloud call, returning a value the cache can hold) and a `CachedCopy` (where that
 kind keeps its last answer); jobs that read can use the same function.
 """
@@ -126,16 +127,18 @@ class ReadThrough:
         """
         client = self.upstream.client_for(universe_id)
         backend = self.upstream.binding(universe_id).backend
-        skip = self.upstream.unreachable_reason(universe_id, category)
+        skip = self.upstream.read_skip(universe_id, category)
         if skip is not None:
             held = self._recall(copy)
             if held is not None:
-                return Answer(held.value, cached(backend, held.fetched_at, held.age_seconds, skip))
-            wait = self.upstream.throttled_for(universe_id, category)
-            if wait > 0:
-                raise _nothing_cached(
-                    ServiceError(ErrorCode.UPSTREAM_THROTTLED, skip, retry_after=wait), what
+                reason = skip.reason
+                return Answer(
+                    held.value, cached(backend, held.fetched_at, held.age_seconds, reason)
                 )
+            if skip.code is ErrorCode.UPSTREAM_THROTTLED:
+                # No call is made: the budget is paused, the client would only wait.
+                error = ServiceError(skip.code, skip.reason, retry_after=skip.retry_after)
+                raise _nothing_cached(error, what)
             # The breaker is open but nothing is cached: asking Open Cloud is the only way.
         generation = self.cache.generation
         try:

@@ -40,6 +40,15 @@ BREAKER_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
+class Skip:
+    """Reads skip Open Cloud for now: it throttles (a 429 paused the budget) or just failed."""
+
+    reason: str
+    code: ErrorCode  # UPSTREAM_THROTTLED or UPSTREAM_UNAVAILABLE
+    retry_after: float  # seconds until reads try Open Cloud again
+
+
+@dataclass(frozen=True)
 class UniverseBinding:
     universe_id: int
     label: str
@@ -193,25 +202,23 @@ class Upstream:
     def note_reachable(self, universe_id: int) -> None:
         self._down.pop(universe_id, None)
 
-    def throttled_for(self, universe_id: int, category: str = "read") -> float:
-        """Seconds until a 429 from Open Cloud lets this universe's `category` calls go again."""
-        return self.limiter.paused_for(str(universe_id), category) if self.limiter else 0.0
-
-    def unreachable_reason(self, universe_id: int, category: str = "read") -> str | None:
+    def read_skip(self, universe_id: int, category: str = "read") -> Skip | None:
         """Why reads of this universe skip Open Cloud right now, None when they do not."""
-        throttled = self.throttled_for(universe_id, category)
+        throttled = self.limiter.paused_for(str(universe_id), category) if self.limiter else 0.0
         if throttled > 0:
             where = "The embedded emulator" if self.backend is Backend.EMULATOR else "Open Cloud"
-            return (
+            return Skip(
                 f"{where} is throttling {category} requests for universe {universe_id}; fresh "
-                "reads resume "
-                f"in {throttled:.0f} s."
+                f"reads resume in {throttled:.0f} s.",
+                ErrorCode.UPSTREAM_THROTTLED,
+                throttled,
             )
         state = self._down.get(universe_id)
         if state is None:
             return None
         until, reason = state
-        if time.monotonic() >= until:
+        left = until - time.monotonic()
+        if left <= 0:
             del self._down[universe_id]  # half-open: the next read tries Open Cloud again
             return None
-        return reason
+        return Skip(reason, ErrorCode.UPSTREAM_UNAVAILABLE, left)
