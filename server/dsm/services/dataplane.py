@@ -71,6 +71,15 @@ class DataPlane:
         )
 
 
+def _budget(config: ServerConfig) -> ClientBudget:
+    if config.budget_rpm is None:
+        return ClientBudget(reserve_share=config.reserve_share)
+    rpm = config.budget_rpm
+    return ClientBudget(
+        read=rpm, write=rpm, list=rpm, remove=rpm, reserve_share=config.reserve_share
+    )
+
+
 @asynccontextmanager
 async def open_data_plane(
     config: ServerConfig,
@@ -90,7 +99,7 @@ async def open_data_plane(
             reserve_share=config.reserve_share,
             on_call=metrics.on_call,
             limiter=MeteredRateLimiter(
-                ClientBudget(reserve_share=config.reserve_share),
+                _budget(config),
                 metrics=metrics,
                 burst=INTERACTIVE_BURST,
             ),
