@@ -138,3 +138,30 @@ async def running_server(
             yield Server(f"http://127.0.0.1:{bound}", app, http, announced)
     finally:
         await runner.cleanup()
+
+
+def serve_in_this_process(
+    data_dir: Path, data_key: bytes, keys: list[ApiKeyRecord], base_url: str, port_out: Any
+) -> None:
+    """Run the companion server until this process is killed (a child for crash tests).
+
+    It talks to Open Cloud at `base_url` (an emulator outside this process, so it outlives a
+    crash) with `keys`, and sends its bound port through `port_out` once it serves.
+    """
+    import asyncio
+
+    async def main() -> None:
+        port = BoundPort(0)
+        config = ServerConfig(
+            data_dir=data_dir, port=0, open_cloud_base_url=base_url, budget_rpm=1_000_000
+        )
+        app = create_app(config, keys=keys, data_key=data_key, port=port, announce=lambda _: None)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port.set(int(runner.addresses[0][1]))
+        port_out.send(port())
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
