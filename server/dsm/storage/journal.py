@@ -582,15 +582,6 @@ class WriteJournal:
             amount=None if record.delta is None else -record.delta,
         )
 
-    def undo_of(self, record_id: int) -> JournalRecord | None:
-        """The newest undo of write `record_id` that did not fail, if any."""
-        with self._guard():
-            return self._select_one(
-                self._db.conn,
-                "undoes = ? AND status != 'FAILED' ORDER BY id DESC LIMIT 1",
-                (record_id,),
-            )
-
     def verify(self) -> builtins.list[JournalProblem]:
         """Open every image and check it against its recorded hash; returns what is damaged."""
         found: builtins.list[JournalProblem] = []
