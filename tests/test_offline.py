@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from dsm.emulator.app import EmulatorConfig
 from dsm.emulator.auth import KeyGrant
 from dsm.emulator.throttle import LimitsConfig
-from dsm.http.appkeys import JOURNAL
+from dsm.http.appkeys import DATA
 from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
 from tools.testing.server import Server, entry_path, idem, running_server
@@ -325,7 +325,7 @@ async def _lose_a_write_then_recover(
     item = (await server.call("GET", "/journal", token, params={"key": "bag"}))[1]["items"][0]
     assert item["operation"] == "update" and item["status"] == "unknown"
     assert item["before_sha256"] == sha256('{"gold":500}')
-    detail = server.app[JOURNAL].journal.get(item["id"])
+    detail = server.app[DATA].journal.journal.get(item["id"])
     assert detail.before is not None
     assert detail.before.value_json == '{"gold":500}'
     assert detail.before.metadata["attributes"] == {"owner": "ana"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from dsm.http.appkeys import JOURNAL
+from dsm.http.appkeys import DATA
 from dsm.storage.crypto import new_key
 from dsm.storage.journal import EntryImage, Status
 from shared_schema.common import Role
@@ -46,7 +46,7 @@ async def test_writes_left_open_by_a_crash_are_settled_by_re_reading(tmp_path: P
             json={"value_json": '{"hp": 1}', "idempotency_key": "create-hero-1"},
         )
         assert status == 200, created
-        journal = server.app[JOURNAL].journal
+        journal = server.app[DATA].journal.journal
         before = EntryImage('{"hp":1}', {})
         # A crash right after journaling, before sending: the entry never changed.
         never_sent = journal.record_intent(
@@ -77,7 +77,7 @@ async def test_writes_left_open_by_a_crash_are_settled_by_re_reading(tmp_path: P
         await client.create_entry(1, "players", "villain", '{"hp":9}')
 
     async with running_server(tmp_path, data_key=key) as server:
-        journal = server.app[JOURNAL].journal
+        journal = server.app[DATA].journal.journal
         assert journal.get(never_sent.id).record.status is Status.FAILED
         landed = journal.get(landed_intent.id).record
         assert landed.status is Status.APPLIED

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from dsm.emulator.context import EMULATOR, EmulatorContext
 from dsm.http import routes_memory, routes_ordered
-from dsm.http.appkeys import JOURNAL, MEMORY, ORDERED, PRINCIPAL
+from dsm.http.appkeys import DATA, PRINCIPAL
 from dsm.http.binding import bind_routes
 from dsm.http.errors import error_middleware
 from dsm.http.guards import Handler
@@ -112,9 +112,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     bus = EventBus(256)
     plane = DataPlane.build(upstream, cache, journal, bus)
     app = web.Application(middlewares=[error_middleware, principal_from_role])
-    app[ORDERED] = plane.ordered
-    app[MEMORY] = plane.memory
-    app[JOURNAL] = plane.journal
+    app[DATA] = plane
     bind_routes(app, {**routes_ordered.HANDLERS, **routes_memory.HANDLERS})
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -455,7 +453,7 @@ async def test_write_validation(server: Server) -> None:
 
 
 async def test_undo_restores_value_conditionally(server: Server) -> None:
-    service = server.app[JOURNAL]
+    service = server.app[DATA].journal
     editor = PEOPLE["editor"]
     await server.client.ordered_create(U, "wins", "jo", 10)
     _, body = await server.call(
@@ -506,7 +504,7 @@ async def test_undo_refuses_standard_records(server: Server) -> None:
     )
     server.journal.mark_applied(record.id, EntryImage("1"), "rev1")
     with pytest.raises(ServiceError) as refused:
-        await server.app[ORDERED].undo(
+        await server.app[DATA].ordered.undo(
             PEOPLE["editor"], server.journal.undo_plan(record.id), "std-undo-01"
         )
     assert refused.value.code is ErrorCode.BAD_REQUEST and "standard" in refused.value.message

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dsm.http.appkeys import JOURNAL
+from dsm.http.appkeys import DATA
 from dsm.opencloud.client import CARRY_OVER, NotFound, OpenCloudClient
 from dsm.storage.crypto import new_key
 from dsm.storage.journal import EntryImage, Status, WriteJournal
@@ -35,7 +35,7 @@ class Setup:
 
     @property
     def journal(self) -> WriteJournal:
-        return self.server.app[JOURNAL].journal
+        return self.server.app[DATA].journal.journal
 
     async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
         return await self.server.call(method, path, self.token, **kwargs)
@@ -153,7 +153,7 @@ async def test_a_delete_that_removed_an_unseen_game_write_puts_it_back(setup: Se
     seen = await setup.create("hero", {"hp": 1})
     status, _ = await setup.call("GET", entry_path(U, DS, "hero"))
     assert status == 200
-    entries = setup.server.app[JOURNAL].entries
+    entries = setup.server.app[DATA].journal.entries
     original = entries._read_fresh
 
     async def read_then_game_writes(ref: Any) -> Any:
@@ -239,7 +239,7 @@ async def test_a_write_cut_by_a_crash_settles_even_when_its_json_was_not_compact
     spaced = '{ "b" : [1, 2.0],  "a" : "x" }'
     async with running_server(tmp_path, data_key=key) as server:
         token = await server.pair()
-        journal = server.app[JOURNAL].journal
+        journal = server.app[DATA].journal.journal
         cut = journal.record_intent(
             actor_id="t",
             actor_name="crashed run",
@@ -255,5 +255,5 @@ async def test_a_write_cut_by_a_crash_settles_even_when_its_json_was_not_compact
         await server.upstream.client_for(U).create_entry(U, DS, "spaced", spaced)
         assert token
     async with running_server(tmp_path, data_key=key) as server:
-        record = server.app[JOURNAL].journal.get(cut.id).record
+        record = server.app[DATA].journal.journal.get(cut.id).record
         assert record.status is Status.APPLIED

@@ -22,20 +22,15 @@ from shared_schema.common import Role
 
 from .config import ServerConfig
 from .http.appkeys import (
-    BROWSE,
     CONFIG,
-    ENTRIES,
+    DATA,
     EVENTS,
     INSTANCE_ID,
-    JOURNAL,
-    MEMORY,
     METRICS,
-    ORDERED,
     PAIRING,
     SERVER_BACKEND,
     SESSIONS,
     TOKEN_STORE,
-    UPSTREAM,
 )
 from .http.auth import auth_middleware
 from .http.errors import error_middleware
@@ -122,12 +117,7 @@ def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) 
         async with open_data_plane(
             config, keys=keys, data_key=data_key, events=app[EVENTS], metrics=app[METRICS]
         ) as plane:
-            app[UPSTREAM] = plane.upstream
-            app[ENTRIES] = plane.entries
-            app[BROWSE] = plane.browse
-            app[ORDERED] = plane.ordered
-            app[MEMORY] = plane.memory
-            app[JOURNAL] = plane.journal
+            app[DATA] = plane
             app[SERVER_BACKEND] = lambda: plane.upstream.backend
             yield
 

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from dsm.app import create_app
 from dsm.config import ServerConfig
-from dsm.http.appkeys import TOKEN_STORE, UPSTREAM
+from dsm.http.appkeys import DATA, TOKEN_STORE
 from dsm.http.guards import BoundPort
 from dsm.services.upstream import Upstream
 from dsm.storage.crypto import new_key
@@ -57,7 +57,7 @@ class Server:
 
     @property
     def upstream(self) -> Upstream:
-        return self.app[UPSTREAM]
+        return self.app[DATA].upstream
 
     def url(self, path: str) -> str:
         return self.base_url + path

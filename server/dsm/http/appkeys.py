@@ -14,17 +14,12 @@ from aiohttp import web
 from shared_schema.common import Backend
 
 from ..config import ServerConfig
-from ..services.browse import BrowseService
-from ..services.entries import EntryService
+from ..services.dataplane import DataPlane
 from ..services.events import EventBus
-from ..services.journal import JournalService
-from ..services.memory import MemoryService
 from ..services.metrics import Metrics
-from ..services.ordered import OrderedService
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
 from ..services.tokens import Principal, TokenStore
-from ..services.upstream import Upstream
 
 CONFIG = web.AppKey("dsm.config", ServerConfig)
 # One random id per server start, shared by hello, the event stream and the metrics summary.
@@ -46,13 +41,8 @@ class EventSockets:
 
 EVENT_SOCKETS = web.AppKey("dsm.event_sockets", EventSockets)
 
-# The data plane (set together once Open Cloud or the emulator is up).
-UPSTREAM = web.AppKey("dsm.upstream", Upstream)
-BROWSE = web.AppKey("dsm.browse", BrowseService)
-ENTRIES = web.AppKey("dsm.entries", EntryService)
-ORDERED = web.AppKey("dsm.ordered", OrderedService)
-MEMORY = web.AppKey("dsm.memory", MemoryService)
-JOURNAL = web.AppKey("dsm.journal", JournalService)
+# The data plane: Upstream, cache, journal and the data services (once Open Cloud is up).
+DATA = web.AppKey("dsm.data", DataPlane)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
 

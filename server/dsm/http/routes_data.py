@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ..services.entries import EntryRef
-from .appkeys import BROWSE, ENTRIES, JOURNAL
+from .appkeys import DATA
 from .binding import Call, Handler
 
 
@@ -16,12 +16,12 @@ def _ref(call: Call) -> EntryRef:
 
 
 async def list_universes(call: Call) -> BaseModel:
-    return await call.app[BROWSE].universes()
+    return await call.app[DATA].browse.universes()
 
 
 async def list_datastores(call: Call) -> BaseModel:
     q = call.query
-    return await call.app[BROWSE].datastores(
+    return await call.app[DATA].browse.datastores(
         call.path["universe_id"],
         prefix=q.prefix,
         cursor=q.cursor,
@@ -31,20 +31,20 @@ async def list_datastores(call: Call) -> BaseModel:
 
 
 async def delete_datastore(call: Call) -> BaseModel:
-    return await call.app[BROWSE].delete_datastore(
+    return await call.app[DATA].browse.delete_datastore(
         call.caller, call.path["universe_id"], call.path["datastore"]
     )
 
 
 async def undelete_datastore(call: Call) -> BaseModel:
-    return await call.app[BROWSE].undelete_datastore(
+    return await call.app[DATA].browse.undelete_datastore(
         call.caller, call.path["universe_id"], call.path["datastore"]
     )
 
 
 async def list_keys(call: Call) -> BaseModel:
     q = call.query
-    return await call.app[BROWSE].keys(
+    return await call.app[DATA].browse.keys(
         call.path["universe_id"],
         call.path["datastore"],
         scope=q.scope,
@@ -57,16 +57,16 @@ async def list_keys(call: Call) -> BaseModel:
 
 
 async def list_scopes(call: Call) -> BaseModel:
-    return await call.app[BROWSE].scopes(call.path["universe_id"], call.path["datastore"])
+    return await call.app[DATA].browse.scopes(call.path["universe_id"], call.path["datastore"])
 
 
 async def get_entry(call: Call) -> BaseModel:
-    return await call.app[ENTRIES].get(_ref(call))
+    return await call.app[DATA].entries.get(_ref(call))
 
 
 async def create_entry(call: Call) -> BaseModel:
     b = call.body
-    return await call.app[ENTRIES].create(
+    return await call.app[DATA].entries.create(
         call.caller,
         _ref(call),
         b.value_json,
@@ -78,7 +78,7 @@ async def create_entry(call: Call) -> BaseModel:
 
 async def update_entry(call: Call) -> BaseModel:
     b = call.body
-    return await call.app[ENTRIES].update(
+    return await call.app[DATA].entries.update(
         call.caller,
         _ref(call),
         b.value_json,
@@ -91,53 +91,53 @@ async def update_entry(call: Call) -> BaseModel:
 
 async def delete_entry(call: Call) -> BaseModel:
     q = call.query
-    return await call.app[ENTRIES].delete(
+    return await call.app[DATA].entries.delete(
         call.caller, _ref(call), q.expected_revision, q.idempotency_key
     )
 
 
 async def increment_entry(call: Call) -> BaseModel:
-    return await call.app[ENTRIES].increment(
+    return await call.app[DATA].entries.increment(
         call.caller, _ref(call), call.body.amount, call.body.idempotency_key
     )
 
 
 async def list_revisions(call: Call) -> BaseModel:
     q = call.query
-    return await call.app[ENTRIES].revisions(
+    return await call.app[DATA].entries.revisions(
         _ref(call), cursor=q.cursor, limit=q.limit, start=q.start, end=q.end
     )
 
 
 async def get_revision(call: Call) -> BaseModel:
-    return await call.app[ENTRIES].get_revision(_ref(call), call.path["revision"])
+    return await call.app[DATA].entries.get_revision(_ref(call), call.path["revision"])
 
 
 async def get_entry_at(call: Call) -> BaseModel:
-    return await call.app[ENTRIES].get_at(_ref(call), call.query.time)
+    return await call.app[DATA].entries.get_at(_ref(call), call.query.time)
 
 
 async def diff_entry(call: Call) -> BaseModel:
     q = call.query
-    return await call.app[ENTRIES].diff(_ref(call), q.from_revision, q.to_revision)
+    return await call.app[DATA].entries.diff(_ref(call), q.from_revision, q.to_revision)
 
 
 async def revert_entry(call: Call) -> BaseModel:
     b = call.body
-    return await call.app[ENTRIES].revert(
+    return await call.app[DATA].entries.revert(
         call.caller, _ref(call), b.revision, b.expected_revision, b.idempotency_key
     )
 
 
 async def list_journal(call: Call) -> BaseModel:
     q = call.query
-    return call.app[JOURNAL].page(
+    return call.app[DATA].journal.page(
         universe=q.universe, datastore=q.datastore, key=q.key, limit=q.limit, before=q.before
     )
 
 
 async def undo_journal(call: Call) -> BaseModel:
-    return await call.app[JOURNAL].undo(
+    return await call.app[DATA].journal.undo(
         call.caller, call.path["journal_id"], call.body.idempotency_key
     )
 

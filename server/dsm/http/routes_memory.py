@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .appkeys import MEMORY
+from .appkeys import DATA
 from .binding import Call, Handler
 
 
 async def list_sorted_map(call: Call) -> BaseModel:
     q = call.query
-    return await call.app[MEMORY].sorted_map_page(
+    return await call.app[DATA].memory.sorted_map_page(
         call.path["universe_id"],
         call.path["sorted_map"],
         cursor=q.cursor,
@@ -20,13 +20,13 @@ async def list_sorted_map(call: Call) -> BaseModel:
 
 
 async def get_sorted_map_item(call: Call) -> BaseModel:
-    return await call.app[MEMORY].sorted_map_item(
+    return await call.app[DATA].memory.sorted_map_item(
         call.path["universe_id"], call.path["sorted_map"], call.path["item_id"]
     )
 
 
 async def peek_queue(call: Call) -> BaseModel:
-    return await call.app[MEMORY].peek_queue(
+    return await call.app[DATA].memory.peek_queue(
         call.path["universe_id"], call.path["queue"], call.query.count
     )
 

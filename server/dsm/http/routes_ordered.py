@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ..services.ordered import OrderedRef
-from .appkeys import ORDERED
+from .appkeys import DATA
 from .binding import Call, Handler
 
 
@@ -20,7 +20,7 @@ def _ref(call: Call, entry_id: str | None = None) -> OrderedRef:
 
 async def list_ordered(call: Call) -> BaseModel:
     q = call.query
-    return await call.app[ORDERED].list(
+    return await call.app[DATA].ordered.list(
         call.path["universe_id"],
         call.path["ordered_store"],
         call.path["scope"],
@@ -34,23 +34,27 @@ async def list_ordered(call: Call) -> BaseModel:
 
 async def create_ordered(call: Call) -> BaseModel:
     b = call.body
-    return await call.app[ORDERED].create(call.caller, _ref(call, b.id), b.value, b.idempotency_key)
+    return await call.app[DATA].ordered.create(
+        call.caller, _ref(call, b.id), b.value, b.idempotency_key
+    )
 
 
 async def update_ordered(call: Call) -> BaseModel:
     b = call.body
-    return await call.app[ORDERED].update(
+    return await call.app[DATA].ordered.update(
         call.caller, _ref(call), b.value, b.allow_missing, b.idempotency_key
     )
 
 
 async def increment_ordered(call: Call) -> BaseModel:
     b = call.body
-    return await call.app[ORDERED].increment(call.caller, _ref(call), b.amount, b.idempotency_key)
+    return await call.app[DATA].ordered.increment(
+        call.caller, _ref(call), b.amount, b.idempotency_key
+    )
 
 
 async def delete_ordered(call: Call) -> BaseModel:
-    return await call.app[ORDERED].delete(call.caller, _ref(call), call.query.idempotency_key)
+    return await call.app[DATA].ordered.delete(call.caller, _ref(call), call.query.idempotency_key)
 
 
 HANDLERS: dict[str, Handler] = {

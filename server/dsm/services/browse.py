@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -58,14 +59,12 @@ def _store_info(store: DataStore) -> DataStoreInfo:
     )
 
 
+@dataclass
 class BrowseService:
-    def __init__(
-        self, upstream: Upstream, cache: EntryCache, reads: ReadThrough, events: Publisher
-    ) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.reads = reads
-        self.events = events
+    upstream: Upstream
+    cache: EntryCache
+    reads: ReadThrough
+    events: Publisher
 
     def _backend(self, universe_id: int) -> Backend:
         return self.upstream.binding(universe_id).backend

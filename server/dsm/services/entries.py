@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +48,7 @@ from ..opencloud.wire import attributes_equal
 from ..storage.cache import EntryCache
 from ..storage.journal import EntryImage, JournalRecord, Status, UndoPlan, content_sha256
 from .errors import ServiceError
-from .journaled import Actor, Intent, JournaledWrites, Outcome, WriteTarget
+from .journaled import Actor, Intent, JournaledWrites, Outcome, WriteTarget, require_kind
 from .provenance import fresh
 from .readthrough import Answer, ReadThrough, Recalled
 from .upstream import Upstream
@@ -180,18 +180,12 @@ class EntryCopy:
         )
 
 
+@dataclass
 class EntryService:
-    def __init__(
-        self,
-        upstream: Upstream,
-        cache: EntryCache,
-        reads: ReadThrough,
-        writes: JournaledWrites,
-    ) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.reads = reads
-        self.writes = writes
+    upstream: Upstream
+    cache: EntryCache
+    reads: ReadThrough
+    writes: JournaledWrites
 
     # --------------------------------------------------------------------- views
 
@@ -351,8 +345,18 @@ class EntryService:
             )
         return self._fresh_view(ref, current)
 
-    def _remember(self, ref: EntryRef, entry: DataStoreEntry) -> None:
+    async def _written(
+        self,
+        actor: Actor,
+        ref: EntryRef,
+        intent: Intent,
+        idempotency_key: str,
+        send: Callable[[OpenCloudClient], Awaitable[DataStoreEntry]],
+    ) -> EntryView:
+        """Run one write through the journaled path; cache and show what it left."""
+        _, entry = await self.writes.run(actor, ref.target, intent, idempotency_key, send, _outcome)
         EntryCopy(self.cache, ref).remember(entry, None)
+        return self._fresh_view(ref, entry)
 
     async def create(
         self,
@@ -377,9 +381,9 @@ class EntryService:
                 f"{ref.subject} already exists (revision {current.revision_id}); open it to edit.",
             )
         intended = EntryImage(value_json, {"attributes": attributes, "user_ids": user_ids})
-        _, entry = await self.writes.run(
+        return await self._written(
             actor,
-            ref.target,
+            ref,
             Intent(operation, None, intended=intended, undoes=undoes),
             idempotency_key,
             lambda c: c.create_entry(
@@ -391,10 +395,7 @@ class EntryService:
                 attributes=attributes,
                 user_ids=user_ids,
             ),
-            _outcome,
         )
-        self._remember(ref, entry)
-        return self._fresh_view(ref, entry)
 
     async def update(
         self,
@@ -449,9 +450,9 @@ class EntryService:
             undoes=undoes,
         )
         try:
-            _, entry = await self.writes.run(
+            return await self._written(
                 actor,
-                ref.target,
+                ref,
                 intent,
                 idempotency_key,
                 lambda c: c.update_entry(
@@ -464,14 +465,11 @@ class EntryService:
                     etag=current.etag,
                     scope=ref.scope,
                 ),
-                _outcome,
             )
         except ServiceError as error:
             if error.code is ErrorCode.CONFLICT and "journal_id" not in (error.details or {}):
                 raise self._conflict(ref, await self._read_fresh(ref), expected) from None
             raise
-        self._remember(ref, entry)
-        return self._fresh_view(ref, entry)
 
     async def increment(
         self,
@@ -497,9 +495,9 @@ class EntryService:
         # CARRY_OVER makes the client read-modify-write conditionally on the etag it read, so
         # attributes and user ids survive and a concurrent writer is never overwritten; the
         # journal keeps the revision the increment answered and its delta.
-        _, entry = await self.writes.run(
+        return await self._written(
             actor,
-            ref.target,
+            ref,
             intent,
             idempotency_key,
             lambda c: c.increment_entry(
@@ -511,10 +509,7 @@ class EntryService:
                 attributes=CARRY_OVER,
                 user_ids=CARRY_OVER,
             ),
-            _outcome,
         )
-        self._remember(ref, entry)
-        return self._fresh_view(ref, entry)
 
     async def revert(
         self,
@@ -664,11 +659,7 @@ class EntryService:
         Works for any edit, newest first: the key must hold what that write left, compared by
         content (a later undo leaves the same content at a new revision).
         """
-        if plan.store_kind != StoreKind.STANDARD.value:
-            raise ServiceError(
-                ErrorCode.BAD_REQUEST,
-                f"Journal item {plan.record_id} is an ordered data store write, not a standard one.",
-            )
+        require_kind(plan, StoreKind.STANDARD)
         ref = EntryRef.of(plan)
         undoes = plan.record_id
         if plan.action == "compensate":
@@ -762,15 +753,15 @@ class EntryService:
         at = current.revision_id if current else None
         if record.intended_sha256 is None and record.delta is None:  # a delete
             if current is not None and at == record.base_revision:
-                return self._not_applied(record)
+                return self.writes.not_applied(record)
             seen = self.writes.journal.get(record.id).before
             if seen is None:
-                return self._still_unknown(record, "its before-image cannot be read")
+                return self.writes.still_unknown(record, "its before-image cannot be read")
             check = await self._check_delete(client, ref, _as_entry(ref, record, seen))
             if check.landed is False:
-                return self._not_applied(record)
+                return self.writes.not_applied(record)
             if check.landed is None:
-                return self._still_unknown(record, "its tombstone is not in the history")
+                return self.writes.still_unknown(record, "its tombstone is not in the history")
             outcome = check.outcome()
             self.writes.settle(record, outcome)
             return Status.FAILED if outcome.refused else Status.APPLIED
@@ -781,19 +772,8 @@ class EntryService:
                 self.writes.settle(record, _outcome(current))
                 return Status.APPLIED
         if at == record.base_revision:
-            return self._not_applied(record)
-        return self._still_unknown(record, "the entry changed after this write was sent")
-
-    def _not_applied(self, record: JournalRecord) -> Status:
-        self.writes.journal.mark_failed(
-            record.id, "not applied: re-reading found the entry unchanged"
-        )
-        return Status.FAILED
-
-    def _still_unknown(self, record: JournalRecord, why: str) -> Status:
-        if record.status is Status.INTENT:
-            self.writes.journal.mark_unknown(record.id, f"{why}; review it")
-        return Status.UNKNOWN
+            return self.writes.not_applied(record)
+        return self.writes.still_unknown(record, "the entry changed after this write was sent")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ standard or the ordered service for it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from shared_schema.entries import DeleteResult, EntryOperation, EntryView, StoreKind
@@ -49,13 +50,11 @@ def journal_item(record: JournalRecord) -> JournalItem:
     )
 
 
+@dataclass
 class JournalService:
-    def __init__(
-        self, journal: WriteJournal, entries: EntryService, ordered: OrderedService
-    ) -> None:
-        self.journal = journal
-        self.entries = entries
-        self.ordered = ordered
+    journal: WriteJournal
+    entries: EntryService
+    ordered: OrderedService
 
     def page(
         self,

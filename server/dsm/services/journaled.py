@@ -43,6 +43,7 @@ from ..storage.journal import (
     IdempotencyConflict,
     JournalRecord,
     Status,
+    UndoPlan,
     WriteJournal,
 )
 from .errors import ServiceError
@@ -104,14 +105,12 @@ class Outcome:
     refused: str | None = None
 
 
+@dataclass
 class JournaledWrites:
-    def __init__(
-        self, upstream: Upstream, journal: WriteJournal, cache: EntryCache, events: Publisher
-    ) -> None:
-        self.upstream = upstream
-        self.journal = journal
-        self.cache = cache
-        self.events = events
+    upstream: Upstream
+    journal: WriteJournal
+    cache: EntryCache
+    events: Publisher
 
     def previous(
         self, target: WriteTarget, operation: EntryOperation, idempotency_key: str
@@ -201,6 +200,17 @@ class JournaledWrites:
         )
         return done
 
+    def not_applied(self, record: JournalRecord) -> Status:
+        """Re-reading found the key as the write found it: it never landed."""
+        self.journal.mark_failed(record.id, "not applied: re-reading found the entry unchanged")
+        return Status.FAILED
+
+    def still_unknown(self, record: JournalRecord, why: str) -> Status:
+        """Re-reading could not tell; the user judges (a fresh read may settle it later)."""
+        if record.status is Status.INTENT:
+            self.journal.mark_unknown(record.id, f"{why}; review it")
+        return Status.UNKNOWN
+
     def forget(self, target: WriteTarget) -> None:
         """Drop cached copies a write to `target` makes stale."""
         if target.kind is StoreKind.ORDERED:
@@ -252,6 +262,16 @@ class JournaledWrites:
             self.events.publish(EventType.ENTRY_CHANGED, payload)
         except Exception:
             log.exception("could not publish entry.changed for journal item %s", payload.journal_id)
+
+
+def require_kind(plan: UndoPlan, kind: StoreKind) -> None:
+    """Refuse to undo, through one store kind's service, a write made to the other kind."""
+    if plan.store_kind != kind.value:
+        made = "an ordered" if plan.store_kind == StoreKind.ORDERED.value else "a standard"
+        raise ServiceError(
+            ErrorCode.BAD_REQUEST,
+            f"Journal item {plan.record_id} is {made} data store write, not a {kind.value} one.",
+        )
 
 
 def target_of(record: JournalRecord) -> WriteTarget:

@@ -13,6 +13,7 @@ behind them instead, so a peek can change the order in which a live game process
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,11 +75,11 @@ def _peek_notice(queue: str, items: list[QueueItemView], hidden_until: datetime)
     )
 
 
+@dataclass
 class MemoryService:
-    def __init__(self, upstream: Upstream, cache: EntryCache, reads: ReadThrough) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.reads = reads
+    upstream: Upstream
+    cache: EntryCache
+    reads: ReadThrough
 
     def _backend(self, universe_id: int) -> Backend:
         return self.upstream.binding(universe_id).backend

@@ -29,7 +29,7 @@ from ..opencloud.models import OrderedDataStoreEntry
 from ..storage.cache import EntryCache
 from ..storage.journal import EntryImage, JournalRecord, Status, UndoPlan, content_sha256
 from .errors import ServiceError
-from .journaled import Actor, Intent, JournaledWrites, Outcome, WriteTarget
+from .journaled import Actor, Intent, JournaledWrites, Outcome, WriteTarget, require_kind
 from .provenance import fresh
 from .readthrough import ListCopy, ReadThrough
 from .upstream import Upstream
@@ -80,14 +80,12 @@ async def _get_or_none(client: OpenCloudClient, ref: OrderedRef) -> OrderedDataS
         return None
 
 
+@dataclass
 class OrderedService:
-    def __init__(
-        self, upstream: Upstream, cache: EntryCache, reads: ReadThrough, writes: JournaledWrites
-    ) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.reads = reads
-        self.writes = writes
+    upstream: Upstream
+    cache: EntryCache
+    reads: ReadThrough
+    writes: JournaledWrites
 
     # ------------------------------------------------------------------ helpers
 
@@ -338,11 +336,7 @@ class OrderedService:
         exactly what our write left (or still be absent after our delete). An increment is
         undone by adding -delta instead.
         """
-        if plan.store_kind != StoreKind.ORDERED.value:
-            raise ServiceError(
-                ErrorCode.BAD_REQUEST,
-                f"Journal item {plan.record_id} is a standard data store write, not an ordered one.",
-            )
+        require_kind(plan, StoreKind.ORDERED)
         ref = OrderedRef.of(plan)
         undoes = plan.record_id
         if plan.action == "compensate":
@@ -406,15 +400,10 @@ class OrderedService:
             self.writes.settle(record, Outcome(now))
             return Status.APPLIED
         if (now.sha256 if now else None) == record.before_sha256:
-            self.writes.journal.mark_failed(
-                record.id, "not applied: re-reading found the entry unchanged"
-            )
-            return Status.FAILED
-        if record.status is Status.INTENT:
-            self.writes.journal.mark_unknown(
-                record.id, f"the entry changed after this write was sent; review it. {RACE_NOTE}"
-            )
-        return Status.UNKNOWN
+            return self.writes.not_applied(record)
+        return self.writes.still_unknown(
+            record, f"the entry changed after this write was sent ({RACE_NOTE})"
+        )
 
 
 def _holds(current: OrderedDataStoreEntry | None, image: EntryImage) -> bool:

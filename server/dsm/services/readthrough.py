@@ -104,13 +104,11 @@ class ListCopy:
         )
 
 
+@dataclass
 class ReadThrough:
-    def __init__(
-        self, upstream: Upstream, cache: EntryCache, observer: CacheObserver | None = None
-    ) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.observer = observer
+    upstream: Upstream
+    cache: EntryCache
+    observer: CacheObserver | None = None
 
     async def read[T](
         self,
