@@ -1,7 +1,7 @@
 """Latency the companion server adds, measured on loopback (not part of the test run).
 
 Everything runs in this one process on 127.0.0.1: the real server app (`create_app`, started by
-tests/server_harness.py exactly as `dsm serve` starts it, with guards, token auth and pairing),
+tools/testing/server.py exactly as `dsm serve` starts it, with guards, token auth and pairing),
 its embedded emulator, a bare aiohttp app, and one sequential aiohttp client. Each figure is a
 nearest-rank percentile of real timings; nothing is estimated.
 
@@ -48,7 +48,7 @@ from dsm.opencloud.ratelimit import WINDOW_SECONDS, ClientBudget, ClientRateLimi
 from dsm.opencloud.retry import RetryPolicy
 from dsm.services.upstream import INTERACTIVE_BURST
 from shared_schema.common import Role
-from tests.server_harness import Server, entry_path, idem, running_server
+from tools.testing.server import Server, entry_path, idem, running_server
 
 DS = "PlayerData"
 KEY = "player_1234567"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .base import QueryParams, ResponseBody
 from .common import Backend
@@ -30,6 +30,10 @@ class EventType(StrEnum):
     BACKEND_CHANGED = "backend.changed"
 
 
+# Longer polls risk Studio's HttpService request timeout.
+MAX_POLL_SECONDS = 25.0
+
+
 class EventsQuery(QueryParams):
     cursor: int | None = Field(
         default=None,
@@ -39,6 +43,18 @@ class EventsQuery(QueryParams):
     timeout: float = Field(
         default=20.0, ge=0, le=25, description="Seconds to wait for an event (0-25)."
     )
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _clamp_timeout(cls, value: Any) -> Any:
+        # Out-of-range waits are clamped rather than refused; NaN is left for validation.
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            return value
+        if seconds != seconds:
+            return value
+        return min(max(seconds, 0.0), MAX_POLL_SECONDS)
 
 
 class Event(ResponseBody):

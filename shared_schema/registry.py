@@ -216,6 +216,11 @@ class Route:
     `responses` lists the models a 200 may carry (more than one: tell them apart by a field,
     e.g. `resync`); empty with `status` 204 means no body; empty with 200 means a body that is no
     protocol model, of `media_type` (Prometheus text, the OpenAPI document).
+
+    How the server serves it (not part of the schema document): `no_store` answers carry
+    `Cache-Control: no-store` (tokens, presence, live streams); `large_body` routes take entry
+    values (a larger body limit); `aliases` are extra absolute paths served by the same handler;
+    `websocket` routes upgrade to a WebSocket carrying the `responses` as text frames.
     """
 
     operation_id: str
@@ -228,6 +233,10 @@ class Route:
     query: type[BaseModel] | None = None
     status: int = 200
     media_type: str = "application/json"
+    no_store: bool = False
+    large_body: bool = False
+    aliases: tuple[str, ...] = ()
+    websocket: bool = False
 
     @property
     def full_path(self) -> str:
@@ -257,24 +266,27 @@ ROUTES: tuple[Route, ...] = (
           (PairStartResponse,), body=PairStartRequest),
     Route("pair_complete", "POST", "/pair/complete", None,
           "Finish pairing with the console code; returns a bearer token (shown once).",
-          (PairCompleteResponse,), body=PairCompleteRequest),
+          (PairCompleteResponse,), body=PairCompleteRequest, no_store=True),
     Route("list_tokens", "GET", "/tokens", _A, "List paired tokens.", (TokenList,)),
     Route("revoke_token", "DELETE", "/tokens/{token_id}", _A, "Revoke a token.", (TokenInfo,)),
     Route("open_session", "POST", "/sessions", _V, "Announce this Studio session.",
-          (SessionInfo,), body=SessionOpenRequest),
+          (SessionInfo,), body=SessionOpenRequest, no_store=True),
     Route("list_sessions", "GET", "/sessions", _V, "Sessions connected to this server.",
-          (SessionList,)),
+          (SessionList,), no_store=True),
     Route("heartbeat_session", "POST", "/sessions/{session_id}/heartbeat", _V,
-          "Keep a session alive.", (SessionInfo,)),
+          "Keep a session alive.", (SessionInfo,), no_store=True),
     Route("close_session", "DELETE", "/sessions/{session_id}", _V, "End a session.",
           status=204),
     Route("poll_events", "GET", "/events", _V,
           "Long-poll the event stream from a cursor; a too-old cursor answers resync.",
-          (EventBatch, EventResync), query=EventsQuery),
+          (EventBatch, EventResync), query=EventsQuery, no_store=True),
+    Route("events_socket", "GET", "/events/ws", _V,
+          "The event stream over a WebSocket: send {\"cursor\": n}, receive batches.",
+          (EventBatch, EventResync), websocket=True),
     Route("metrics", "GET", "/metrics", _V, "Prometheus metrics.",
-          media_type="text/plain; version=0.0.4"),
+          media_type="text/plain; version=0.0.4", no_store=True, aliases=("/metrics",)),
     Route("metrics_summary", "GET", "/metrics/summary", _V, "The server's counters as JSON.",
-          (MetricsSummary,)),
+          (MetricsSummary,), no_store=True),
     Route("list_universes", "GET", "/universes", _V, "Universes configured on this server.",
           (UniverseList,)),
     Route("list_datastores", "GET", "/universes/{universe_id}/datastores", _V,
@@ -290,10 +302,10 @@ ROUTES: tuple[Route, ...] = (
     Route("get_entry", "GET", _ENTRY, _V, "Read an entry's latest revision.", (EntryView,),
           query=EntryQuery),
     Route("create_entry", "POST", _ENTRY, _E, "Create an entry that must not exist yet.",
-          (EntryView,), body=EntryCreateRequest, query=EntryQuery),
+          (EntryView,), body=EntryCreateRequest, query=EntryQuery, large_body=True),
     Route("update_entry", "PUT", _ENTRY, _E,
           "Replace an entry's value if it is still at the expected revision.", (EntryView,),
-          body=EntryUpdateRequest, query=EntryQuery),
+          body=EntryUpdateRequest, query=EntryQuery, large_body=True),
     Route("delete_entry", "DELETE", _ENTRY, _E, "Delete an entry (its history stays).",
           (DeleteResult,), query=EntryDeleteQuery),
     Route("increment_entry", "POST", _ENTRY + "/increment", _E,
@@ -338,6 +350,13 @@ ROUTES: tuple[Route, ...] = (
 
 
 ROUTES_BY_ID: dict[str, Route] = {route.operation_id: route for route in ROUTES}
+# (method, path) pairs reachable without a token; HEAD is served with every GET.
+OPEN_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    (method, route.full_path)
+    for route in ROUTES
+    if route.role is None
+    for method in ((route.method, "HEAD") if route.method == "GET" else (route.method,))
+)
 
 
 def _route_document(route: Route) -> dict[str, Any]:
@@ -369,7 +388,9 @@ def _schema_document() -> dict[str, Any]:
             name: TypeAdapter(param.type).json_schema() | {"description": param.description}
             for name, param in PATH_PARAMS.items()
         },
-        "x-routes": [_route_document(route) for route in ROUTES],
+        # Request/response routes: what the plugin's Api wraps. The WebSocket stream has a
+        # client of its own and stays out, so the document (and its hash) describe requests.
+        "x-routes": [_route_document(route) for route in ROUTES if not route.websocket],
         "x-event-payloads": {str(kind): model.__name__ for kind, model in EVENT_PAYLOADS.items()},
     }
 
@@ -500,6 +521,7 @@ __all__ = [
     "API_PREFIX",
     "MODELS",
     "MODELS_BY_NAME",
+    "OPEN_ROUTES",
     "PATH_PARAMS",
     "ROUTES",
     "ROUTES_BY_ID",

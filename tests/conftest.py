@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from dsm.emulator.app import EMULATOR, EmulatorConfig, EmulatorContext, create_emulator_app
 from dsm.emulator.clock import ManualClock
+from dsm.emulator.context import EmulatorConfig, EmulatorContext
 from dsm.emulator.throttle import LimitsConfig
+from tools.testing.emulator import start_emulator
 
 API_KEY = "test-key"
 
@@ -26,18 +26,6 @@ class RunningEmulator:
 
     def url(self, path: str) -> str:
         return self.base_url + path
-
-
-async def start_emulator(config: EmulatorConfig) -> tuple[web.AppRunner, str, EmulatorContext]:
-    app = create_emulator_app(config)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    sockets = getattr(site._server, "sockets", None)
-    assert sockets
-    port = sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}", app[EMULATOR]
 
 
 @pytest.fixture

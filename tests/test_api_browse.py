@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from shared_schema.common import Role
-
-from .server_harness import Server, entry_path, idem, running_server, store_path
+from tools.testing.server import Server, entry_path, idem, running_server, store_path
 
 
 @dataclass

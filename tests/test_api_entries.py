@@ -17,8 +17,7 @@ import aiohttp
 import pytest
 
 from shared_schema.common import Role
-
-from .server_harness import Server, entry_path, idem, running_server
+from tools.testing.server import Server, entry_path, idem, running_server
 
 U = 1
 DS = "Players"

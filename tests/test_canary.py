@@ -24,9 +24,9 @@ from dsm.emulator.auth import KeyGrant
 from dsm.emulator.throttle import LimitsConfig
 from dsm.storage.vault import PASSPHRASE_ENV, KdfParams, Vault
 from shared_schema.common import Role
+from tools.testing.server import Server, entry_path, idem, running_server, store_path
 
 from .conftest import start_emulator
-from .server_harness import Server, entry_path, idem, running_server, store_path
 
 ALL_SCOPES = [
     "universe-datastores.control:list",

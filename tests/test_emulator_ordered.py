@@ -43,9 +43,7 @@ async def call(
 
 
 def store(emulator: RunningEmulator) -> OrderedStore:
-    ordered = emulator.ctx.extensions["ordered"]
-    assert isinstance(ordered, OrderedStore)
-    return ordered
+    return emulator.ctx.ordered
 
 
 def seed(emulator: RunningEmulator, values: dict[str, int]) -> None:

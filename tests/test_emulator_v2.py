@@ -424,3 +424,26 @@ async def test_v2_read_budget_answers_429_with_retry_after(
         clock.advance(61)
         async with http.get(throttled + f"{DS}/entries/k") as resp:
             assert resp.status == 200
+
+
+async def test_a_delete_keeps_the_version_it_replaced_within_the_hour(
+    emulator: RunningEmulator,
+) -> None:
+    """RemoveAsync "creates a tombstone version while retaining the previous version": even a
+    same-hour successor (which the next write would collapse) survives a delete, on v1 and v2."""
+    store = emulator.ctx.standard
+    for key in ("v2key", "v1key"):
+        for value in ("1", "2"):
+            store.write("1", "ds", "global", key, value, attributes=None, user_ids=[])
+            emulator.clock.advance(60)
+    base = emulator.url("/cloud/v2/universes/1/data-stores/ds/entries/v2key")
+    async with emulator.http.delete(base) as resp:
+        assert resp.status == 200
+    v1 = emulator.url("/datastores/v1/universes/1/standard-datastores/datastore/entries/entry")
+    params = {"datastoreName": "ds", "entryKey": "v1key"}
+    async with emulator.http.delete(v1, params=params) as resp:
+        assert resp.status in (200, 204)
+    for key in ("v2key", "v1key"):
+        versions, _ = store.list_versions("1", "ds", "global", key, descending=True, limit=10)
+        assert [v.deleted for v in versions] == [True, False, False]
+        assert [v.value for v in versions[1:]] == ["2", "1"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +16,14 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from dsm.app import event_stream
 from dsm.config import ServerConfig
 from dsm.http import routes_events
-from dsm.http.appkeys import CONFIG, INSTANCE_ID
-from dsm.http.auth import TOKEN_STORE, auth_middleware
+from dsm.http.appkeys import CONFIG, EVENTS, INSTANCE_ID, TOKEN_STORE
+from dsm.http.auth import auth_middleware
+from dsm.http.binding import Handler, bind_routes
 from dsm.http.errors import error_middleware
 from dsm.http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
-from dsm.http.routes_events import EVENTS
 from dsm.services.events import MAX_BATCH_EVENTS, EventBus
 from dsm.services.tokens import TokenStore
 from shared_schema.common import Backend, Role
@@ -40,6 +41,17 @@ from shared_schema.events import (
 
 Lifecycle = Callable[[web.Application], AsyncIterator[None]]
 Setup = Callable[[web.Application], None]
+
+
+def serving(handlers: Mapping[str, Handler]) -> Setup:
+    """Bind these routes through the route table, as the full app binds all of them."""
+
+    def setup(app: web.Application) -> None:
+        bind_routes(app, handlers)
+        if "events_socket" in handlers:
+            routes_events.track_sockets(app)
+
+    return setup
 
 
 # --------------------------------------------------------------------------- a real server
@@ -83,8 +95,8 @@ async def companion(
     tmp_path: Path,
     *,
     config: ServerConfig | None = None,
-    contexts: Sequence[Lifecycle] = (routes_events.lifecycle,),
-    setups: Sequence[Setup] = (routes_events.setup,),
+    contexts: Sequence[Lifecycle] = (event_stream,),
+    setups: Sequence[Setup] = (serving(routes_events.HANDLERS),),
     prepare: Callable[[web.Application], None] | None = None,
 ) -> AsyncIterator[Companion]:
     store = TokenStore.open(tmp_path)

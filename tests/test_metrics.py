@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dsm.app import event_stream
+from dsm.app import metrics as metrics_lifecycle
 from dsm.config import ServerConfig
 from dsm.emulator.app import EmulatorConfig
 from dsm.emulator.clock import ManualClock
 from dsm.emulator.throttle import LimitsConfig
 from dsm.http import routes_events, routes_metrics
-from dsm.http.routes_metrics import METRICS
+from dsm.http.appkeys import METRICS
 from dsm.opencloud.client import NotFound, OpenCloudClient, RetryPolicy
 from dsm.opencloud.ratelimit import ClientBudget, ClientRateLimiter
 from dsm.services.events import EventBus
@@ -33,7 +35,7 @@ from shared_schema.events import EventBatch, ThrottleChangedPayload
 from shared_schema.metrics import MetricSample, MetricsSummary
 
 from .conftest import API_KEY, RunningEmulator, start_emulator
-from .test_events import Companion, companion
+from .test_events import Companion, companion, serving
 
 U = 4242
 PATIENT = RetryPolicy(base_delay=0.001, max_delay=0.005, max_attempts=15, max_write_resends=15)
@@ -348,8 +350,8 @@ async def server(tmp_path: Path) -> AsyncIterator[Companion]:
     async with companion(
         tmp_path,
         config=ServerConfig(data_dir=tmp_path),
-        contexts=(routes_events.lifecycle, routes_metrics.lifecycle),
-        setups=(routes_events.setup, routes_metrics.setup),
+        contexts=(event_stream, metrics_lifecycle),
+        setups=(serving({**routes_events.HANDLERS, **routes_metrics.HANDLERS}),),
     ) as running:
         yield running
 

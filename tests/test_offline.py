@@ -24,12 +24,12 @@ from pydantic import SecretStr
 from dsm.emulator.app import EmulatorConfig
 from dsm.emulator.auth import KeyGrant
 from dsm.emulator.throttle import LimitsConfig
-from dsm.http.routes_data import ENTRIES
+from dsm.http.appkeys import DATA
 from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
+from tools.testing.server import Server, entry_path, idem, running_server
 
 from .conftest import start_emulator
-from .server_harness import Server, entry_path, idem, running_server
 
 U = 1
 DS = "Inventory"
@@ -42,11 +42,13 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def cache_hits(summary: dict[str, Any]) -> float:
+def cache_hits(summary: dict[str, Any], kind: str = "entry") -> float:
     return sum(
         float(s["value"])
         for s in summary["samples"]
-        if s["name"] == "dsm_cache_lookups_total" and s["labels"].get("result") == "hit"
+        if s["name"] == "dsm_cache_lookups_total"
+        and s["labels"].get("result") == "hit"
+        and s["labels"].get("kind") == kind
     )
 
 
@@ -154,6 +156,7 @@ async def test_reads_fall_back_to_the_cache_and_say_so(tmp_path: Path) -> None:
         assert again["source"]["age_seconds"] >= source["age_seconds"]
         status, after = await server.call("GET", "/metrics/summary", token)
         assert cache_hits(after) - cache_hits(before) == 2
+        assert cache_hits(after, "list") - cache_hits(before, "list") == 2
 
 
 async def test_universe_list_survives_an_unreachable_emulator(tmp_path: Path) -> None:
@@ -322,7 +325,7 @@ async def _lose_a_write_then_recover(
     item = (await server.call("GET", "/journal", token, params={"key": "bag"}))[1]["items"][0]
     assert item["operation"] == "update" and item["status"] == "unknown"
     assert item["before_sha256"] == sha256('{"gold":500}')
-    detail = server.app[ENTRIES].journal.get(item["id"])
+    detail = server.app[DATA].journal.journal.get(item["id"])
     assert detail.before is not None
     assert detail.before.value_json == '{"gold":500}'
     assert detail.before.metadata["attributes"] == {"owner": "ana"}

@@ -13,9 +13,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from dsm.app import tokens_and_pairing
 from dsm.config import ServerConfig
 from dsm.http import routes_pairing
 from dsm.http.auth import auth_middleware
+from dsm.http.binding import bind_routes
 from dsm.http.errors import error_middleware
 from dsm.http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
 from dsm.services.errors import ServiceError
@@ -390,8 +392,8 @@ async def test_lifecycle_wires_the_services_from_the_config(tmp_path: Path) -> N
             client_max_size=CLIENT_MAX_SIZE,
             middlewares=[error_middleware, guard_middleware(bound), auth_middleware],
         )
-        app.cleanup_ctx.append(routes_pairing.lifecycle(config, announce=announced.append))
-        routes_pairing.setup(app)
+        app.cleanup_ctx.append(tokens_and_pairing(config, announce=announced.append))
+        bind_routes(app, routes_pairing.HANDLERS)
         return app
 
     runner, port = await serve(make_app())

@@ -28,7 +28,7 @@ from dsm.app import create_app
 from dsm.config import ServerConfig
 from dsm.emulator.app import EmulatorConfig
 from dsm.emulator.throttle import LimitsConfig
-from dsm.http.auth import TOKEN_STORE
+from dsm.http.appkeys import TOKEN_STORE
 from dsm.http.guards import BoundPort
 from dsm.storage.crypto import new_key
 from dsm.storage.vault import ApiKeyRecord
@@ -36,8 +36,6 @@ from shared_schema import PROTOCOL_MAJOR, PROTOCOL_MINOR
 from shared_schema.common import Backend, Role
 from shared_schema.hello import Hello
 from shared_schema.registry import schema_hash
-from tests.conftest import start_emulator
-from tests.server_harness import Server, entry_path, idem, running_server
 from tools.luau_harness import LuauHarness
 from tools.preview_plugin_scenarios import (
     PLUGIN_SRC,
@@ -49,6 +47,8 @@ from tools.preview_plugin_scenarios import (
     player,
     write_entry,
 )
+from tools.testing.emulator import start_emulator
+from tools.testing.server import Server, entry_path, idem, running_server
 
 CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
 TOKEN_PREFIX = "DataStoreManagerPro.token@"
@@ -357,7 +357,7 @@ async def test_revoked_token_asks_to_pair_again(harness: LuauHarness, server: Se
 
 @asynccontextmanager
 async def server_on_port(data_dir: Path, port: int, data_key: bytes) -> AsyncIterator[Server]:
-    """Like tests.server_harness.running_server but on a fixed port, so a restart is the same
+    """Like tools.testing.server.running_server but on a fixed port, so a restart is the same
     address (a real `dsm serve` restart)."""
     import aiohttp
 

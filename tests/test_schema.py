@@ -291,6 +291,9 @@ def test_luau_compiles_and_exports_versions(luau: LuauProtocol) -> None:
         assert validate.get(model.__name__) is not None, model.__name__
     routes = luau.module.get("ROUTES")
     for route in ROUTES:
+        if route.websocket:  # not a request/response route: the Luau table leaves it out
+            assert routes.get(route.operation_id) is None
+            continue
         assert str(routes.get(route.operation_id).get("path")) == route.full_path
 
 

@@ -23,7 +23,9 @@ import pytest
 from aiohttp import web
 
 from dsm.http import routes_pairing
-from dsm.http.auth import TOKEN_STORE, auth_middleware, require_role
+from dsm.http.appkeys import PAIRING, TOKEN_STORE
+from dsm.http.auth import auth_middleware, require_role
+from dsm.http.binding import bind_routes
 from dsm.http.errors import error_middleware
 from dsm.http.guards import (
     CLIENT_MAX_SIZE,
@@ -35,7 +37,6 @@ from dsm.http.guards import (
     host_allowed,
     is_json_media_type,
 )
-from dsm.http.routes_pairing import PAIRING
 from dsm.services.pairing import PairingService
 from dsm.services.tokens import TokenStore
 from shared_schema.common import Role
@@ -152,7 +153,7 @@ def build_app(
     )
     app[TOKEN_STORE] = store
     app[PAIRING] = pairing
-    routes_pairing.setup(app)
+    bind_routes(app, routes_pairing.HANDLERS)
     add_probe_routes(app, calls, wrote)
     return app
 

@@ -15,26 +15,26 @@ import pytest
 from aiohttp import web
 from pydantic import BaseModel
 
-from dsm.emulator.app import EMULATOR, EmulatorContext
+from dsm.emulator.context import EMULATOR, EmulatorContext
 from dsm.http import routes_memory, routes_ordered
-from dsm.http.auth import PRINCIPAL
+from dsm.http.appkeys import DATA, PRINCIPAL
+from dsm.http.binding import bind_routes
 from dsm.http.errors import error_middleware
 from dsm.http.guards import Handler
-from dsm.http.routes_memory import MEMORY
-from dsm.http.routes_ordered import ORDERED
 from dsm.opencloud.client import OpenCloudClient
+from dsm.services.dataplane import DataPlane
 from dsm.services.errors import ServiceError
 from dsm.services.events import EventBus
-from dsm.services.memory import PEEK_INVISIBILITY_SECONDS, MemoryService
-from dsm.services.ordered import OrderedService
+from dsm.services.memory import PEEK_INVISIBILITY_SECONDS
 from dsm.services.tokens import Principal
 from dsm.services.upstream import Upstream
+from dsm.storage.cache import EntryCache
 from dsm.storage.crypto import RecordCipher, new_key
 from dsm.storage.journal import EntryImage, Status, WriteJournal, value_sha256
 from shared_schema.common import Role, SourceKind
 from shared_schema.entries import DeleteResult
 from shared_schema.errors import ErrorCode, ErrorEnvelope
-from shared_schema.events import EVENT_PAYLOADS, EntryChangedPayload, EventBatch, EventType
+from shared_schema.events import EntryChangedPayload, EventBatch
 from shared_schema.memory import QueuePeek, SortedMapItemView, SortedMapPage
 from shared_schema.ordered import OrderedEntryView, OrderedPage
 
@@ -46,19 +46,6 @@ PEOPLE = {
     "editor": Principal("2" * 16, "eddie", Role.EDITOR),
     "admin": Principal("3" * 16, "ada", Role.ADMIN),
 }
-
-
-class BusPublisher:
-    """Feeds the services' (type, dict) events into the real EventBus, validating the payload."""
-
-    def __init__(self, bus: EventBus) -> None:
-        self.bus = bus
-
-    def publish(self, type: str, payload: dict[str, Any]) -> object:
-        event_type = EventType(type)
-        # Payload models are strict; the dict holds JSON values (enums as strings).
-        model = EVENT_PAYLOADS[event_type].model_validate(payload, strict=False)
-        return self.bus.publish(event_type, model)
 
 
 @web.middleware
@@ -119,13 +106,14 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         emulator_limits="off",
         reserve_share=0.0,
     )
-    journal = WriteJournal(tmp_path / "journal", RecordCipher(new_key()))
+    cipher = RecordCipher(new_key())
+    journal = WriteJournal(tmp_path / "journal", cipher)
+    cache = EntryCache(tmp_path / "cache", cipher)
     bus = EventBus(256)
+    plane = DataPlane.build(upstream, cache, journal, bus)
     app = web.Application(middlewares=[error_middleware, principal_from_role])
-    app[ORDERED] = OrderedService(upstream, journal, BusPublisher(bus))
-    app[MEMORY] = MemoryService(upstream)
-    routes_ordered.setup(app)
-    routes_memory.setup(app)
+    app[DATA] = plane
+    bind_routes(app, {**routes_ordered.HANDLERS, **routes_memory.HANDLERS})
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -138,6 +126,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         await runner.cleanup()
         await upstream.close()
         journal.close()
+        cache.close()
 
 
 def parse[M: BaseModel](model: type[M], body: Any) -> M:
@@ -232,7 +221,7 @@ async def test_create_is_journaled_and_published(server: Server) -> None:
     assert (record.universe, record.datastore, record.scope, record.key) == (
         "1", "wins", "global", "alice"
     )  # fmt: skip
-    assert record.operation == "ordered-create"
+    assert (record.operation, record.store_kind) == ("create", "ordered")
     assert record.status is Status.APPLIED
     assert record.actor_name == "eddie"
     assert detail.before is None and not record.before_exists
@@ -268,7 +257,7 @@ async def test_update_increment_delete_keep_before_images(server: Server) -> Non
     updated = parse(OrderedEntryView, body)
     assert updated.value == 25
     detail = server.journal.get(updated.journal_id)
-    assert detail.record.operation == "ordered-update"
+    assert (detail.record.operation, detail.record.store_kind) == ("update", "ordered")
     assert (detail.before, detail.after) == (EntryImage("10"), EntryImage("25"))
 
     status, body = await server.call(
@@ -278,7 +267,7 @@ async def test_update_increment_delete_keep_before_images(server: Server) -> Non
     incremented = parse(OrderedEntryView, body)
     assert incremented.value == 20
     detail = server.journal.get(incremented.journal_id)
-    assert detail.record.operation == "ordered-increment"
+    assert (detail.record.operation, detail.record.store_kind) == ("increment", "ordered")
     assert (detail.before, detail.after) == (EntryImage("25"), EntryImage("20"))
 
     status, body = await server.call(
@@ -287,7 +276,7 @@ async def test_update_increment_delete_keep_before_images(server: Server) -> Non
     assert status == 200
     deleted = parse(DeleteResult, body)
     detail = server.journal.get(deleted.journal_id)
-    assert detail.record.operation == "ordered-delete"
+    assert (detail.record.operation, detail.record.store_kind) == ("delete", "ordered")
     assert detail.before == EntryImage("20") and detail.after is None
     assert detail.record.after_exists is False
 
@@ -369,7 +358,10 @@ async def test_a_lost_increment_answer_is_unknown_and_never_repeated(server: Ser
     error_of(status, answer, 502, ErrorCode.WRITE_OUTCOME_UNKNOWN)
     server.emulator.faults.update({"lost_response_rate": 0.0})
     [record] = server.journal.list()
-    assert record.status is Status.UNKNOWN and record.operation == "ordered-increment"
+    assert record.status is Status.UNKNOWN and (record.operation, record.store_kind) == (
+        "increment",
+        "ordered",
+    )
 
     status, answer = await server.call("POST", f"{LB}/frank/increment", body=body)
     assert "not known yet" in error_of(status, answer, 502, ErrorCode.WRITE_OUTCOME_UNKNOWN)
@@ -461,7 +453,7 @@ async def test_write_validation(server: Server) -> None:
 
 
 async def test_undo_restores_value_conditionally(server: Server) -> None:
-    service = server.app[ORDERED]
+    service = server.app[DATA].journal
     editor = PEOPLE["editor"]
     await server.client.ordered_create(U, "wins", "jo", 10)
     _, body = await server.call(
@@ -512,7 +504,9 @@ async def test_undo_refuses_standard_records(server: Server) -> None:
     )
     server.journal.mark_applied(record.id, EntryImage("1"), "rev1")
     with pytest.raises(ServiceError) as refused:
-        await server.app[ORDERED].undo(PEOPLE["editor"], record.id, "std-undo-01")
+        await server.app[DATA].ordered.undo(
+            PEOPLE["editor"], server.journal.undo_plan(record.id), "std-undo-01"
+        )
     assert refused.value.code is ErrorCode.BAD_REQUEST and "standard" in refused.value.message
 
 

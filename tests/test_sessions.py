@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from dsm.app import event_stream, sessions
 from dsm.config import ServerConfig
 from dsm.emulator.clock import ManualClock
 from dsm.http import routes_events, routes_sessions
-from dsm.http.appkeys import CONFIG
-from dsm.http.routes_events import EVENTS, STREAM_HOLD
-from dsm.http.routes_sessions import SERVER_BACKEND, SESSIONS
+from dsm.http.appkeys import CONFIG, EVENTS, SERVER_BACKEND, SESSIONS
 from dsm.services.errors import ServiceError
 from dsm.services.events import EventBus
 from dsm.services.sessions import MAX_SESSIONS_PER_TOKEN, SessionRegistry
@@ -33,7 +32,7 @@ from shared_schema.events import (
 )
 from shared_schema.sessions import SessionInfo, SessionList
 
-from .test_events import Companion, batch, companion, poll
+from .test_events import Companion, batch, companion, poll, serving
 
 T0 = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 ALICE = Principal("a" * 16, "alice", Role.VIEWER)
@@ -231,7 +230,6 @@ def sessions_with(clock: ManualClock) -> Callable[[web.Application], AsyncIterat
             app[CONFIG].session_ttl_seconds, bus=app[EVENTS], clock=clock.now
         )
         app[SESSIONS] = registry
-        app[STREAM_HOLD] = registry.streaming
         yield
 
     return context
@@ -241,7 +239,7 @@ def emulator_backend(app: web.Application) -> None:
     app[SERVER_BACKEND] = lambda: Backend.EMULATOR
 
 
-SETUPS = (routes_events.setup, routes_sessions.setup)
+SETUPS = (serving({**routes_events.HANDLERS, **routes_sessions.HANDLERS}),)
 
 
 @pytest.fixture
@@ -250,7 +248,7 @@ async def server(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Companion]
     async with companion(
         tmp_path,
         config=config,
-        contexts=(routes_events.lifecycle, sessions_with(clock)),
+        contexts=(event_stream, sessions_with(clock)),
         setups=SETUPS,
         prepare=emulator_backend,
     ) as running:
@@ -366,7 +364,7 @@ async def test_real_lifecycle_expires_quiet_sessions_and_keeps_streaming_ones(
     async with companion(
         tmp_path,
         config=config,
-        contexts=(routes_events.lifecycle, routes_sessions.lifecycle),
+        contexts=(event_stream, sessions),
         setups=SETUPS,
         prepare=emulator_backend,
     ) as server:

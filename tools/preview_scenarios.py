@@ -2,7 +2,7 @@
 
 A scenario drives a fresh LuauHarness (created with its plugin_root, the requested theme and
 widget size) into the state to show; `run` may be a coroutine function (for scenarios that start
-a real server with tests.server_harness and use the harness's *_async methods). The renderer then
+a real server with tools.testing.server and use the harness's *_async methods). The renderer then
 draws the enabled widget.
 """
 

@@ -1,137 +1,127 @@
 """create_app(config) -> the companion server's aiohttp application.
 
+This module only composes: each resource's lifecycle lives next to the resource (a context
+manager in its service or storage module); here each is bound to its app key, in the order the
+services need each other, and the route table is bound to its handlers.
+
 Middleware order matters: the guards reject foreign Hosts, browser Origins, wrong media types
 and oversized bodies before anything else runs; errors are rendered in the one envelope; the
-auth middleware then requires a token everywhere but hello and pairing.
+auth middleware then requires a token everywhere the route table says so.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
+from typing import Protocol
 
 from aiohttp import web
 
-from shared_schema import PROTOCOL_MAJOR, PROTOCOL_MINOR
-from shared_schema.hello import Hello
-from shared_schema.registry import openapi_document, schema_hash
+from shared_schema.common import Role
 
-from . import __version__
 from .config import ServerConfig
-from .http import (
-    routes_data,
-    routes_events,
-    routes_memory,
-    routes_metrics,
-    routes_ordered,
-    routes_pairing,
-    routes_sessions,
+from .http.appkeys import (
+    CONFIG,
+    DATA,
+    EVENTS,
+    INSTANCE_ID,
+    METRICS,
+    PAIRING,
+    SERVER_BACKEND,
+    SESSIONS,
+    TOKEN_STORE,
 )
-from .http.appkeys import CONFIG, INSTANCE_ID
 from .http.auth import auth_middleware
 from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
-from .http.routes_data import BROWSE, ENTRIES
-from .http.routes_events import EVENTS
-from .http.routes_memory import MEMORY
-from .http.routes_metrics import METRICS
-from .http.routes_ordered import ORDERED
-from .http.routes_sessions import SERVER_BACKEND
-from .opencloud.ratelimit import ClientBudget
-from .services.browse import BrowseService
-from .services.entries import EntryService
-from .services.memory import MemoryService
-from .services.metrics import MeteredRateLimiter
-from .services.ordered import OrderedService
-from .services.upstream import INTERACTIVE_BURST, Upstream
-from .storage.cache import EntryCache
-from .storage.crypto import RecordCipher
-from .storage.journal import WriteJournal
+from .http.routes import bind_all
+from .services.dataplane import open_data_plane
+from .services.events import EventBus
+from .services.metrics import Metrics
+from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, PairingService, announce_on_console
+from .services.sessions import SessionRegistry
+from .services.tokens import TokenStore
 from .storage.vault import ApiKeyRecord
 
-UPSTREAM = web.AppKey("dsm.upstream", Upstream)
-log = logging.getLogger("dsm.app")
-
-CAPABILITIES = [
-    "events.long_poll",
-    "events.websocket",
-    "entries.conditional_write",
-    "entries.idempotency",
-    "entries.revisions",
-    "entries.diff",
-    "entries.revert",
-    "journal.undo",
-    "ordered.read_write",
-    "memory.read",
-    "sessions",
-    "metrics",
-]
-
-Announce = Callable[[str], None]
+Lifecycle = Callable[[web.Application], AsyncIterator[None]]
 
 
-def _data_lifecycle(
-    config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def data_plane(app: web.Application) -> AsyncIterator[None]:
-        metrics = app[METRICS]
-        events = app[EVENTS]
-        upstream = await Upstream.start(
-            keys=keys,
-            base_url=config.open_cloud_base_url,
-            emulator_dir=config.data_dir / "emulator",
-            emulator_universes=config.emulator_universes,
-            emulator_limits=config.emulator_limits,
-            reserve_share=config.reserve_share,
-            on_call=metrics.on_call,
-            limiter=MeteredRateLimiter(
-                ClientBudget(reserve_share=config.reserve_share),
-                metrics=metrics,
-                burst=INTERACTIVE_BURST,
-            ),
-        )
-        events.backend = upstream.backend
-        cipher = RecordCipher(data_key)
-        cache = EntryCache(config.data_dir, cipher)
-        journal = WriteJournal(config.data_dir, cipher)
-        app[UPSTREAM] = upstream
-        app[ENTRIES] = EntryService(upstream, cache, journal, events, metrics)
-        settled = await app[ENTRIES].reconcile_pending()
-        if any(settled.values()):
-            log.info("journal writes left open by the last run, settled by re-reading: %s", settled)
-        app[BROWSE] = BrowseService(upstream, cache, events)
-        app[ORDERED] = OrderedService(upstream, journal, events)
-        app[MEMORY] = MemoryService(upstream)
-        app[SERVER_BACKEND] = lambda: upstream.backend
-        try:
+def provide[T](
+    key: web.AppKey[T], opened: Callable[[web.Application], AbstractAsyncContextManager[T]]
+) -> Lifecycle:
+    """A cleanup_ctx entry that keeps the resource `opened` makes under `key` while serving."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with opened(app) as resource:
+            app[key] = resource
             yield
-        finally:
-            await upstream.close()
-            cache.close()
-            journal.close()
 
-    return data_plane
+    return lifecycle
 
 
-async def hello(request: web.Request) -> web.Response:
-    app = request.app
-    body = Hello(
-        server_version=__version__,
-        protocol_major=PROTOCOL_MAJOR,
-        protocol_minor=PROTOCOL_MINOR,
-        capabilities=CAPABILITIES,
-        schema_hash=schema_hash(),
-        instance_id=app[INSTANCE_ID],
-        backend=app[UPSTREAM].backend,
-        pairing="required",
-    )
-    return web.Response(text=body.model_dump_json(), content_type="application/json")
+class _Closeable(Protocol):
+    def close(self) -> None: ...
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(__version__))
+@asynccontextmanager
+async def _closing[C: _Closeable](resource: C) -> AsyncIterator[C]:
+    """An async context for a resource with a synchronous close()."""
+    try:
+        yield resource
+    finally:
+        resource.close()
+
+
+def tokens_and_pairing(
+    config: ServerConfig,
+    *,
+    role: Role = DEFAULT_PAIRING_ROLE,
+    announce: Announce = announce_on_console,
+) -> Lifecycle:
+    """The token store, and the pairing service that issues tokens into it."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        with closing(TokenStore.open(config.data_dir)) as store:
+            app[TOKEN_STORE] = store
+            app[PAIRING] = PairingService(
+                store, ttl_seconds=config.pairing_code_ttl_seconds, role=role, announce=announce
+            )
+            yield
+
+    return lifecycle
+
+
+# The event stream; the per-start id from hello, when the app has one, so the plugin sees one
+# id everywhere.
+event_stream = provide(
+    EVENTS,
+    lambda app: _closing(EventBus(app[CONFIG].event_buffer_size, instance_id=app.get(INSTANCE_ID))),
+)
+# Needs the event stream: throttle.changed goes on it, and the summary names its instance id.
+metrics = provide(
+    METRICS,
+    lambda app: _closing(Metrics(instance_id=app[EVENTS].instance_id, bus=app[EVENTS])),
+)
+# Needs the event stream (sessions publish joined/left).
+sessions = provide(
+    SESSIONS,
+    lambda app: SessionRegistry(app[CONFIG].session_ttl_seconds, bus=app[EVENTS]).sweeping(),
+)
+
+
+def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) -> Lifecycle:
+    """Open Cloud (or the emulator), cache, journal and the data services; needs metrics."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with open_data_plane(
+            config, keys=keys, data_key=data_key, events=app[EVENTS], metrics=app[METRICS]
+        ) as plane:
+            app[DATA] = plane
+            app[SERVER_BACKEND] = lambda: plane.upstream.backend
+            yield
+
+    return lifecycle
 
 
 def create_app(
@@ -149,29 +139,16 @@ def create_app(
     )
     app[CONFIG] = config
     app[INSTANCE_ID] = secrets.token_hex(8)
-    if announce is not None:
-        app.cleanup_ctx.append(
-            routes_pairing.lifecycle(config, role=config.pairing_role, announce=announce)
-        )
-    else:
-        app.cleanup_ctx.append(routes_pairing.lifecycle(config, role=config.pairing_role))
-    app.cleanup_ctx.append(routes_events.lifecycle)
-    app.cleanup_ctx.append(routes_metrics.lifecycle)
-    app.cleanup_ctx.append(routes_sessions.lifecycle)
-    app.cleanup_ctx.append(_data_lifecycle(config, keys, data_key))
-    app.router.add_get("/api/v1/hello", hello)
-    app.router.add_get("/api/v1/openapi.json", openapi)
-    routes_pairing.setup(app)
-    routes_events.setup(app)
-    routes_sessions.setup(app)
-    routes_metrics.setup(app)
-    routes_data.setup(app)
-    routes_ordered.setup(app)
-    routes_memory.setup(app)
+    app.cleanup_ctx.extend(
+        [
+            tokens_and_pairing(
+                config, role=config.pairing_role, announce=announce or announce_on_console
+            ),
+            event_stream,
+            metrics,
+            sessions,
+            data_plane(config, keys, data_key),
+        ]
+    )
+    bind_all(app)
     return app
-
-
-def default_data_dir() -> Path:
-    from .paths import data_dir
-
-    return data_dir()

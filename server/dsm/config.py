@@ -20,6 +20,9 @@ class ServerConfig:
     emulator_limits: str = "documented"
     # Share of each Open Cloud budget left for the live game's servers.
     reserve_share: float = 0.5
+    # Requests per minute per budget category for the client's own pacing; None keeps the
+    # documented v2 defaults. Tests and benchmarks that drive many writes raise it.
+    budget_rpm: float | None = None
     open_cloud_base_url: str = "https://apis.roblox.com"
     # Vault passphrase source for headless use; None means prompt or OS keyring.
     vault_passphrase: str | None = None

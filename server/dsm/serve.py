@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from . import __version__
-from .app import UPSTREAM, create_app
+from .app import create_app
 from .config import ServerConfig
+from .http.appkeys import DATA
 from .http.guards import BoundPort
 from .storage.crypto import new_key
 from .storage.vault import ApiKeyRecord, Vault, VaultError, VaultLockedError
@@ -58,7 +59,7 @@ async def run_server(
     sockets = getattr(site._server, "sockets", None)
     bound = sockets[0].getsockname()[1] if sockets else config.port
     port.set(bound)
-    upstream = app[UPSTREAM]
+    upstream = app[DATA].upstream
     print(f"DataStore Manager Pro companion server {__version__}")
     print(f"  listening : http://{config.host}:{bound} (loopback only)")
     print(f"  data      : {config.data_dir}")

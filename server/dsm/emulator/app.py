@@ -5,22 +5,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-import tempfile
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from .. import __version__
-from .auth import Authorizer, KeyGrant
-from .clock import Clock, SystemClock
-from .db import Database
+from . import routes_memorystore, routes_messaging, routes_ordered, routes_v1, routes_v2
+from .context import (
+    EMULATOR,
+    GRANT,
+    RATELIMIT_HEADERS,
+    EmulatorConfig,
+    EmulatorContext,
+    FaultConfig,
+    json_response,
+)
 from .errors import EmulatorError, Family, family_for_path, invalid
-from .standard import StandardStore
-from .throttle import LimitsConfig, Throttler
+
+__all__ = [
+    "EMULATOR",
+    "EMULATOR_HEADER",
+    "EmulatorConfig",
+    "EmulatorContext",
+    "FaultConfig",
+    "create_emulator_app",
+]
 
 log = logging.getLogger("dsm.emulator")
 
@@ -30,120 +39,6 @@ EMULATOR_HEADER = "X-DSM-Emulator"
 MAX_BODY = 16 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class FaultConfig:
-    """Injected failures for tests and demos; rates are probabilities per request."""
-
-    latency_ms: float = 0.0
-    error_rate: float = 0.0
-    error_statuses: list[int] = field(default_factory=lambda: [500, 503, 429])
-    drop_rate: float = 0.0  # connection closed before the request is applied
-    lost_response_rate: float = 0.0  # write applied, then the connection is closed
-    seed: int | None = None
-
-    def update(self, changes: dict[str, Any]) -> None:
-        for name, value in changes.items():
-            if not hasattr(self, name):
-                raise invalid(f"Unknown fault setting {name!r}.")
-            setattr(self, name, value)
-
-
-@dataclass
-class EmulatorConfig:
-    data_dir: Path | None = None  # None: a fresh temporary store
-    keys: list[KeyGrant] | None = None  # None: any non-empty key has full access
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    faults: FaultConfig = field(default_factory=FaultConfig)
-    clock: Clock = field(default_factory=SystemClock)
-
-
-class EmulatorContext:
-    """Everything a route handler needs; one per emulator app."""
-
-    def __init__(self, config: EmulatorConfig) -> None:
-        self.config = config
-        self.clock = config.clock
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        data_dir = config.data_dir
-        if data_dir is None:
-            self._tempdir = tempfile.TemporaryDirectory(prefix="dsm-emulator-")
-            data_dir = Path(self._tempdir.name)
-        self.data_dir = data_dir
-        self.db = Database(data_dir / "emulator.sqlite3")
-        self.standard = StandardStore(self.db, self.clock)
-        self.auth = Authorizer(config.keys)
-        self.throttler = Throttler(config.limits, self.clock)
-        self.faults = config.faults
-        self.rng = random.Random(config.faults.seed)
-        self.fault_counts: dict[str, int] = {"error": 0, "drop": 0, "lost_response": 0}
-        self.extensions: dict[str, Any] = {}
-
-    def close(self) -> None:
-        self.db.close()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-
-    # Helpers the routes share -------------------------------------------------
-
-    def require(
-        self, request: web.Request, universe: str, scope: str, datastore: str | None = None
-    ) -> None:
-        self.auth.require(request.get(GRANT), universe, scope, datastore)
-
-    def throttle(
-        self,
-        request: web.Request,
-        universe: str,
-        budgets: Sequence[str],
-        *,
-        entry_key: str | None = None,
-        request_bytes: int = 0,
-        units: int = 1,
-    ) -> None:
-        """Charge the request to its budgets or answer 429 with retry-after."""
-        decision = self.throttler.check(
-            universe_id=universe,
-            api_key=request.headers.get("x-api-key", ""),
-            budgets=budgets,
-            entry_key=entry_key,
-            request_bytes=request_bytes,
-            units=units,
-        )
-        if decision.limit is not None:
-            request[RATELIMIT_HEADERS] = decision.headers()
-        if not decision.allowed:
-            raise EmulatorError(
-                "RESOURCE_EXHAUSTED",
-                f"Too many requests ({decision.reason}): the {decision.budget} budget is used up; "
-                f"retry after {decision.retry_after:.0f} s.",
-                v1_code=decision.reason,
-                headers=decision.headers(),
-            )
-
-
-EMULATOR = web.AppKey("emulator", EmulatorContext)
-GRANT = web.RequestKey("grant", KeyGrant)  # absent in open mode: full access
-RATELIMIT_HEADERS = web.RequestKey("ratelimit_headers", dict[str, str])
-
-
-def universe_param(request: web.Request, name: str = "universe_id") -> str:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 19:
-        raise invalid(f"Invalid universe id {raw!r}.", "InvalidUniverseId")
-    return raw
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def _error_response(error: EmulatorError, family: Family) -> web.Response:
@@ -248,9 +143,7 @@ async def index(request: web.Request) -> web.Response:
 
 async def list_universes(request: web.Request) -> web.Response:
     """Emulator extension (not Open Cloud): universes that hold standard data stores."""
-    ctx = request.app[EMULATOR]
-    rows = ctx.db.conn.execute("SELECT DISTINCT universe FROM datastores ORDER BY universe")
-    return json_response({"universes": [row[0] for row in rows]})
+    return json_response({"universes": request.app[EMULATOR].standard.universes()})
 
 
 async def get_faults(request: web.Request) -> web.Response:
@@ -271,8 +164,6 @@ async def set_faults(request: web.Request) -> web.Response:
 
 
 def create_emulator_app(config: EmulatorConfig | None = None) -> web.Application:
-    from . import routes_memorystore, routes_messaging, routes_ordered, routes_v1, routes_v2
-
     app = web.Application(
         middlewares=[error_middleware, auth_middleware, fault_middleware],
         client_max_size=MAX_BODY,

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .app import EmulatorConfig, create_emulator_app
+from .app import create_emulator_app
+from .context import EMULATOR, EmulatorConfig
 
 
 @dataclass
@@ -26,6 +27,10 @@ class EmbeddedEmulator:
             raise RuntimeError("the embedded emulator could not bind a loopback port")
         port = sockets[0].getsockname()[1]
         return cls(runner, f"http://{host}:{port}")
+
+    def universes(self) -> list[int]:
+        """Universes that hold standard data stores here (read in-process, not over HTTP)."""
+        return [int(u) for u in self.runner.app[EMULATOR].standard.universes() if u.isdigit()]
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -34,7 +34,7 @@ ENTRY_EXISTS_MESSAGE = "Entry already exists."  # clients match this text (OBS-P
 
 
 @dataclass(frozen=True)
-class OrderedEntry:
+class StoredOrderedEntry:
     id: str
     value: int
 
@@ -88,15 +88,17 @@ class OrderedStore:
         self.db = db
         db.ensure_schema(SCHEMA)
 
-    def get(self, universe: str, store: str, scope: str, entry_id: str) -> OrderedEntry | None:
+    def get(
+        self, universe: str, store: str, scope: str, entry_id: str
+    ) -> StoredOrderedEntry | None:
         row = self.db.conn.execute(
             "SELECT value FROM ordered_entries "
             "WHERE universe = ? AND store = ? AND scope = ? AND id = ?",
             (universe, store, scope, entry_id),
         ).fetchone()
-        return None if row is None else OrderedEntry(entry_id, int(row["value"]))
+        return None if row is None else StoredOrderedEntry(entry_id, int(row["value"]))
 
-    def require(self, universe: str, store: str, scope: str, entry_id: str) -> OrderedEntry:
+    def require(self, universe: str, store: str, scope: str, entry_id: str) -> StoredOrderedEntry:
         entry = self.get(universe, store, scope, entry_id)
         if entry is None:
             raise missing(store, scope, entry_id)
@@ -104,12 +106,12 @@ class OrderedStore:
 
     def create(
         self, universe: str, store: str, scope: str, entry_id: str, value: int
-    ) -> OrderedEntry:
+    ) -> StoredOrderedEntry:
         with self.db.transaction() as conn:
             if self.get(universe, store, scope, entry_id) is not None:
                 raise invalid(ENTRY_EXISTS_MESSAGE)
             _put(conn, universe, store, scope, entry_id, value)
-        return OrderedEntry(entry_id, value)
+        return StoredOrderedEntry(entry_id, value)
 
     def update(
         self,
@@ -120,16 +122,16 @@ class OrderedStore:
         value: int,
         *,
         allow_missing: bool,
-    ) -> OrderedEntry:
+    ) -> StoredOrderedEntry:
         with self.db.transaction() as conn:
             if not allow_missing and self.get(universe, store, scope, entry_id) is None:
                 raise missing(store, scope, entry_id)
             _put(conn, universe, store, scope, entry_id, value)
-        return OrderedEntry(entry_id, value)
+        return StoredOrderedEntry(entry_id, value)
 
     def increment(
         self, universe: str, store: str, scope: str, entry_id: str, amount: int
-    ) -> OrderedEntry:
+    ) -> StoredOrderedEntry:
         """Add `amount`, creating a missing entry with `amount`.
 
         Roblox documents that increments may run past int64 in its backend while the value
@@ -141,7 +143,7 @@ class OrderedStore:
             current = self.get(universe, store, scope, entry_id)
             total = clamp_int64((current.value if current else 0) + amount)
             _put(conn, universe, store, scope, entry_id, total)
-        return OrderedEntry(entry_id, total)
+        return StoredOrderedEntry(entry_id, total)
 
     def delete(self, universe: str, store: str, scope: str, entry_id: str) -> bool:
         """Remove the entry at once (no tombstone); True if it existed."""
@@ -161,9 +163,9 @@ class OrderedStore:
         *,
         descending: bool,
         value_range: ValueRange,
-        after: OrderedEntry | None,
+        after: StoredOrderedEntry | None,
         limit: int,
-    ) -> tuple[list[OrderedEntry], bool]:
+    ) -> tuple[list[StoredOrderedEntry], bool]:
         """One page in (value, id) order after `after`; also whether more entries follow."""
         sql = "SELECT id, value FROM ordered_entries WHERE universe = ? AND store = ? AND scope = ?"
         args: list[object] = [universe, store, scope]
@@ -180,7 +182,7 @@ class OrderedStore:
         sql += f" ORDER BY value {'DESC' if descending else 'ASC'}, id ASC LIMIT ?"
         args.append(limit + 1)
         rows = self.db.conn.execute(sql, args).fetchall()
-        entries = [OrderedEntry(r["id"], int(r["value"])) for r in rows[:limit]]
+        entries = [StoredOrderedEntry(r["id"], int(r["value"])) for r in rows[:limit]]
         return entries, len(rows) > limit
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from .app import EmulatorContext, json_response, universe_param
+from .context import EMULATOR, EmulatorContext, json_response, universe_param
 from .errors import invalid
 from .memorystore import (
     MAX_ITEM_ID_CHARS,
@@ -51,7 +51,6 @@ from .timefmt import parse_duration, rfc3339
 from .validation import clamp_page_size, compact_json, parse_bool
 
 PREFIX = "/cloud/v2/universes/{universe_id}/memory-store"
-EXTENSION = "memorystore"
 BUDGETS = ["memory_store"]
 DEFAULT_WINDOW = timedelta(seconds=30)
 SCOPES = ("LIVE", "TEST")
@@ -59,14 +58,11 @@ _SAFE_INTEGER = 2**53
 
 
 def _ctx(request: web.Request) -> EmulatorContext:
-    from .app import EMULATOR  # app imports this module while it builds the app
-
     return request.app[EMULATOR]
 
 
 def _store(ctx: EmulatorContext) -> MemoryStore:
-    store: MemoryStore = ctx.extensions[EXTENSION]
-    return store
+    return ctx.memory
 
 
 def _charge(request: web.Request, universe: str, structure: str | None, units: int = 1) -> None:
@@ -528,7 +524,7 @@ async def get_operation(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, ctx: EmulatorContext) -> None:
-    ctx.extensions[EXTENSION] = MemoryStore(ctx.db, ctx.clock, ctx.config.limits)
+    del ctx  # handlers reach the context through the app
     router = app.router
     items = PREFIX + "/sorted-maps/{sorted_map_id}/items"
     router.add_get(items, list_sorted_items)

@@ -17,26 +17,22 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import EmulatorContext, json_response, universe_param
+from .context import EMULATOR, EmulatorContext, json_response, universe_param
 from .errors import invalid
 from .messaging import MessageLog, Surface
 from .validation import clamp_page_size
 
-EXTENSION = "messaging"
 SCOPE = "universe-messaging-service:publish"
 MAX_TOPIC_CHARS = 80
 MAX_MESSAGE_CHARS = 1024
 
 
 def _ctx(request: web.Request) -> EmulatorContext:
-    from .app import EMULATOR  # app imports this module while it builds the app
-
     return request.app[EMULATOR]
 
 
 def _log(ctx: EmulatorContext) -> MessageLog:
-    log: MessageLog = ctx.extensions[EXTENSION]
-    return log
+    return ctx.messages
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -114,7 +110,7 @@ async def read_messages(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, ctx: EmulatorContext) -> None:
-    ctx.extensions[EXTENSION] = MessageLog(ctx.db, ctx.clock)
+    del ctx  # handlers reach the context through the app
     # ':publishMessage' sits inside the universe segment; aiohttp matches it as a literal
     # suffix of that segment, so no /universes/{id}/... route can collide with it.
     app.router.add_post("/cloud/v2/universes/{universe_id}:publishMessage", publish_v2)

@@ -18,9 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from . import paging
-from .app import EmulatorContext, json_response, universe_param
+from .context import EmulatorContext, json_response, universe_param
 from .errors import invalid
-from .ordered import OrderedEntry, OrderedStore, ValueRange, missing, parse_filter
+from .ordered import OrderedStore, StoredOrderedEntry, ValueRange, missing, parse_filter
 from .validation import (
     INT64_MAX,
     INT64_MIN,
@@ -36,7 +36,6 @@ V1_READ = ["gateway.ordered_v1", "ordered_v1.read"]
 V1_WRITE = ["gateway.ordered_v1", "ordered_v1.write"]
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
-EXTENSION = "ordered"
 
 # The widely used rblx-open-cloud client has sent `orderedDatastores` for v1 writes; the
 # emulator accepts that spelling too rather than answer those clients with a 404.
@@ -60,8 +59,7 @@ class Target:
 
 
 def setup(app: web.Application, ctx: EmulatorContext) -> None:
-    store = OrderedStore(ctx.db)
-    ctx.extensions[EXTENSION] = store
+    store = ctx.ordered
     v1 = _V1Routes(ctx, store)
     v2 = _V2Routes(ctx, store)
     app.router.add_get(V1_BASE, v1.list)
@@ -183,7 +181,7 @@ class ListQuery:
 
 def _list_page(
     store: OrderedStore, target: Target, family: str, query: ListQuery
-) -> tuple[list[OrderedEntry], str | None]:
+) -> tuple[list[StoredOrderedEntry], str | None]:
     value_range = query.value_range
     # Tokens are bound to the normalised query, so a changed filter or order is a 400.
     bound = paging.fingerprint(
@@ -210,7 +208,7 @@ def _list_page(
     return entries, token
 
 
-def _position(raw: Any) -> OrderedEntry | None:
+def _position(raw: Any) -> StoredOrderedEntry | None:
     if raw is None:
         return None
     if (
@@ -220,7 +218,7 @@ def _position(raw: Any) -> OrderedEntry | None:
         and not isinstance(raw[0], bool)
         and isinstance(raw[1], str)
     ):
-        return OrderedEntry(raw[1], raw[0])
+        return StoredOrderedEntry(raw[1], raw[0])
     raise invalid("Invalid page token.")
 
 
@@ -240,7 +238,7 @@ class _V1Routes:
         self.ctx = ctx
         self.store = store
 
-    def _entry(self, target: Target, entry: OrderedEntry) -> dict[str, Any]:
+    def _entry(self, target: Target, entry: StoredOrderedEntry) -> dict[str, Any]:
         return {
             "path": f"universes/{target.universe}/orderedDataStores/{target.store}"
             f"/scopes/{target.scope}/entries/{entry.id}",
@@ -328,7 +326,7 @@ class _V2Routes:
         self.ctx = ctx
         self.store = store
 
-    def _entry(self, target: Target, entry: OrderedEntry) -> dict[str, Any]:
+    def _entry(self, target: Target, entry: StoredOrderedEntry) -> dict[str, Any]:
         return {
             "path": f"universes/{target.universe}/ordered-data-stores/{target.store}"
             f"/scopes/{target.scope}/entries/{entry.id}",

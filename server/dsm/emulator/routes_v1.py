@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import EMULATOR, EmulatorContext, json_response, universe_param
+from .context import EMULATOR, EmulatorContext, json_response, universe_param
 from .errors import EmulatorError, invalid
 from .paging import decode_token, encode_token, fingerprint
 from .standard import PreconditionFailed, Revision

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import EmulatorContext, json_response, universe_param
+from .context import EMULATOR, EmulatorContext, json_response, universe_param
 from .errors import EmulatorError, invalid
 from .paging import decode_token, encode_token, fingerprint
 from .standard import DataStoreInfo, PreconditionFailed, Revision
@@ -39,8 +39,6 @@ LATEST_FUTURE_LIMIT = timedelta(minutes=10)
 
 
 def _ctx(request: web.Request) -> EmulatorContext:
-    from .app import EMULATOR
-
     return request.app[EMULATOR]
 
 

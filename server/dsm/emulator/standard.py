@@ -5,7 +5,9 @@ Semantics follow Roblox's documentation (opencloud-api.md §2, §4.3, §6):
   a versioned backup and later writes in that hour overwrite the one before them, except that
   after a snapshot the next write always keeps the previous data;
 - superseded versions live 30 days after being superseded; the latest never expires;
-- delete leaves a tombstone version; the key is purged 30 days after the tombstone;
+- delete leaves a tombstone version and keeps the version it replaced (RemoveAsync "creates a
+  tombstone version while retaining the previous version"), even inside one UTC hour; the key is
+  purged 30 days after the tombstone;
 - a deleted data store is inaccessible at once and purged 30 days later (name reusable);
 - metadata (attributes, user ids) omitted on a write is cleared.
 """
@@ -192,6 +194,11 @@ class StandardStore:
             "SELECT * FROM datastores WHERE universe = ? AND name = ?", (universe, name)
         ).fetchone()
         return _to_store(row) if row else None
+
+    def universes(self) -> list[str]:
+        """Every universe that holds a data store, in order."""
+        rows = self.db.conn.execute("SELECT DISTINCT universe FROM datastores ORDER BY universe")
+        return [row[0] for row in rows]
 
     def get_datastore(self, universe: str, name: str) -> DataStoreInfo | None:
         self.sweep()
@@ -527,7 +534,7 @@ class StandardStore:
                 (universe, datastore, _iso(now)),
             )
             if current is not None:
-                if self._overwritten_in_hour(conn, ids, current, now):
+                if not tombstone and self._overwritten_in_hour(conn, ids, current, now):
                     conn.execute(
                         "DELETE FROM revisions WHERE universe = ? AND datastore = ? AND scope = ? "
                         "AND key = ? AND seq = ?",
@@ -586,7 +593,8 @@ class StandardStore:
         """True when `current` is a same-hour successor that the new write replaces.
 
         The first write of each UTC hour is kept; later writes in the hour replace each
-        other. Tombstones are never collapsed, and a snapshot taken after `current` was
+        other. Tombstones are never collapsed, a delete never replaces the version it deletes
+        (the caller skips this check for tombstones), and a snapshot taken after `current` was
         written forces the next write to keep it.
         """
         if current.deleted or utc_hour(current.revision_time) != utc_hour(now):

@@ -1,7 +1,49 @@
+"""Every key the companion server keeps in its aiohttp application or request, in one place.
+
+Who sets each one: app.py's lifecycles (see `dsm.app`), at start-up; the auth middleware sets
+PRINCIPAL on each request. Views only read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 from aiohttp import web
 
-from ..config import ServerConfig
+from shared_schema.common import Backend
 
-CONFIG = web.AppKey("config", ServerConfig)
+from ..config import ServerConfig
+from ..services.dataplane import DataPlane
+from ..services.events import EventBus
+from ..services.metrics import Metrics
+from ..services.pairing import PairingService
+from ..services.sessions import SessionRegistry
+from ..services.tokens import Principal, TokenStore
+
+CONFIG = web.AppKey("dsm.config", ServerConfig)
 # One random id per server start, shared by hello, the event stream and the metrics summary.
 INSTANCE_ID = web.AppKey("dsm.instance_id", str)
+
+TOKEN_STORE = web.AppKey("dsm.token_store", TokenStore)
+PAIRING = web.AppKey("dsm.pairing", PairingService)
+EVENTS = web.AppKey("dsm.events", EventBus)
+METRICS = web.AppKey("dsm.metrics", Metrics)
+SESSIONS = web.AppKey("dsm.sessions", SessionRegistry)
+
+
+@dataclass
+class EventSockets:
+    """The open event WebSockets, closed when the server shuts down."""
+
+    open: set[web.WebSocketResponse] = field(default_factory=set)
+
+
+EVENT_SOCKETS = web.AppKey("dsm.event_sockets", EventSockets)
+
+# The data plane: Upstream, cache, journal and the data services (once Open Cloud is up).
+DATA = web.AppKey("dsm.data", DataPlane)
+# Which Open Cloud backend this server talks to now; every data response names it.
+SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
+
+PRINCIPAL = web.RequestKey("dsm.principal", Principal)

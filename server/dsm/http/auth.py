@@ -11,28 +11,19 @@ from aiohttp import hdrs, web
 
 from shared_schema.common import Role
 from shared_schema.errors import ErrorCode
+from shared_schema.registry import OPEN_ROUTES
 
 from ..services.errors import ServiceError
-from ..services.tokens import Principal, TokenStore, principal_of
+from ..services.tokens import Principal, principal_of
+from .appkeys import PRINCIPAL, TOKEN_STORE
 from .errors import error_response
 from .guards import Handler
 
-TOKEN_STORE: web.AppKey[TokenStore] = web.AppKey("dsm.token_store", TokenStore)
-PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("dsm.principal", Principal)
-
-# (method, path) pairs reachable without a token. HEAD comes with aiohttp's add_get.
-OPEN_ROUTES = frozenset(
-    {
-        ("GET", "/api/v1/hello"),
-        ("HEAD", "/api/v1/hello"),
-        ("POST", "/api/v1/pair/start"),
-        ("POST", "/api/v1/pair/complete"),
-    }
-)
 _URL_TOKEN_PARAMS = ("token", "access_token", "auth", "authorization", "bearer")
 
 
 def is_open_route(method: str, path: str) -> bool:
+    """Whether the route table lets this request through without a token."""
     return (method.upper(), path) in OPEN_ROUTES
 
 

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from aiohttp import web
 from pydantic import BaseModel
 
-from shared_schema.journal import JournalPage
-
-from ..services.browse import BrowseService
-from ..services.entries import EntryRef, EntryService
-from ..services.journal_view import journal_item
-from ..services.ordered import is_ordered_operation
-from .binding import Call, bind
-
-BROWSE = web.AppKey("dsm.browse", BrowseService)
-ENTRIES = web.AppKey("dsm.entries", EntryService)
+from ..services.entries import EntryRef
+from .appkeys import DATA
+from .binding import Call, Handler
 
 
 def _ref(call: Call) -> EntryRef:
@@ -24,12 +16,12 @@ def _ref(call: Call) -> EntryRef:
 
 
 async def list_universes(call: Call) -> BaseModel:
-    return await call.request.app[BROWSE].universes()
+    return await call.app[DATA].browse.universes()
 
 
 async def list_datastores(call: Call) -> BaseModel:
     q = call.query
-    return await call.request.app[BROWSE].datastores(
+    return await call.app[DATA].browse.datastores(
         call.path["universe_id"],
         prefix=q.prefix,
         cursor=q.cursor,
@@ -39,20 +31,20 @@ async def list_datastores(call: Call) -> BaseModel:
 
 
 async def delete_datastore(call: Call) -> BaseModel:
-    return await call.request.app[BROWSE].delete_datastore(
+    return await call.app[DATA].browse.delete_datastore(
         call.caller, call.path["universe_id"], call.path["datastore"]
     )
 
 
 async def undelete_datastore(call: Call) -> BaseModel:
-    return await call.request.app[BROWSE].undelete_datastore(
+    return await call.app[DATA].browse.undelete_datastore(
         call.caller, call.path["universe_id"], call.path["datastore"]
     )
 
 
 async def list_keys(call: Call) -> BaseModel:
     q = call.query
-    return await call.request.app[BROWSE].keys(
+    return await call.app[DATA].browse.keys(
         call.path["universe_id"],
         call.path["datastore"],
         scope=q.scope,
@@ -65,16 +57,16 @@ async def list_keys(call: Call) -> BaseModel:
 
 
 async def list_scopes(call: Call) -> BaseModel:
-    return await call.request.app[BROWSE].scopes(call.path["universe_id"], call.path["datastore"])
+    return await call.app[DATA].browse.scopes(call.path["universe_id"], call.path["datastore"])
 
 
 async def get_entry(call: Call) -> BaseModel:
-    return await call.request.app[ENTRIES].get(_ref(call))
+    return await call.app[DATA].entries.get(_ref(call))
 
 
 async def create_entry(call: Call) -> BaseModel:
     b = call.body
-    return await call.request.app[ENTRIES].create(
+    return await call.app[DATA].entries.create(
         call.caller,
         _ref(call),
         b.value_json,
@@ -86,7 +78,7 @@ async def create_entry(call: Call) -> BaseModel:
 
 async def update_entry(call: Call) -> BaseModel:
     b = call.body
-    return await call.request.app[ENTRIES].update(
+    return await call.app[DATA].entries.update(
         call.caller,
         _ref(call),
         b.value_json,
@@ -99,90 +91,74 @@ async def update_entry(call: Call) -> BaseModel:
 
 async def delete_entry(call: Call) -> BaseModel:
     q = call.query
-    return await call.request.app[ENTRIES].delete(
+    return await call.app[DATA].entries.delete(
         call.caller, _ref(call), q.expected_revision, q.idempotency_key
     )
 
 
 async def increment_entry(call: Call) -> BaseModel:
-    return await call.request.app[ENTRIES].increment(
+    return await call.app[DATA].entries.increment(
         call.caller, _ref(call), call.body.amount, call.body.idempotency_key
     )
 
 
 async def list_revisions(call: Call) -> BaseModel:
     q = call.query
-    return await call.request.app[ENTRIES].revisions(
+    return await call.app[DATA].entries.revisions(
         _ref(call), cursor=q.cursor, limit=q.limit, start=q.start, end=q.end
     )
 
 
 async def get_revision(call: Call) -> BaseModel:
-    return await call.request.app[ENTRIES].get_revision(_ref(call), call.path["revision"])
+    return await call.app[DATA].entries.get_revision(_ref(call), call.path["revision"])
 
 
 async def get_entry_at(call: Call) -> BaseModel:
-    return await call.request.app[ENTRIES].get_at(_ref(call), call.query.time)
+    return await call.app[DATA].entries.get_at(_ref(call), call.query.time)
 
 
 async def diff_entry(call: Call) -> BaseModel:
     q = call.query
-    return await call.request.app[ENTRIES].diff(_ref(call), q.from_revision, q.to_revision)
+    return await call.app[DATA].entries.diff(_ref(call), q.from_revision, q.to_revision)
 
 
 async def revert_entry(call: Call) -> BaseModel:
     b = call.body
-    return await call.request.app[ENTRIES].revert(
+    return await call.app[DATA].entries.revert(
         call.caller, _ref(call), b.revision, b.expected_revision, b.idempotency_key
     )
 
 
 async def list_journal(call: Call) -> BaseModel:
     q = call.query
-    journal = call.request.app[ENTRIES].journal
-    records = journal.list(
-        universe=q.universe,
-        datastore=q.datastore,
-        key=q.key,
-        limit=q.limit + 1,
-        before_id=q.before,
-    )
-    page = records[: q.limit]
-    return JournalPage(
-        items=[journal_item(r) for r in page],
-        next_before=page[-1].id if len(records) > q.limit and page else None,
+    return call.app[DATA].journal.page(
+        universe=q.universe, datastore=q.datastore, key=q.key, limit=q.limit, before=q.before
     )
 
 
 async def undo_journal(call: Call) -> BaseModel:
-    from .routes_ordered import ORDERED
-
-    entries = call.request.app[ENTRIES]
-    journal_id = call.path["journal_id"]
-    record = entries.journal_record(journal_id)
-    if is_ordered_operation(record.operation):
-        return await call.request.app[ORDERED].undo(
-            call.caller, journal_id, call.body.idempotency_key
-        )
-    return await entries.undo(call.caller, journal_id, call.body.idempotency_key)
+    return await call.app[DATA].journal.undo(
+        call.caller, call.path["journal_id"], call.body.idempotency_key
+    )
 
 
-def setup(app: web.Application) -> None:
-    bind(app, "list_universes", list_universes)
-    bind(app, "list_datastores", list_datastores)
-    bind(app, "delete_datastore", delete_datastore)
-    bind(app, "undelete_datastore", undelete_datastore)
-    bind(app, "list_keys", list_keys)
-    bind(app, "list_scopes", list_scopes)
-    bind(app, "get_entry", get_entry)
-    bind(app, "create_entry", create_entry, large_body=True)
-    bind(app, "update_entry", update_entry, large_body=True)
-    bind(app, "delete_entry", delete_entry)
-    bind(app, "increment_entry", increment_entry)
-    bind(app, "list_revisions", list_revisions)
-    bind(app, "get_revision", get_revision)
-    bind(app, "get_entry_at", get_entry_at)
-    bind(app, "diff_entry", diff_entry)
-    bind(app, "revert_entry", revert_entry)
-    bind(app, "list_journal", list_journal)
-    bind(app, "undo_journal", undo_journal)
+HANDLERS: dict[str, Handler] = {
+    "list_universes": list_universes,
+    "list_datastores": list_datastores,
+    "delete_datastore": delete_datastore,
+    "undelete_datastore": undelete_datastore,
+    "list_keys": list_keys,
+    "list_scopes": list_scopes,
+    "get_entry": get_entry,
+    "create_entry": create_entry,
+    "update_entry": update_entry,
+    "delete_entry": delete_entry,
+    "increment_entry": increment_entry,
+    "list_revisions": list_revisions,
+    "get_revision": get_revision,
+    "get_entry_at": get_entry_at,
+    "diff_entry": diff_entry,
+    "revert_entry": revert_entry,
+    "list_journal": list_journal,
+    "undo_journal": undo_journal,
+}

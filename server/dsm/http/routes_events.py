@@ -13,46 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from shared_schema.base import RequestBody
-from shared_schema.common import Role
 from shared_schema.constraints import NonNegativeInt
 from shared_schema.errors import ErrorCode
-from shared_schema.events import EventBatch, EventResync, EventsQuery
+from shared_schema.events import EventBatch, EventResync
 
 from ..services.errors import ServiceError
 from ..services.events import EventBus
-from .appkeys import CONFIG, INSTANCE_ID
-from .auth import require_role
+from .appkeys import EVENT_SOCKETS, EVENTS, SESSIONS, EventSockets
+from .binding import Call, Handler
 from .errors import error_response, validation_message
 
 __all__ = [
-    "EVENTS",
-    "MAX_POLL_SECONDS",
-    "STREAM_HOLD",
+    "HANDLERS",
     "WS_IDLE_SECONDS",
     "WS_PING_SECONDS",
     "WsSubscribe",
-    "lifecycle",
-    "setup",
+    "track_sockets",
 ]
 
-EVENTS: web.AppKey[EventBus] = web.AppKey("dsm.events", EventBus)
-# Set by the sessions service: held while a token's event stream is open (stream = liveness).
-StreamHold = Callable[[str], AbstractContextManager[None]]
-STREAM_HOLD: web.AppKey[StreamHold] = web.AppKey("dsm.event_stream_hold")
-
-_SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("dsm.event_sockets")
-
-# The bounds of EventsQuery.timeout (shared_schema): longer polls risk Studio's HttpService
-# request timeout. Out-of-range values are clamped rather than refused.
-MAX_POLL_SECONDS = 25.0
 WS_IDLE_SECONDS = 20.0
 WS_PING_SECONDS = 30.0
 
@@ -65,80 +49,49 @@ class WsSubscribe(RequestBody):
     )
 
 
-async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-    # The per-start id from hello, when the app has one, so the plugin sees one id everywhere.
-    bus = EventBus(app[CONFIG].event_buffer_size, instance_id=app.get(INSTANCE_ID))
-    app[EVENTS] = bus
-    try:
-        yield
-    finally:
-        bus.close()
-
-
-def setup(app: web.Application) -> None:
-    app[_SOCKETS] = weakref.WeakSet()
-    app.router.add_get("/api/v1/events", poll_events)
-    app.router.add_get("/api/v1/events/ws", events_socket)
+def track_sockets(app: web.Application) -> None:
+    """Keep the open sockets, and close them (and answer the long-polls) at shutdown."""
+    app[EVENT_SOCKETS] = EventSockets()
     app.on_shutdown.append(_on_shutdown)
 
 
 async def _on_shutdown(app: web.Application) -> None:
     # Runs before aiohttp waits for in-flight handlers: answer the long-polls and close the
-    # sockets now instead of holding shutdown for up to MAX_POLL_SECONDS.
+    # sockets now instead of holding shutdown for up to a whole poll.
     bus = app.get(EVENTS)
     if bus is not None:
         bus.close()
-    sockets = app[_SOCKETS]
-    for ws in list(sockets):
+    for ws in list(app[EVENT_SOCKETS].open):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"The server is shutting down.")
 
 
-def _json(model: BaseModel) -> web.Response:
-    response = web.Response(
-        text=model.model_dump_json(exclude_none=True), content_type="application/json"
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+def _hold(call: Call) -> AbstractContextManager[None]:
+    # While a token's event stream is open its sessions count as alive (stream = liveness).
+    sessions = call.app.get(SESSIONS)
+    return sessions.streaming(call.caller.token_id) if sessions else contextlib.nullcontext()
 
 
-def _query(request: web.Request) -> EventsQuery:
-    params: dict[str, str | float] = dict(request.query)
-    raw = params.get("timeout")
-    if isinstance(raw, str):
-        with contextlib.suppress(ValueError):
-            seconds = float(raw)
-            if seconds == seconds:  # NaN is left for validation to refuse
-                params["timeout"] = min(max(seconds, 0.0), MAX_POLL_SECONDS)
-    return EventsQuery.model_validate(params)
+async def poll_events(call: Call) -> EventBatch | EventResync:
+    with _hold(call):
+        return await call.app[EVENTS].wait(call.query.cursor, call.query.timeout)
 
 
-def _hold(request: web.Request, token_id: str) -> AbstractContextManager[None]:
-    hold = request.config_dict.get(STREAM_HOLD)
-    return hold(token_id) if hold is not None else contextlib.nullcontext()
-
-
-async def poll_events(request: web.Request) -> web.Response:
-    caller = require_role(request, Role.VIEWER)
-    query = _query(request)
-    bus = request.config_dict[EVENTS]
-    with _hold(request, caller.token_id):
-        answer = await bus.wait(query.cursor, query.timeout)
-    return _json(answer)
-
-
-async def events_socket(request: web.Request) -> web.WebSocketResponse:
-    caller = require_role(request, Role.VIEWER)
-    bus = request.config_dict[EVENTS]
+async def events_socket(call: Call) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=WS_PING_SECONDS)
-    await ws.prepare(request)
-    request.config_dict[_SOCKETS].add(ws)
-    stream = _SocketStream(ws, bus)
+    await ws.prepare(call.request)
+    sockets = call.app.get(EVENT_SOCKETS, EventSockets()).open
+    sockets.add(ws)
+    stream = _SocketStream(ws, call.app[EVENTS])
     try:
-        with _hold(request, caller.token_id):
+        with _hold(call):
             await stream.serve()
     finally:
+        sockets.discard(ws)
         await stream.stop()
     return ws
+
+
+HANDLERS: dict[str, Handler] = {"poll_events": poll_events, "events_socket": events_socket}
 
 
 class _SocketStream:

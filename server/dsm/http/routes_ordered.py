@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from aiohttp import web
 from pydantic import BaseModel
 
-from ..services.ordered import OrderedRef, OrderedService
-from .binding import Call, bind
-
-ORDERED = web.AppKey("dsm.ordered", OrderedService)
+from ..services.ordered import OrderedRef
+from .appkeys import DATA
+from .binding import Call, Handler
 
 
 def _ref(call: Call, entry_id: str | None = None) -> OrderedRef:
@@ -22,7 +20,7 @@ def _ref(call: Call, entry_id: str | None = None) -> OrderedRef:
 
 async def list_ordered(call: Call) -> BaseModel:
     q = call.query
-    return await call.request.app[ORDERED].list(
+    return await call.app[DATA].ordered.list(
         call.path["universe_id"],
         call.path["ordered_store"],
         call.path["scope"],
@@ -36,34 +34,33 @@ async def list_ordered(call: Call) -> BaseModel:
 
 async def create_ordered(call: Call) -> BaseModel:
     b = call.body
-    return await call.request.app[ORDERED].create(
+    return await call.app[DATA].ordered.create(
         call.caller, _ref(call, b.id), b.value, b.idempotency_key
     )
 
 
 async def update_ordered(call: Call) -> BaseModel:
     b = call.body
-    return await call.request.app[ORDERED].update(
+    return await call.app[DATA].ordered.update(
         call.caller, _ref(call), b.value, b.allow_missing, b.idempotency_key
     )
 
 
 async def increment_ordered(call: Call) -> BaseModel:
     b = call.body
-    return await call.request.app[ORDERED].increment(
+    return await call.app[DATA].ordered.increment(
         call.caller, _ref(call), b.amount, b.idempotency_key
     )
 
 
 async def delete_ordered(call: Call) -> BaseModel:
-    return await call.request.app[ORDERED].delete(
-        call.caller, _ref(call), call.query.idempotency_key
-    )
+    return await call.app[DATA].ordered.delete(call.caller, _ref(call), call.query.idempotency_key)
 
 
-def setup(app: web.Application) -> None:
-    bind(app, "list_ordered", list_ordered)
-    bind(app, "create_ordered", create_ordered)
-    bind(app, "update_ordered", update_ordered)
-    bind(app, "increment_ordered", increment_ordered)
-    bind(app, "delete_ordered", delete_ordered)
+HANDLERS: dict[str, Handler] = {
+    "list_ordered": list_ordered,
+    "create_ordered": create_ordered,
+    "update_ordered": update_ordered,
+    "increment_ordered": increment_ordered,
+    "delete_ordered": delete_ordered,
+}

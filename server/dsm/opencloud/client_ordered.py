@@ -14,7 +14,7 @@ from typing import Any
 
 from . import ops
 from .errors import InvalidArgument, NotFound
-from .models import OrderedEntry, Page
+from .models import OrderedDataStoreEntry, Page
 from .transport import ClientCore, Resolution, Response, paginate, universe_str
 from .wire import WireFormatError, compact, seg
 
@@ -53,14 +53,16 @@ class OrderedMethods(ClientCore):
             f"/scopes/{seg(scope)}/entries"
         )
 
-    def _ordered_entry(self, data: Any) -> OrderedEntry:
+    def _ordered_entry(self, data: Any) -> OrderedDataStoreEntry:
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
             raise WireFormatError("an ordered entry needs an id")
-        return OrderedEntry(
+        return OrderedDataStoreEntry(
             path=str(data.get("path", "")), id=data["id"], value=_parse_value(data.get("value", 0))
         )
 
-    def _ordered_parse(self, response: Response, op: ops.Op, universe: str) -> OrderedEntry:
+    def _ordered_parse(
+        self, response: Response, op: ops.Op, universe: str
+    ) -> OrderedDataStoreEntry:
         try:
             return self._ordered_entry(json.loads(response.body))
         except ValueError as exc:
@@ -77,7 +79,7 @@ class OrderedMethods(ClientCore):
         max_value: int | None = None,
         page_size: int | None = None,
         page_token: str | None = None,
-    ) -> Page[OrderedEntry]:
+    ) -> Page[OrderedDataStoreEntry]:
         """Entries sorted by value; ``min_value``/``max_value`` are inclusive bounds."""
         universe = universe_str(universe_id)
         op = ops.ORDERED_LIST
@@ -107,7 +109,9 @@ class OrderedMethods(ClientCore):
             items = [self._ordered_entry(e) for e in data.get("orderedDataStoreEntries") or []]
         except ValueError as exc:
             raise self._bad_body(op, universe, exc) from None
-        return Page[OrderedEntry](items=items, next_page_token=data.get("nextPageToken") or None)
+        return Page[OrderedDataStoreEntry](
+            items=items, next_page_token=data.get("nextPageToken") or None
+        )
 
     def ordered_iter(
         self,
@@ -119,7 +123,7 @@ class OrderedMethods(ClientCore):
         min_value: int | None = None,
         max_value: int | None = None,
         page_size: int | None = None,
-    ) -> AsyncIterator[OrderedEntry]:
+    ) -> AsyncIterator[OrderedDataStoreEntry]:
         return paginate(
             lambda token: self.ordered_list_page(
                 universe_id,
@@ -135,7 +139,7 @@ class OrderedMethods(ClientCore):
 
     async def ordered_get(
         self, universe_id: int | str, datastore: str, entry_id: str, *, scope: str = _DEFAULT_SCOPE
-    ) -> OrderedEntry:
+    ) -> OrderedDataStoreEntry:
         universe = universe_str(universe_id)
         response = await self._request(
             ops.ORDERED_GET,
@@ -148,7 +152,7 @@ class OrderedMethods(ClientCore):
 
     async def _ordered_get_or_none(
         self, universe: str, datastore: str, entry_id: str, scope: str
-    ) -> OrderedEntry | None:
+    ) -> OrderedDataStoreEntry | None:
         try:
             return await self.ordered_get(universe, datastore, entry_id, scope=scope)
         except NotFound:
@@ -162,13 +166,13 @@ class OrderedMethods(ClientCore):
         value: int,
         *,
         scope: str = _DEFAULT_SCOPE,
-    ) -> OrderedEntry:
+    ) -> OrderedDataStoreEntry:
         universe = universe_str(universe_id)
         body = compact({"value": _whole(value, "value")}).encode()
         op = ops.ORDERED_CREATE
         subject = _subject(datastore, entry_id, scope)
 
-        async def send() -> OrderedEntry:
+        async def send() -> OrderedDataStoreEntry:
             response = await self._request(
                 op,
                 "POST",
@@ -181,7 +185,7 @@ class OrderedMethods(ClientCore):
             )
             return self._ordered_parse(response, op, universe)
 
-        async def reconcile() -> Resolution[OrderedEntry]:
+        async def reconcile() -> Resolution[OrderedDataStoreEntry]:
             current = await self._ordered_get_or_none(universe, datastore, entry_id, scope)
             if current is None:
                 return Resolution("not_applied")
@@ -205,7 +209,7 @@ class OrderedMethods(ClientCore):
         allow_missing: bool = False,
         expected_value: int | None = None,
         scope: str = _DEFAULT_SCOPE,
-    ) -> OrderedEntry:
+    ) -> OrderedDataStoreEntry:
         """Set the value. ``expected_value`` (the value you read) lets the client re-send the
         update when its answer was lost and a re-read shows that value unchanged; Open Cloud
         itself has no conditional ordered writes."""
@@ -214,7 +218,7 @@ class OrderedMethods(ClientCore):
         op = ops.ORDERED_UPDATE
         subject = _subject(datastore, entry_id, scope)
 
-        async def send() -> OrderedEntry:
+        async def send() -> OrderedDataStoreEntry:
             response = await self._request(
                 op,
                 "PATCH",
@@ -227,7 +231,7 @@ class OrderedMethods(ClientCore):
             )
             return self._ordered_parse(response, op, universe)
 
-        async def reconcile() -> Resolution[OrderedEntry]:
+        async def reconcile() -> Resolution[OrderedDataStoreEntry]:
             current = await self._ordered_get_or_none(universe, datastore, entry_id, scope)
             if current is not None and current.value == value:
                 return Resolution("applied", result=current, current=current)
@@ -256,14 +260,14 @@ class OrderedMethods(ClientCore):
         amount: int,
         *,
         scope: str = _DEFAULT_SCOPE,
-    ) -> OrderedEntry:
+    ) -> OrderedDataStoreEntry:
         """Add ``amount``; never repeated when the answer is lost (WriteOutcomeUnknown)."""
         universe = universe_str(universe_id)
         body = compact({"amount": _whole(amount, "increment amount")}).encode()
         op = ops.ORDERED_INCREMENT
         subject = _subject(datastore, entry_id, scope)
 
-        async def send() -> OrderedEntry:
+        async def send() -> OrderedDataStoreEntry:
             response = await self._request(
                 op,
                 "POST",
@@ -275,7 +279,7 @@ class OrderedMethods(ClientCore):
             )
             return self._ordered_parse(response, op, universe)
 
-        async def reconcile() -> Resolution[OrderedEntry]:
+        async def reconcile() -> Resolution[OrderedDataStoreEntry]:
             current = await self._ordered_get_or_none(universe, datastore, entry_id, scope)
             now = str(current.value) if current is not None else "absent"
             return Resolution(

@@ -18,8 +18,8 @@ from .models import (
     CarryOver,
     DataStore,
     DataStoreEntry,
-    EntryRef,
     EntryRevision,
+    ListedEntry,
     Page,
     SnapshotResult,
 )
@@ -294,7 +294,7 @@ class StandardMethods(ClientCore):
         show_deleted: bool = False,
         page_size: int | None = None,
         page_token: str | None = None,
-    ) -> Page[EntryRef]:
+    ) -> Page[ListedEntry]:
         """One page of keys. ``scope=None`` is the default scope, ``"-"`` lists every scope."""
         universe = universe_str(universe_id)
         op = ops.LIST_ENTRIES
@@ -313,21 +313,21 @@ class StandardMethods(ClientCore):
         )
         data = self._json(response, op, universe)
         prefix_path = f"universes/{universe}/data-stores/{datastore}/"
-        items: list[EntryRef] = []
+        items: list[ListedEntry] = []
         for item in data.get("dataStoreEntries") or []:
             if not isinstance(item, dict) or not isinstance(item.get("id"), str):
                 raise self._bad_body(op, universe, WireFormatError("an entry needs an id"))
             path = str(item.get("path", ""))
             entry_id = item["id"]
             items.append(
-                EntryRef(
+                ListedEntry(
                     path=path,
                     id=entry_id,
                     key=entry_id,
                     scope=_scope_from_path(path, prefix_path, entry_id, scope),
                 )
             )
-        return Page[EntryRef](items=items, next_page_token=data.get("nextPageToken") or None)
+        return Page[ListedEntry](items=items, next_page_token=data.get("nextPageToken") or None)
 
     def iter_entries(
         self,
@@ -338,7 +338,7 @@ class StandardMethods(ClientCore):
         prefix: str | None = None,
         show_deleted: bool = False,
         page_size: int | None = None,
-    ) -> AsyncIterator[EntryRef]:
+    ) -> AsyncIterator[ListedEntry]:
         return paginate(
             lambda token: self.list_entries_page(
                 universe_id,

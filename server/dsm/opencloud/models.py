@@ -50,7 +50,7 @@ class DataStore(_Model):
     expire_time: datetime | None = None  # set while a deleted store awaits purging
 
 
-class EntryRef(_Model):
+class ListedEntry(_Model):
     """An item of List Entries: Open Cloud only fills ``path`` and ``id``."""
 
     path: str
@@ -120,7 +120,7 @@ class V1EntryVersion(_Model):
     object_created_time: datetime | None = None
 
 
-class OrderedEntry(_Model):
+class OrderedDataStoreEntry(_Model):
     path: str
     id: str
     value: int

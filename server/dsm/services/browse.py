@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -23,15 +24,15 @@ from shared_schema.data import (
     UniverseInfo,
     UniverseList,
 )
+from shared_schema.events import DataStoreChangedPayload, EventType
 
 from ..opencloud import errors as oc
 from ..opencloud.client import OpenCloudClient
-from ..opencloud.models import DataStore, EntryRef, Page
+from ..opencloud.models import DataStore, ListedEntry, Page
 from ..storage.cache import EntryCache
-from .entries import Publisher
-from .errors import ServiceError
-from .provenance import cached, fresh, is_unreachable, upstream_error
-from .tokens import Principal
+from .journaled import Actor, Publisher
+from .provenance import fresh
+from .readthrough import ListCopy, ReadThrough
 from .upstream import Upstream
 
 log = logging.getLogger("dsm.browse")
@@ -43,7 +44,7 @@ DELETED_PAGE_LIMIT = 25
 
 async def _all_scopes_page(
     universe_id: int, datastore: str, token: str | None, client: OpenCloudClient
-) -> Page[EntryRef]:
+) -> Page[ListedEntry]:
     return await client.list_entries_page(
         universe_id, datastore, scope=ALL_SCOPES, page_size=256, page_token=token
     )
@@ -58,11 +59,12 @@ def _store_info(store: DataStore) -> DataStoreInfo:
     )
 
 
+@dataclass
 class BrowseService:
-    def __init__(self, upstream: Upstream, cache: EntryCache, events: Publisher) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.events = events
+    upstream: Upstream
+    cache: EntryCache
+    reads: ReadThrough
+    events: Publisher
 
     def _backend(self, universe_id: int) -> Backend:
         return self.upstream.binding(universe_id).backend
@@ -70,41 +72,12 @@ class BrowseService:
     async def _listing(
         self,
         universe_id: int,
-        cache_key: tuple[str, str | None, tuple[str, ...]],
+        copy: ListCopy,
         fetch: Callable[[OpenCloudClient], Awaitable[dict[str, Any]]],
     ) -> tuple[dict[str, Any], Source]:
-        """Fetch a page fresh; on an unreachable Open Cloud fall back to the cached page."""
-        client = self.upstream.client_for(universe_id)
-        backend = self._backend(universe_id)
-        kind, datastore, parts = cache_key
-        generation = self.cache.generation
-        down = self.upstream.unreachable_reason(universe_id, "list")
-        if down is not None and self.cache.get_list(kind, universe_id, datastore, *parts) is None:
-            down = None  # nothing cached to fall back on: trying Open Cloud is the only way
-        try:
-            if down is not None:
-                raise oc.NetworkError(down)
-            page = await fetch(client)
-        except oc.OpenCloudError as exc:
-            error = upstream_error(exc, backend)
-            if not is_unreachable(exc):
-                raise error from exc
-            if down is None and isinstance(exc, oc.NetworkError | oc.ServerError):
-                self.upstream.note_unreachable(universe_id, error.message)
-            hit = self.cache.get_list(kind, universe_id, datastore, *parts)
-            if hit is None:
-                raise ServiceError(
-                    error.code,
-                    f"{error.message} No cached copy of this list exists.",
-                    retry_after=error.retry_after,
-                    details={"source": {"kind": "UNAVAILABLE", "reason": error.message}},
-                ) from exc
-            value: dict[str, Any] = hit.value
-            return value, cached(backend, hit.fetched_at, hit.age_seconds, error.message)
-        self.cache.put_list(
-            kind, universe_id, datastore, *parts, value=page, if_generation=generation
-        )
-        return page, fresh(backend)
+        """A page fresh from Open Cloud, or its labelled cached copy (see ReadThrough)."""
+        answer = await self.reads.read(universe_id, fetch, copy, what="this list", category="list")
+        return answer.value, answer.source
 
     async def universes(self) -> UniverseList:
         bindings, problem = await self.upstream.universes()
@@ -150,12 +123,11 @@ class BrowseService:
             }
 
         parts = (prefix or "", cursor or "", str(limit), str(show_deleted))
-        page, source = await self._listing(universe_id, ("datastores", None, parts), fetch)
+        copy = ListCopy(self.cache, "datastores", universe_id, None, parts)
+        page, source = await self._listing(universe_id, copy, fetch)
         return DataStorePage.model_validate({**page, "source": source}, strict=False)
 
-    async def delete_datastore(
-        self, actor: Principal, universe_id: int, name: str
-    ) -> DataStoreInfo:
+    async def delete_datastore(self, actor: Actor, universe_id: int, name: str) -> DataStoreInfo:
         store = await self.upstream.call(
             universe_id, lambda c: c.delete_data_store(universe_id, name)
         )
@@ -164,9 +136,7 @@ class BrowseService:
         self._publish(actor, universe_id, name, store)
         return _store_info(store)
 
-    async def undelete_datastore(
-        self, actor: Principal, universe_id: int, name: str
-    ) -> DataStoreInfo:
+    async def undelete_datastore(self, actor: Actor, universe_id: int, name: str) -> DataStoreInfo:
         store = await self.upstream.call(
             universe_id, lambda c: c.undelete_data_store(universe_id, name)
         )
@@ -174,23 +144,18 @@ class BrowseService:
         self._publish(actor, universe_id, name, store)
         return _store_info(store)
 
-    def _publish(self, actor: Principal, universe_id: int, name: str, store: DataStore) -> None:
+    def _publish(self, actor: Actor, universe_id: int, name: str, store: DataStore) -> None:
+        payload = DataStoreChangedPayload(
+            universe_id=universe_id,
+            datastore=name,
+            state=DataStoreState.DELETED if store.state == "DELETED" else DataStoreState.ACTIVE,
+            actor=actor.name,
+        )
         # The change has landed: a failed notification must not turn it into an error.
         try:
-            self._notify(actor, universe_id, name, store)
+            self.events.publish(EventType.DATASTORE_CHANGED, payload)
         except Exception:
             log.exception("could not publish datastore.changed for %s", name)
-
-    def _notify(self, actor: Principal, universe_id: int, name: str, store: DataStore) -> None:
-        self.events.publish(
-            "datastore.changed",
-            {
-                "universe_id": universe_id,
-                "datastore": name,
-                "state": "DELETED" if store.state == "DELETED" else "ACTIVE",
-                "actor": actor.name,
-            },
-        )
 
     async def keys(
         self,
@@ -232,7 +197,8 @@ class BrowseService:
                 universe_id, datastore, wanted_scope, prefix, cursor, min(limit, DELETED_PAGE_LIMIT)
             )
         parts = (wanted_scope, prefix or "", cursor or "", str(limit))
-        page, source = await self._listing(universe_id, ("keys", datastore, parts), fetch)
+        copy = ListCopy(self.cache, "keys", universe_id, datastore, parts)
+        page, source = await self._listing(universe_id, copy, fetch)
         return KeyPage.model_validate({**page, "source": source}, strict=False)
 
     async def _keys_marking_deleted(

@@ -1,56 +1,45 @@
-"""Ordered data stores (leaderboards): list with provenance, write through the journal.
+"""Ordered data stores (leaderboards): read through the cache, write through the journaled path.
 
 Ordered entries have no revisions, etags or metadata, and Open Cloud has no conditional ordered
-writes, so conflicts cannot be refused the way standard entries refuse them: the last writer
-wins on Open Cloud's side. What this service does instead:
-- every write re-reads the entry from Open Cloud first, so the journal's before-image is the
-  value just before our write (a game server writing in the short gap between that read and
-  our write is overwritten, and its value is not in the before-image);
-- the re-read also answers "does it exist?" for create/update/delete with a clear message;
+writes, so a write is compare-then-write: it re-reads the entry first (the journal's
+before-image, and "does it exist?" for a clear message), then writes. That can race: a game
+server writing in the short gap between the read and the write is overwritten, and its value
+is not in the before-image. The docs and the conflict answers say so. What is safe:
 - a lost answer is settled by the client by value (``expected_value``), never by repeating an
   increment;
-- undo is conditional on the value our write left: if the entry holds anything else, someone
-  wrote after us and the user decides.
-A retried request with the same idempotency key reports the first outcome instead of writing.
+- an increment journals its delta and is undone by adding -delta, keeping later writes;
+- any other undo is conditional on the value our write left: if the entry holds anything else,
+  someone wrote after us and the user decides.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any
 
 from shared_schema.common import Backend
-from shared_schema.entries import DeleteResult, EntryOperation, EntryState, StoreKind
+from shared_schema.entries import DeleteResult, EntryOperation, StoreKind
 from shared_schema.errors import ErrorCode
-from shared_schema.events import EntryChangedPayload, EventType
-from shared_schema.ordered import OrderedEntry as OrderedEntryModel
-from shared_schema.ordered import OrderedEntryView, OrderedPage
+from shared_schema.ordered import OrderedEntry, OrderedEntryView, OrderedPage
 
 from ..opencloud import errors as oc
 from ..opencloud.client import OpenCloudClient
-from ..opencloud.models import OrderedEntry
-from ..storage.journal import (
-    EntryImage,
-    IdempotencyConflict,
-    JournalRecord,
-    UndoNotPossible,
-    UnknownRecord,
-    WriteJournal,
-    value_sha256,
-)
-from .entries import Publisher
+from ..opencloud.models import OrderedDataStoreEntry
+from ..storage.cache import EntryCache
+from ..storage.journal import EntryImage, JournalRecord, Status, UndoPlan, content_sha256
 from .errors import ServiceError
-from .provenance import fresh, upstream_error
-from .replay import previous_attempt
-from .tokens import Principal
+from .journaled import Actor, Intent, JournaledWrites, Outcome, WriteTarget, require_kind
+from .provenance import fresh
+from .readthrough import ListCopy, ReadThrough
 from .upstream import Upstream
 
 log = logging.getLogger("dsm.ordered")
-OrderedOperation = Literal[
-    "ordered-create", "ordered-update", "ordered-delete", "ordered-increment"
-]
+
+RACE_NOTE = (
+    "Ordered data stores have no revisions or conditional writes, so a game server writing "
+    "between our read and our write is overwritten."
+)
 
 
 @dataclass(frozen=True)
@@ -61,34 +50,51 @@ class OrderedRef:
     entry_id: str
 
     @property
-    def subject(self) -> str:
-        return (
-            f"Entry {self.entry_id!r} of ordered data store {self.store!r} (scope {self.scope!r})"
+    def target(self) -> WriteTarget:
+        return WriteTarget(
+            StoreKind.ORDERED, self.universe_id, self.store, self.scope, self.entry_id
         )
 
+    @property
+    def subject(self) -> str:
+        return self.target.subject
 
-def _image(entry: OrderedEntry | None) -> EntryImage | None:
+    @classmethod
+    def of(cls, record: JournalRecord | UndoPlan) -> OrderedRef:
+        return cls(int(record.universe), record.datastore, record.scope, record.key)
+
+
+def _image(entry: OrderedDataStoreEntry | None) -> EntryImage | None:
     # The value as JSON text, so journal hashes and undo treat ordered values like entry values.
     return None if entry is None else EntryImage(str(entry.value))
 
 
-def is_ordered_operation(operation: str) -> bool:
-    """Whether a journal record was written by this service (undo must come here)."""
-    return operation.startswith("ordered-")
+def _outcome(entry: OrderedDataStoreEntry | None) -> Outcome:
+    return Outcome(_image(entry))
 
 
+async def _get_or_none(client: OpenCloudClient, ref: OrderedRef) -> OrderedDataStoreEntry | None:
+    try:
+        return await client.ordered_get(ref.universe_id, ref.store, ref.entry_id, scope=ref.scope)
+    except oc.NotFound:
+        return None
+
+
+@dataclass
 class OrderedService:
-    def __init__(self, upstream: Upstream, journal: WriteJournal, events: Publisher) -> None:
-        self.upstream = upstream
-        self.journal = journal
-        self.events = events
+    upstream: Upstream
+    cache: EntryCache
+    reads: ReadThrough
+    writes: JournaledWrites
 
     # ------------------------------------------------------------------ helpers
 
     def _backend(self, universe_id: int) -> Backend:
         return self.upstream.binding(universe_id).backend
 
-    def _view(self, ref: OrderedRef, entry: OrderedEntry, journal_id: int) -> OrderedEntryView:
+    def _view(
+        self, ref: OrderedRef, entry: OrderedDataStoreEntry, journal_id: int
+    ) -> OrderedEntryView:
         return OrderedEntryView(
             universe_id=ref.universe_id,
             ordered_store=ref.store,
@@ -99,18 +105,9 @@ class OrderedService:
             source=fresh(self._backend(ref.universe_id)),
         )
 
-    async def _read_fresh(self, ref: OrderedRef) -> OrderedEntry | None:
+    async def _read_fresh(self, ref: OrderedRef) -> OrderedDataStoreEntry | None:
         """The entry straight from Open Cloud, None when it does not exist."""
-
-        async def read(client: OpenCloudClient) -> OrderedEntry | None:
-            try:
-                return await client.ordered_get(
-                    ref.universe_id, ref.store, ref.entry_id, scope=ref.scope
-                )
-            except oc.NotFound:
-                return None
-
-        return await self.upstream.call(ref.universe_id, read)
+        return await self.upstream.call(ref.universe_id, lambda c: _get_or_none(c, ref))
 
     # --------------------------------------------------------------------- reads
 
@@ -132,9 +129,9 @@ class OrderedService:
                 f"min ({min_value}) is greater than max ({max_value}), so no entry can match; "
                 "swap them or leave one out.",
             )
-        page = await self.upstream.call(
-            universe_id,
-            lambda c: c.ordered_list_page(
+
+        async def fetch(client: OpenCloudClient) -> dict[str, Any]:
+            page = await client.ordered_list_page(
                 universe_id,
                 store,
                 scope=scope,
@@ -143,29 +140,25 @@ class OrderedService:
                 max_value=max_value,
                 page_size=limit,
                 page_token=cursor,
-            ),
+            )
+            return {
+                "items": [
+                    OrderedEntry(id=e.id, value=e.value).model_dump(mode="json") for e in page.items
+                ],
+                "next_cursor": page.next_page_token,
+            }
+
+        parts = (scope, str(descending), str(min_value), str(max_value), cursor or "", str(limit))
+        answer = await self.reads.read(
+            universe_id,
+            fetch,
+            ListCopy(self.cache, "ordered", universe_id, store, parts),
+            what="this leaderboard page",
+            category="list",
         )
-        return OrderedPage(
-            items=[OrderedEntryModel(id=e.id, value=e.value) for e in page.items],
-            next_cursor=page.next_page_token,
-            source=fresh(self._backend(universe_id)),
-        )
+        return OrderedPage.model_validate({**answer.value, "source": answer.source}, strict=False)
 
     # -------------------------------------------------------------------- writes
-
-    def _replay(
-        self, ref: OrderedRef, operation: OrderedOperation, idempotency_key: str
-    ) -> JournalRecord | None:
-        """A previous attempt with this idempotency key, if there was one."""
-        return previous_attempt(
-            self.journal,
-            idempotency_key,
-            universe=ref.universe_id,
-            datastore=ref.store,
-            scope=ref.scope,
-            key=ref.entry_id,
-            operation=operation,
-        )
 
     async def _replayed_view(self, ref: OrderedRef, record: JournalRecord) -> OrderedEntryView:
         """What a repeated request gets: the entry as it is now, read fresh."""
@@ -177,120 +170,46 @@ class OrderedService:
             )
         return self._view(ref, current, record.id)
 
-    async def _write(
+    async def _written(
         self,
-        actor: Principal,
+        actor: Actor,
         ref: OrderedRef,
-        operation: OrderedOperation,
-        before: OrderedEntry | None,
-        intended: int | None,
+        intent: Intent,
         idempotency_key: str,
-        undoes: int | None,
-        send: Callable[[OpenCloudClient], Awaitable[OrderedEntry | None]],
-    ) -> tuple[JournalRecord, OrderedEntry | None]:
-        """Journal the intent, send, journal the outcome and publish `entry.changed`."""
-        try:
-            record = self.journal.record_intent(
-                actor_id=actor.token_id,
-                actor_name=actor.name,
-                universe=ref.universe_id,
-                datastore=ref.store,
-                scope=ref.scope,
-                key=ref.entry_id,
-                operation=operation,
-                before=_image(before),
-                intended=None if intended is None else EntryImage(str(intended)),
-                idempotency_key=idempotency_key,
-                undoes=undoes,
-            )
-        except IdempotencyConflict as conflict:
-            raise ServiceError(
-                ErrorCode.CONFLICT,
-                f"The idempotency key {idempotency_key} was already used for another write.",
-                details={"journal_id": conflict.existing.id},
-            ) from None
-        client = self.upstream.client_for(ref.universe_id)
-        backend = self._backend(ref.universe_id)
-        try:
-            after = await send(client)
-        except (oc.WriteOutcomeUnknown, oc.NetworkError, oc.ServerError) as exc:
-            # The client settles lost answers by re-reading; reaching here means it could not,
-            # so the outcome is unknown rather than failed.
-            self.journal.mark_unknown(record.id, str(exc))
-            raise upstream_error(exc, backend) from exc
-        except oc.OpenCloudError as exc:
-            self.journal.mark_failed(record.id, str(exc))
-            raise upstream_error(exc, backend) from exc
-        self.journal.mark_applied(record.id, _image(after), None)
-        event_op = (
-            EntryOperation.UNDO
-            if undoes is not None
-            else EntryOperation(operation.removeprefix("ordered-"))
-        )
-        payload = EntryChangedPayload(
-            universe_id=ref.universe_id,
-            store_kind=StoreKind.ORDERED,
-            datastore=ref.store,
-            scope=ref.scope,
-            key=ref.entry_id,
-            operation=event_op,
-            state=EntryState.DELETED if after is None else EntryState.ACTIVE,
-            actor=actor.name,
-            journal_id=record.id,
-        )
-        try:
-            self.events.publish(
-                EventType.ENTRY_CHANGED, payload.model_dump(mode="json", exclude_none=True)
-            )
-        except Exception:
-            # The write landed and is journaled; a failed notification must not report it as
-            # failed (the user would retry a write that already happened).
-            log.exception("could not publish entry.changed for journal item %d", record.id)
-        return record, after
-
-    async def _written_view(
-        self,
-        actor: Principal,
-        ref: OrderedRef,
-        operation: OrderedOperation,
-        before: OrderedEntry | None,
-        intended: int | None,
-        idempotency_key: str,
-        undoes: int | None,
-        send: Callable[[OpenCloudClient], Awaitable[OrderedEntry]],
+        send: Any,
     ) -> OrderedEntryView:
-        record, after = await self._write(
-            actor, ref, operation, before, intended, idempotency_key, undoes, send
+        record, after = await self.writes.run(
+            actor, ref.target, intent, idempotency_key, send, _outcome
         )
         assert after is not None  # only deletes leave no entry
         return self._view(ref, after, record.id)
 
     async def create(
         self,
-        actor: Principal,
+        actor: Actor,
         ref: OrderedRef,
         value: int,
         idempotency_key: str,
         *,
         undoes: int | None = None,
     ) -> OrderedEntryView:
-        if (done := self._replay(ref, "ordered-create", idempotency_key)) is not None:
+        operation = EntryOperation.UNDO if undoes is not None else EntryOperation.CREATE
+        if (done := self.writes.previous(ref.target, operation, idempotency_key)) is not None:
             return await self._replayed_view(ref, done)
         current = await self._read_fresh(ref)
         if current is not None:
+            if undoes is not None:
+                raise self._changed_since(ref, undoes, current)
             raise ServiceError(
                 ErrorCode.ALREADY_EXISTS,
                 f"{ref.subject} already exists (value {current.value}); set its value instead.",
                 details={"current": {"id": current.id, "value": current.value}},
             )
-        return await self._written_view(
+        return await self._written(
             actor,
             ref,
-            "ordered-create",
-            None,
-            value,
+            Intent(operation, None, intended=EntryImage(str(value)), undoes=undoes),
             idempotency_key,
-            undoes,
             lambda c: c.ordered_create(
                 ref.universe_id, ref.store, ref.entry_id, value, scope=ref.scope
             ),
@@ -298,31 +217,32 @@ class OrderedService:
 
     async def update(
         self,
-        actor: Principal,
+        actor: Actor,
         ref: OrderedRef,
         value: int,
         allow_missing: bool,
         idempotency_key: str,
         *,
         undoes: int | None = None,
+        must_hold: EntryImage | None = None,
     ) -> OrderedEntryView:
-        if (done := self._replay(ref, "ordered-update", idempotency_key)) is not None:
+        operation = EntryOperation.UNDO if undoes is not None else EntryOperation.UPDATE
+        if (done := self.writes.previous(ref.target, operation, idempotency_key)) is not None:
             return await self._replayed_view(ref, done)
         current = await self._read_fresh(ref)
+        if must_hold is not None and not _holds(current, must_hold):
+            raise self._changed_since(ref, undoes or 0, current)
         if current is None and not allow_missing:
             raise ServiceError(
                 ErrorCode.NOT_FOUND,
                 f"{ref.subject} does not exist; create it, or set allow_missing to create it "
                 "with this value.",
             )
-        return await self._written_view(
+        return await self._written(
             actor,
             ref,
-            "ordered-update",
-            current,
-            value,
+            Intent(operation, _image(current), intended=EntryImage(str(value)), undoes=undoes),
             idempotency_key,
-            undoes,
             lambda c: c.ordered_update(
                 ref.universe_id,
                 ref.store,
@@ -336,20 +256,31 @@ class OrderedService:
         )
 
     async def increment(
-        self, actor: Principal, ref: OrderedRef, amount: int, idempotency_key: str
+        self,
+        actor: Actor,
+        ref: OrderedRef,
+        amount: int,
+        idempotency_key: str,
+        *,
+        undoes: int | None = None,
     ) -> OrderedEntryView:
         """Add `amount`; a missing entry is created with it, as Open Cloud does."""
-        if (done := self._replay(ref, "ordered-increment", idempotency_key)) is not None:
+        operation = EntryOperation.UNDO if undoes is not None else EntryOperation.INCREMENT
+        if (done := self.writes.previous(ref.target, operation, idempotency_key)) is not None:
             return await self._replayed_view(ref, done)
         current = await self._read_fresh(ref)
-        return await self._written_view(
+        expected = (current.value if current is not None else 0) + amount
+        return await self._written(
             actor,
             ref,
-            "ordered-increment",
-            current,
-            None,  # the result depends on Open Cloud's value at the time of the write
+            Intent(
+                operation,
+                _image(current),
+                intended=EntryImage(str(expected)),
+                delta=amount,
+                undoes=undoes,
+            ),
             idempotency_key,
-            None,
             lambda c: c.ordered_increment(
                 ref.universe_id, ref.store, ref.entry_id, amount, scope=ref.scope
             ),
@@ -357,17 +288,21 @@ class OrderedService:
 
     async def delete(
         self,
-        actor: Principal,
+        actor: Actor,
         ref: OrderedRef,
         idempotency_key: str,
         *,
         undoes: int | None = None,
+        must_hold: EntryImage | None = None,
     ) -> DeleteResult:
         """Ordered deletes are immediate and final on Open Cloud (no tombstone, no history):
         the journal's before-image is the only record of the value."""
-        if (done := self._replay(ref, "ordered-delete", idempotency_key)) is not None:
+        operation = EntryOperation.UNDO if undoes is not None else EntryOperation.DELETE
+        if (done := self.writes.previous(ref.target, operation, idempotency_key)) is not None:
             return DeleteResult(journal_id=done.id, source=fresh(self._backend(ref.universe_id)))
         current = await self._read_fresh(ref)
+        if must_hold is not None and not _holds(current, must_hold):
+            raise self._changed_since(ref, undoes or 0, current)
         if current is None:
             raise ServiceError(ErrorCode.NOT_FOUND, f"{ref.subject} does not exist.")
 
@@ -380,57 +315,55 @@ class OrderedService:
                 scope=ref.scope,
             )
 
-        record, _ = await self._write(
-            actor, ref, "ordered-delete", current, None, idempotency_key, undoes, send
+        record, _ = await self.writes.run(
+            actor,
+            ref.target,
+            Intent(operation, _image(current), undoes=undoes),
+            idempotency_key,
+            send,
+            lambda _: Outcome(None),
         )
         return DeleteResult(journal_id=record.id, source=fresh(self._backend(ref.universe_id)))
 
     # ---------------------------------------------------------------------- undo
 
     async def undo(
-        self, actor: Principal, journal_id: int, idempotency_key: str
+        self, actor: Actor, plan: UndoPlan, idempotency_key: str
     ) -> OrderedEntryView | DeleteResult:
         """Put an ordered entry back as it was before one of our journaled writes.
 
         Without revisions, "nobody wrote since" is judged by value: the entry must still hold
-        exactly what our write left (or still be absent after our delete).
+        exactly what our write left (or still be absent after our delete). An increment is
+        undone by adding -delta instead.
         """
-        done = self.journal.find_by_idempotency_key(idempotency_key)
-        if done is not None and done.undoes == journal_id and is_ordered_operation(done.operation):
-            # A retried undo reports the first outcome (undo_plan would say "already undone").
-            ref = OrderedRef(int(done.universe), done.datastore, done.scope, done.key)
-            self._replay(ref, cast(OrderedOperation, done.operation), idempotency_key)
-            if done.operation == "ordered-delete":
-                return DeleteResult(
-                    journal_id=done.id, source=fresh(self._backend(ref.universe_id))
-                )
-            return await self._replayed_view(ref, done)
-        try:
-            plan = self.journal.undo_plan(journal_id)
-        except (UndoNotPossible, UnknownRecord) as exc:
-            raise ServiceError(ErrorCode.BAD_REQUEST, str(exc)) from None
-        if not is_ordered_operation(plan.operation):
-            raise ServiceError(
-                ErrorCode.BAD_REQUEST,
-                f"Journal item {journal_id} is a standard data store write, not an ordered one.",
-            )
-        ref = OrderedRef(int(plan.universe), plan.datastore, plan.scope, plan.key)
-        current = await self._read_fresh(ref)
-        if plan.must_be_absent:
-            if current is not None:
-                raise self._changed_since(ref, journal_id, current)
-        elif current is None or value_sha256(str(current.value)) != plan.expected_sha256:
-            raise self._changed_since(ref, journal_id, current)
+        require_kind(plan, StoreKind.ORDERED)
+        ref = OrderedRef.of(plan)
+        undoes = plan.record_id
+        if plan.action == "compensate":
+            assert plan.amount is not None
+            return await self.increment(actor, ref, plan.amount, idempotency_key, undoes=undoes)
         if plan.action == "delete":
-            return await self.delete(actor, ref, idempotency_key, undoes=journal_id)
+            return await self.delete(
+                actor, ref, idempotency_key, undoes=undoes, must_hold=plan.left
+            )
         assert plan.value_json is not None
         value = int(plan.value_json)
         if plan.must_be_absent:
-            return await self.create(actor, ref, value, idempotency_key, undoes=journal_id)
-        return await self.update(actor, ref, value, False, idempotency_key, undoes=journal_id)
+            return await self.create(actor, ref, value, idempotency_key, undoes=undoes)
+        assert plan.left is not None
+        return await self.update(
+            actor, ref, value, False, idempotency_key, undoes=undoes, must_hold=plan.left
+        )
+
+    async def replay_undo(self, record: JournalRecord) -> OrderedEntryView | DeleteResult:
+        """What a retried undo gets: the outcome of the first one."""
+        ref = OrderedRef.of(record)
+        if record.after_exists is False:
+            return DeleteResult(journal_id=record.id, source=fresh(self._backend(ref.universe_id)))
+        return await self._replayed_view(ref, record)
 
     def _changed_since(
-        self, ref: OrderedRef, journal_id: int, current: OrderedEntry | None
+        self, ref: OrderedRef, journal_id: int, current: OrderedDataStoreEntry | None
     ) -> ServiceError:
         now = "no longer exists" if current is None else f"now holds {current.value}"
         details: dict[str, Any] = {"journal_id": journal_id, "current": None}
@@ -443,3 +376,35 @@ class OrderedService:
             "and set it by hand if you still want the old one.",
             details=details,
         )
+
+    # ------------------------------------------------------------------- settling
+
+    async def settle(self, record: JournalRecord) -> Status:
+        """Settle a write cut by a crash or a lost answer by re-reading its value.
+
+        Holding the value we meant to write -> APPLIED; still holding the value the write was
+        based on (or still absent) -> FAILED; anything else stays UNKNOWN.
+        """
+        ref = OrderedRef.of(record)
+        try:
+            current = await _get_or_none(self.upstream.client_for(ref.universe_id), ref)
+        except (oc.OpenCloudError, ServiceError) as exc:
+            log.warning("journal item %d not settled yet: %s", record.id, exc)
+            return Status.UNKNOWN
+        now = _image(current)
+        if record.intended_sha256 is None:  # a delete
+            if current is None:
+                self.writes.settle(record, Outcome(None))
+                return Status.APPLIED
+        elif now is not None and now.content_sha256 == record.intended_sha256:
+            self.writes.settle(record, Outcome(now))
+            return Status.APPLIED
+        if (now.sha256 if now else None) == record.before_sha256:
+            return self.writes.not_applied(record)
+        return self.writes.still_unknown(
+            record, f"the entry changed after this write was sent ({RACE_NOTE})"
+        )
+
+
+def _holds(current: OrderedDataStoreEntry | None, image: EntryImage) -> bool:
+    return current is not None and content_sha256(str(current.value)) == image.content_sha256

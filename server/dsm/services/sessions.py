@@ -17,10 +17,11 @@ import builtins
 import contextlib
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from shared_schema.common import Backend, Source, SourceKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import (
     EventType,
@@ -28,7 +29,7 @@ from shared_schema.events import (
     SessionLeftPayload,
     SessionLeftReason,
 )
-from shared_schema.sessions import SessionInfo
+from shared_schema.sessions import SessionInfo, SessionList
 
 from .errors import ServiceError
 from .events import EventBus, utc_now
@@ -120,6 +121,12 @@ class SessionRegistry:
         ordered = sorted(self._sessions.values(), key=lambda s: (s.connected_at, s.session_id))
         return [self._info(s) for s in ordered]
 
+    def listing(self, backend: Backend) -> SessionList:
+        """The live sessions as the protocol shows them."""
+        # Presence is this server's own real-time state, read just now: LIVE, not a cached copy.
+        source = Source(kind=SourceKind.LIVE, backend=backend, fetched_at=datetime.now(UTC))
+        return SessionList(sessions=self.list(), source=source)
+
     # ------------------------------------------------------------------ liveness
 
     def touch_token(self, token_id: str) -> None:
@@ -163,6 +170,17 @@ class SessionRegistry:
         for session in expired:
             self._end(session, SessionLeftReason.EXPIRED)
         return [s.session_id for s in expired]
+
+    @contextlib.asynccontextmanager
+    async def sweeping(self) -> AsyncIterator[SessionRegistry]:
+        """The registry with its sweeper running (the server's lifecycle for it)."""
+        sweeper = asyncio.create_task(self.run_sweeper(), name="dsm-session-sweeper")
+        try:
+            yield self
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
 
     async def run_sweeper(self, interval: float | None = None) -> None:
         """Sweep forever (cancel to stop), so `session.left` goes out soon after expiry."""

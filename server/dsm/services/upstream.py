@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import aiohttp
-
 from shared_schema.common import Backend
 from shared_schema.errors import ErrorCode
 
-from ..emulator.app import EmulatorConfig
+from ..emulator.context import EmulatorConfig
 from ..emulator.embedded import EmbeddedEmulator
 from ..emulator.throttle import LimitsConfig
 from ..opencloud import errors as oc
@@ -41,6 +40,15 @@ BREAKER_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
+class Skip:
+    """Reads skip Open Cloud for now: it throttles (a 429 paused the budget) or just failed."""
+
+    reason: str
+    code: ErrorCode  # UPSTREAM_THROTTLED or UPSTREAM_UNAVAILABLE
+    retry_after: float  # seconds until reads try Open Cloud again
+
+
+@dataclass(frozen=True)
 class UniverseBinding:
     universe_id: int
     label: str
@@ -58,7 +66,6 @@ class Upstream:
         shared_client: OpenCloudClient | None = None,
         emulator: EmbeddedEmulator | None = None,
         limiter: ClientRateLimiter | None = None,
-        emulator_key: str | None = None,
     ) -> None:
         self.backend = backend
         self._clients = clients
@@ -66,7 +73,6 @@ class Upstream:
         self._shared = shared_client
         self.emulator = emulator
         self.limiter = limiter
-        self._emulator_key = emulator_key
         self._down: dict[int, tuple[float, str]] = {}
 
     @classmethod
@@ -129,7 +135,6 @@ class Upstream:
             shared_client=client,
             emulator=emulator,
             limiter=limiter,
-            emulator_key=emulator_key,
         )
 
     async def close(self) -> None:
@@ -181,12 +186,12 @@ class Upstream:
         """
         found = dict(self._bindings)
         problem = None
-        if self.emulator is not None and self._shared is not None:
+        if self.emulator is not None:
             try:
-                for universe in await self._emulator_universes():
+                for universe in self.emulator.universes():
                     found.setdefault(universe, self.binding(universe))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = f"the embedded emulator is unreachable ({type(exc).__name__})"
+            except sqlite3.Error as exc:
+                problem = f"the embedded emulator's data cannot be read ({exc})"
         return [found[u] for u in sorted(found)], problem
 
     # Circuit breaker: after Open Cloud proved unreachable, reads go straight to the cache for
@@ -197,31 +202,23 @@ class Upstream:
     def note_reachable(self, universe_id: int) -> None:
         self._down.pop(universe_id, None)
 
-    def unreachable_reason(self, universe_id: int, category: str = "read") -> str | None:
+    def read_skip(self, universe_id: int, category: str = "read") -> Skip | None:
         """Why reads of this universe skip Open Cloud right now, None when they do not."""
         throttled = self.limiter.paused_for(str(universe_id), category) if self.limiter else 0.0
         if throttled > 0:
             where = "The embedded emulator" if self.backend is Backend.EMULATOR else "Open Cloud"
-            return (
+            return Skip(
                 f"{where} is throttling {category} requests for universe {universe_id}; fresh "
-                "reads resume "
-                f"in {throttled:.0f} s."
+                f"reads resume in {throttled:.0f} s.",
+                ErrorCode.UPSTREAM_THROTTLED,
+                throttled,
             )
         state = self._down.get(universe_id)
         if state is None:
             return None
         until, reason = state
-        if time.monotonic() >= until:
+        left = until - time.monotonic()
+        if left <= 0:
             del self._down[universe_id]  # half-open: the next read tries Open Cloud again
             return None
-        return reason
-
-    async def _emulator_universes(self) -> list[int]:
-        assert self.emulator is not None and self._shared is not None
-        session = self._shared._ensure_session()
-        async with session.get(
-            self.emulator.base_url + "/_emulator/universes",
-            headers={"x-api-key": self._emulator_key or ""},
-        ) as resp:
-            body = await resp.json()
-        return [int(u) for u in body.get("universes", []) if str(u).isdigit()]
+        return Skip(reason, ErrorCode.UPSTREAM_UNAVAILABLE, left)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import logging
 import sqlite3
 import threading
@@ -41,28 +42,18 @@ from dsm.storage.sqlite import (
 log = logging.getLogger(__name__)
 
 JOURNAL_FILENAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_LIST_LIMIT = 1000
 
-OPERATIONS = frozenset(
-    {
-        "create",
-        "update",
-        "delete",
-        "increment",
-        "revert",
-        "undo",
-        "ordered-create",
-        "ordered-update",
-        "ordered-delete",
-        "ordered-increment",
-    }
-)
+# What a write did; the store it went to is the separate `store_kind` column.
+OPERATIONS = frozenset({"create", "update", "delete", "increment", "revert", "undo"})
+STORE_KINDS = frozenset({"standard", "ordered"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS writes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- AUTOINCREMENT: ids are never reused
     at_ms INTEGER NOT NULL,
+    store_kind TEXT NOT NULL DEFAULT 'standard' CHECK (store_kind IN ('standard', 'ordered')),
     actor_id TEXT NOT NULL,
     actor_name TEXT NOT NULL,
     universe TEXT NOT NULL,
@@ -81,6 +72,7 @@ CREATE TABLE IF NOT EXISTS writes (
     before_sha256 TEXT,
     before_blob BLOB,
     intended_sha256 TEXT,
+    delta INTEGER,                          -- an increment's amount: undo adds -delta
     after_exists INTEGER,
     after_sha256 TEXT,
     after_revision TEXT,
@@ -93,10 +85,22 @@ CREATE INDEX IF NOT EXISTS writes_undoes ON writes (undoes);
 CREATE INDEX IF NOT EXISTS writes_open ON writes (status) WHERE status IN ('INTENT', 'UNKNOWN');
 """
 
+# Version 1 spelled ordered writes "ordered-<operation>"; version 2 names the store kind.
+MIGRATIONS = {
+    1: """
+ALTER TABLE writes ADD COLUMN store_kind TEXT NOT NULL DEFAULT 'standard'
+    CHECK (store_kind IN ('standard', 'ordered'));
+ALTER TABLE writes ADD COLUMN delta INTEGER;
+UPDATE writes SET store_kind = 'ordered', operation = substr(operation, 9)
+    WHERE operation LIKE 'ordered-%';
+""",
+}
+
 _COLUMNS = (
     "id, at_ms, actor_id, actor_name, universe, datastore, scope, key, operation,"
     " idempotency_key, job_id, undoes, status, reason, outcome_ms, base_revision,"
-    " before_exists, before_sha256, intended_sha256, after_exists, after_sha256, after_revision"
+    " before_exists, before_sha256, intended_sha256, after_exists, after_sha256, after_revision,"
+    " store_kind, delta"
 )
 
 
@@ -138,7 +142,29 @@ class IdempotencyConflict(JournalError):
 
 
 def value_sha256(value_json: str) -> str:
+    """The hash of a value's exact text (images are checked against it)."""
     return hashlib.sha256(value_json.encode("utf-8")).hexdigest()
+
+
+def content_sha256(value_json: str) -> str:
+    """The hash of a JSON value's content, whatever its spelling.
+
+    Open Cloud stores compact JSON, so the text a write sent and the text a re-read returns
+    differ when the request was not compact; this hash is the same for both. Text that is not
+    JSON is hashed as it is.
+    """
+    try:
+        parsed = json.loads(value_json, parse_float=_exact_number)
+    except ValueError:
+        return value_sha256(value_json)
+    canonical = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return value_sha256(canonical)
+
+
+def _exact_number(text: str) -> int | float:
+    # 1.0 and 1 are the same JSON number; servers may re-encode one as the other.
+    number = float(text)
+    return int(number) if number.is_integer() and abs(number) < 2**63 else number
 
 
 @dataclass(frozen=True)
@@ -151,6 +177,10 @@ class EntryImage:
     @cached_property
     def sha256(self) -> str:
         return value_sha256(self.value_json)
+
+    @cached_property
+    def content_sha256(self) -> str:
+        return content_sha256(self.value_json)
 
 
 @dataclass(frozen=True)
@@ -179,6 +209,8 @@ class JournalRecord:
     after_exists: bool | None  # None until the outcome is known
     after_sha256: str | None
     after_revision: str | None
+    store_kind: str = "standard"  # standard | ordered
+    delta: int | None = None  # an increment's amount
 
 
 @dataclass(frozen=True)
@@ -200,9 +232,10 @@ class JournalProblem:
 class UndoPlan:
     """What to write to put an entry back as it was before journaled write `record_id`.
 
-    The undo must be conditional: the key must still be at `expected_revision` (with
-    `expected_sha256` as its value), or still absent when `must_be_absent`; otherwise someone
-    changed it since and the user must decide.
+    The undo must be conditional: the key must still hold what the write left (`left`, compared
+    by content; `expected_revision` is the revision the write answered), or still be absent
+    when `must_be_absent`; otherwise someone changed it since and the user must decide. An
+    increment is undone by adding `amount` (its negated delta), never by writing an image.
     """
 
     record_id: int
@@ -211,12 +244,19 @@ class UndoPlan:
     scope: str
     key: str
     operation: str  # of the write being undone
-    action: Literal["write", "delete"]
+    action: Literal["write", "delete", "compensate"]
     value_json: str | None
     metadata: dict[str, Any] | None
     expected_revision: str | None
     expected_sha256: str | None
     must_be_absent: bool
+    store_kind: str = "standard"
+    # What the write left, to compare by content with what the key holds now: a later undo
+    # of an older edit finds the key at a new revision with that same content.
+    left: EntryImage | None = None
+    # "compensate": add this amount (minus the increment's delta) instead of writing an image,
+    # so writes made after the increment are kept.
+    amount: int | None = None
 
 
 class WriteJournal:
@@ -241,6 +281,7 @@ class WriteJournal:
                 version=SCHEMA_VERSION,
                 synchronous="FULL",  # an intent must survive power loss before we send the write
                 verify=check_on_open,
+                migrations=MIGRATIONS,
             )
         except StorageFileError as exc:
             # Never replaced automatically: it holds the only copy of the before-images.
@@ -268,18 +309,23 @@ class WriteJournal:
         idempotency_key: str | None = None,
         job_id: str | None = None,
         undoes: int | None = None,
+        store_kind: str = "standard",
+        delta: int | None = None,
     ) -> JournalRecord:
         """Durably note a write about to be sent. Call before the request, never after.
 
         `before` is the entry as the user saw it (None: the key did not exist). `intended` is the
-        value the write should leave, when known in advance (not for deletes or increments);
-        its hash lets reconciliation tell whether a write whose response was lost landed.
+        value the write should leave, when known in advance (not for deletes); its content hash
+        lets reconciliation tell whether a write whose response was lost landed. `delta` is an
+        increment's amount, so undo can add it back negated.
         Raises IdempotencyConflict when `idempotency_key` was used before.
         """
         if operation not in OPERATIONS:
             raise ValueError(
                 f"unknown write operation {operation!r}; expected one of {sorted(OPERATIONS)}"
             )
+        if store_kind not in STORE_KINDS:
+            raise ValueError(f"unknown store kind {store_kind!r}")
         universe = str(universe)
         before_packed = _pack_image(before)
         with self._guard(), self._db.transaction() as conn:
@@ -294,8 +340,8 @@ class WriteJournal:
             cursor = conn.execute(
                 "INSERT INTO writes (at_ms, actor_id, actor_name, universe, datastore, scope, key,"
                 " operation, idempotency_key, job_id, undoes, status, base_revision,"
-                " before_exists, before_sha256, intended_sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'INTENT', ?, ?, ?, ?)",
+                " before_exists, before_sha256, intended_sha256, store_kind, delta)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'INTENT', ?, ?, ?, ?, ?, ?)",
                 (
                     self._now_ms(),
                     actor_id,
@@ -311,7 +357,9 @@ class WriteJournal:
                     base_revision,
                     int(before is not None),
                     None if before is None else before.sha256,
-                    None if intended is None else intended.sha256,
+                    None if intended is None else intended.content_sha256,
+                    store_kind,
+                    delta,
                 ),
             )
             record_id = int(cursor.lastrowid or 0)
@@ -501,11 +549,21 @@ class WriteJournal:
                 "settle it first"
             )
         before = detail.before
-        if before is None and not record.after_exists:
+        existed_after = bool(record.after_exists)
+        if record.operation == "increment" or record.delta is not None:
+            if record.delta is None:
+                raise UndoNotPossible(
+                    f"write #{record_id} is an increment journaled without its amount (by an "
+                    "older version of the server), so it cannot be undone safely"
+                )
+            action: Literal["write", "delete", "compensate"] = "compensate"
+        elif before is None and not existed_after:
             raise UndoNotPossible(
                 f"write #{record_id} deleted a key that did not exist; nothing to undo"
             )
-        existed_after = bool(record.after_exists)
+        else:
+            # The key did not exist before: undo deletes it. Otherwise write the old image back.
+            action = "delete" if before is None else "write"
         return UndoPlan(
             record_id=record_id,
             universe=record.universe,
@@ -513,13 +571,15 @@ class WriteJournal:
             scope=record.scope,
             key=record.key,
             operation=record.operation,
-            # The key did not exist before: undo deletes it. Otherwise write the old image back.
-            action="delete" if before is None else "write",
+            action=action,
             value_json=None if before is None else before.value_json,
             metadata=None if before is None else dict(before.metadata),
             expected_revision=record.after_revision if existed_after else None,
             expected_sha256=record.after_sha256 if existed_after else None,
             must_be_absent=not existed_after,
+            store_kind=record.store_kind,
+            left=detail.after if existed_after else None,
+            amount=None if record.delta is None else -record.delta,
         )
 
     def verify(self) -> builtins.list[JournalProblem]:
@@ -645,4 +705,6 @@ def _record(row: tuple[Any, ...]) -> JournalRecord:
         after_exists=None if row[19] is None else bool(row[19]),
         after_sha256=row[20],
         after_revision=row[21],
+        store_kind=row[22],
+        delta=row[23],
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +46,8 @@ class SqliteFile:
 
     `schema` is idempotent DDL (CREATE ... IF NOT EXISTS); `version` is kept in PRAGMA
     user_version so a file written by another schema is refused instead of misread.
+    `migrations` maps an older version N to the SQL that brings a file from N to N + 1; a file
+    with such a version is upgraded in one transaction when it is opened.
     Raises StorageFileError when the file is not a usable database.
     """
 
@@ -58,8 +60,10 @@ class SqliteFile:
         synchronous: Synchronous = "NORMAL",
         verify: bool = True,
         incremental_vacuum: bool = False,
+        migrations: Mapping[int, str] | None = None,
     ) -> None:
         self.path = path
+        self._migrations = dict(migrations or {})
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _create_private(path)
         self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -95,17 +99,26 @@ class SqliteFile:
                 raise StorageFileError(self.path, "damaged: " + "; ".join(problems[:5]))
         found = int(conn.execute("PRAGMA user_version").fetchone()[0])
         fresh = found == 0 and not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        if not fresh and found < version and self._can_migrate(found, version):
+            steps = "\n;".join(self._migrations[v] for v in range(found, version))
+            self._script(f"{steps}\n;PRAGMA user_version={int(version)};")
+            return
         if not fresh and found != version:
             raise StorageFileError(
                 self.path, f"written by schema version {found}, this server uses {version}"
             )
         if not fresh:
             return  # schema already in place; opening must not cost a write
-        # One transaction: a crash mid-way leaves either no schema or all of it.
+        self._script(f"{schema}\n;PRAGMA user_version={int(version)};")
+
+    def _can_migrate(self, found: int, version: int) -> bool:
+        return found >= 1 and all(v in self._migrations for v in range(found, version))
+
+    def _script(self, sql: str) -> None:
+        # One transaction: a crash mid-way leaves either none of the change or all of it.
+        conn = self.conn
         try:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{schema}\n;PRAGMA user_version={int(version)};\nCOMMIT;"
-            )
+            conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nCOMMIT;")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -22,9 +22,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from dsm.app import UPSTREAM, create_app
+from dsm.app import create_app
 from dsm.config import ServerConfig
-from dsm.http.auth import TOKEN_STORE
+from dsm.http.appkeys import DATA, TOKEN_STORE
 from dsm.http.guards import BoundPort
 from dsm.services.upstream import Upstream
 from dsm.storage.crypto import new_key
@@ -57,10 +57,16 @@ class Server:
 
     @property
     def upstream(self) -> Upstream:
-        return self.app[UPSTREAM]
+        return self.app[DATA].upstream
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def pairing_code(self) -> str:
+        """The code the server printed last, as a user would type it (8 digits)."""
+        match = re.search(r"(\d{4}) ?(\d{4})", self.announced[-1])
+        assert match, self.announced[-1]
+        return match.group(1) + match.group(2)
 
     async def pair(self, client_name: str = "Studio test", role: Role | None = None) -> str:
         """Pair like the plugin does; optionally change the token's role like `dsm tokens`."""
@@ -71,9 +77,7 @@ class Server:
             self.transcript.append(text)
             assert resp.status == 200, text
             ticket = json.loads(text)
-        match = re.search(r"(\d{4}) ?(\d{4})", self.announced[-1])
-        assert match, self.announced[-1]
-        code = match.group(1) + match.group(2)
+        code = self.pairing_code()
         async with self.http.post(
             self.url("/api/v1/pair/complete"),
             json={"pairing_id": ticket["pairing_id"], "code": code, "client_name": client_name},
@@ -134,3 +138,30 @@ async def running_server(
             yield Server(f"http://127.0.0.1:{bound}", app, http, announced)
     finally:
         await runner.cleanup()
+
+
+def serve_in_this_process(
+    data_dir: Path, data_key: bytes, keys: list[ApiKeyRecord], base_url: str, port_out: Any
+) -> None:
+    """Run the companion server until this process is killed (a child for crash tests).
+
+    It talks to Open Cloud at `base_url` (an emulator outside this process, so it outlives a
+    crash) with `keys`, and sends its bound port through `port_out` once it serves.
+    """
+    import asyncio
+
+    async def main() -> None:
+        port = BoundPort(0)
+        config = ServerConfig(
+            data_dir=data_dir, port=0, open_cloud_base_url=base_url, budget_rpm=1_000_000
+        )
+        app = create_app(config, keys=keys, data_key=data_key, port=port, announce=lambda _: None)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port.set(int(runner.addresses[0][1]))
+        port_out.send(port())
+        await asyncio.Event().wait()
+
+    asyncio.run(main())

@@ -1,0 +1,212 @@
+"""The plugin in the Luau harness, driven like a user against a real companion server.
+
+Shared by the end-to-end UI tests and the screen previews (tools.preview_plugin_scenarios).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tools.luau_harness import HarnessError, LuauHarness, Node
+from tools.luau_harness.ui import Element
+
+from .server import Server, entry_path, idem
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PLUGIN_SRC = ROOT / "plugin" / "src"
+
+SETTING = "DataStoreManagerPro."
+PORT_SETTING = SETTING + "serverPort"
+WIDGET_SETTING = SETTING + "widgetEnabled"
+TOOLBAR_BUTTON = "Data Stores"
+
+
+class PluginDriver:
+    """The plugin running in a harness against a real server, driven like a user would."""
+
+    def __init__(self, h: LuauHarness, server: Server) -> None:
+        self.h = h
+        self.server = server
+
+    @property
+    def port(self) -> int:
+        return int(self.server.base_url.rsplit(":", 1)[1])
+
+    @classmethod
+    async def open(cls, h: LuauHarness, server: Server) -> PluginDriver:
+        """Start the plugin with its widget closed, then open it from the toolbar button (so the
+        first HTTP request runs under the async driver, next to the server's event loop)."""
+        driver = cls(h, server)
+        h.plugin_settings[PORT_SETTING] = driver.port
+        h.plugin_settings[WIDGET_SETTING] = False
+        h.run_scripts()
+        await h.click_async(h.toolbar_button(TOOLBAR_BUTTON))
+        return driver
+
+    # -- looking ----------------------------------------------------------------------------
+
+    def texts(self) -> list[str]:
+        return self.h.texts()
+
+    def has_text(self, text: str) -> bool:
+        return any(text in t for t in self.h.texts())
+
+    async def wait_text(self, text: str, timeout: float = 10.0) -> None:
+        """Until some drawn text contains `text` (real time; the virtual clock stays)."""
+        try:
+            await self.h.wait_until(lambda: self.has_text(text), timeout=timeout)
+        except HarnessError as exc:
+            raise HarnessError(
+                f"{exc}: no drawn text contains {text!r}; texts: {self.texts()}"
+            ) from None
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], what: str, timeout: float = 10.0
+    ) -> None:
+        try:
+            await self.h.wait_until(predicate, timeout=timeout)
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}: {what}; texts: {self.texts()}") from None
+
+    def rendered(self, name: str) -> bool:
+        """Whether an element with this Name (path suffix) exists and is drawn."""
+        found = self.h.find_all(name)
+        return any(e.node().rendered for e in found)
+
+    def row_with(self, row_name: str, text: str) -> Element:
+        """The drawn row named `row_name` that shows `text` somewhere inside it."""
+
+        def match(n: Node) -> bool:
+            return n.name == row_name and n.rendered and any(c.text == text for c in n.walk())
+
+        return self.h.find(match)
+
+    def button_in_row(self, row_name: str, text_part: str, button_name: str) -> Element:
+        """The button named `button_name` inside the first drawn row whose texts include
+        `text_part` (rows of a list that each carry their own button)."""
+        for root in self.h.tree():
+            for n in root.walk():
+                if n.name != row_name or not n.rendered:
+                    continue
+                inside = list(n.walk())
+                if any(text_part in (c.text or "") for c in inside):
+                    for c in inside:
+                        if c.name == button_name and c.rendered:
+                            return self._by_id(c.id)
+        raise HarnessError(f"no {row_name} showing {text_part!r}; texts: {self.texts()}")
+
+    def _by_id(self, node_id: int) -> Element:
+        def same(m: Node) -> bool:
+            return m.id == node_id
+
+        return self.h.find(same)
+
+    def element(self, name: str) -> Element:
+        """The one drawn element with this Name (path suffix)."""
+        found = [e for e in self.h.find_all(name) if e.node().rendered]
+        if len(found) != 1:
+            raise HarnessError(f"{len(found)} drawn elements named {name!r}; texts: {self.texts()}")
+        return found[0]
+
+    # -- doing ------------------------------------------------------------------------------
+
+    async def click(self, target: Element | str) -> None:
+        await self.h.click_async(self.element(target) if isinstance(target, str) else target)
+
+    async def type(self, target: Element | str, text: str, enter: bool = True) -> None:
+        element = self.element(target) if isinstance(target, str) else target
+        await self.h.type_text_async(element, text, enter)
+
+    async def pair(self, universe_label: str = "Emulator universe 1") -> None:
+        """Pair like a user: Start pairing (unless the code field is already up, as after "Pair
+        again"), read the code the server printed, type it."""
+        await self.wait_for(
+            lambda: self.rendered("StartPairingButton") or self.rendered("PairingCodeInput"),
+            "no pairing screen",
+        )
+        if self.rendered("StartPairingButton"):
+            before = len(self.server.announced)
+            await self.click("StartPairingButton")
+            await self.wait_for(
+                lambda: len(self.server.announced) > before, "the server printed no code"
+            )
+        await self.wait_for(lambda: self.rendered("PairingCodeInput"), "no code field")
+        await self.type("PairingCodeInput", self.server.pairing_code())
+        await self.wait_text(universe_label)
+
+    async def open_store(self, datastore: str, universe: int = 1) -> None:
+        await self.click(f"Universe_{universe}")
+        await self.wait_for(
+            lambda: self._has_row("DataStoreRow", datastore), f"no data store row {datastore!r}"
+        )
+        await self.click(self.row_with("DataStoreRow", datastore))
+        await self.wait_text(" in scope ")
+
+    async def open_entry(self, datastore: str, key: str, universe: int = 1) -> None:
+        await self.open_store(datastore, universe)
+        await self.wait_for(lambda: self._has_row("KeyRow", key), f"no key row {key!r}")
+        await self.click(self.row_with("KeyRow", key))
+        await self.wait_text("Revision ")
+
+    def _has_row(self, row_name: str, text: str) -> bool:
+        try:
+            self.row_with(row_name, text)
+        except HarnessError:
+            return False
+        return True
+
+
+# -- data written through the server, as a game or a teammate would -------------------------------
+
+
+async def write_entry(
+    server: Server,
+    token: str,
+    datastore: str,
+    key: str,
+    value: Any,
+    *,
+    scope: str = "global",
+    attributes: dict[str, Any] | None = None,
+    user_ids: list[int] | None = None,
+) -> dict[str, Any]:
+    """Create the entry, or update it at its current revision; returns the EntryView."""
+    path = entry_path(1, datastore, key) + f"?scope={scope}"
+    value_json = value if isinstance(value, str) else json.dumps(value)
+    body: dict[str, Any] = {"value_json": value_json, "idempotency_key": idem()}
+    if attributes is not None:
+        body["attributes"] = attributes
+    if user_ids is not None:
+        body["user_ids"] = user_ids
+    status, view = await server.call("POST", path, token, json=body)
+    if status == 409:
+        status, current = await server.call("GET", path, token)
+        assert status == 200, current
+        body["expected_revision"] = current["revision"]
+        status, view = await server.call("PUT", path, token, json=body)
+    assert status == 200, view
+    result: dict[str, Any] = view
+    return result
+
+
+def player(index: int) -> dict[str, Any]:
+    """A plausible player save for the demo data store (deterministic per index)."""
+    return {
+        "coins": (index * 7919) % 50000,
+        "level": 1 + index % 60,
+        "inventory": [["sword", "shield", "bow", "potion"][i % 4] for i in range(index % 5)],
+        "settings": {"music": index % 2 == 0, "language": ["en", "de", "pt"][index % 3]},
+        "lastLogin": f"2024-05-{1 + index % 28:02d}T12:00:00Z",
+    }
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
