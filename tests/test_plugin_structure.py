@@ -59,8 +59,10 @@ def test_every_api_wrapper_returns_its_routes_protocol_types() -> None:
 
     returns = _wrapper_returns()
     names = _wrapper_names()
-    assert set(names) == {route.operation_id for route in ROUTES}
-    for route in ROUTES:
+    # WebSocket routes have no request/response wrapper: Core/EventStream opens them.
+    plain = [route for route in ROUTES if not route.websocket]
+    assert set(names) == {route.operation_id for route in plain}
+    for route in plain:
         wrapper = names[route.operation_id]
         declared = returns.get(wrapper)
         assert declared is not None, f"Api.{wrapper} has no Result<...> return type"
