@@ -167,6 +167,22 @@ def test_task_ordering_on_the_virtual_clock(h: LuauHarness) -> None:
     ]
 
 
+def test_threads_deferred_from_deferred_threads_all_run_in_order(h: LuauHarness) -> None:
+    h.eval(
+        """
+        for i = 1, 5 do
+            task.defer(function()
+                print("outer", i)
+                task.defer(function() print("inner", i) end)
+            end)
+        end
+        """
+    )
+    h.step()
+    assert h.printed == [f"outer {i}" for i in range(1, 6)] + [f"inner {i}" for i in range(1, 6)]
+    assert h.now == 0, "deferred threads run at the instant they were deferred"
+
+
 def test_advance_moves_only_as_far_as_asked(h: LuauHarness) -> None:
     h.eval(
         "task.delay(5, function() print('late') end); task.delay(1, function() print('early') end)"
