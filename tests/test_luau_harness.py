@@ -651,7 +651,7 @@ def test_plugin_toolbar_widget_and_settings(src: Path) -> None:
             local tb = plugin:CreateToolbar("DSM")
             local b = tb:CreateButton("open", "Open it", "", "Open")
             local info = DockWidgetPluginGuiInfo.new(Enum.InitialDockState.Right, false, true, 320, 200, 100, 100)
-            local w = plugin:CreateDockWidgetPluginGui("Main", info)
+            local w = plugin:CreateDockWidgetPluginGuiAsync("Main", info)
             b.Click:Connect(function() w.Enabled = not w.Enabled; b:SetActive(w.Enabled) end)
             plugin:SetSetting("count", plugin:GetSetting("count") + 1)
             plugin:SetSetting("empty", {})

@@ -408,7 +408,7 @@ local Theme = require("UI/Theme")
 local VirtualList = require("UI/Components/VirtualList")
 local Kit = require("UI/Kit")
 local palette = Theme.get()
-local widget = plugin:CreateDockWidgetPluginGui("ScrollBench",
+local widget = plugin:CreateDockWidgetPluginGuiAsync("ScrollBench",
     DockWidgetPluginGuiInfo.new(Enum.InitialDockState.Float, true, true, 420, 560, 300, 300))
 local items = table.create(100000)
 for i = 1, 100000 do

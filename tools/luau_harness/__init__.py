@@ -24,8 +24,15 @@ Inside Luau:
   ScrollingFrame, ScreenGui, UIListLayout, UIPadding, UICorner, UIStroke, UISizeConstraint,
   Folder, BindableEvent, value objects...), UDim/UDim2/Vector2/Color3/Rect/Font/TweenInfo/
   Random/DateTime, `Enum`, `game:GetService` (HttpService, TextService, RunService, TweenService,
-  UserInputService, StudioService, CoreGui...), `settings().Studio.Theme`, `plugin`,
-  DockWidgetPluginGuiInfo. Layout and text-metric approximations are listed in gui.luau.
+  UserInputService, StudioService, CoreGui...), `settings().Studio.Theme`, `plugin`
+  (CreateDockWidgetPluginGuiAsync yields), DockWidgetPluginGuiInfo. Layout and text-metric
+  approximations are listed in gui.luau.
+- No more than Roblox offers a plugin: roblox_api.json (derived from Roblox's API dump by
+  roblox_api.py) decides. A member, service, class or enum item the dump lacks raises Studio's
+  "X is not a valid member of Y" (or "... is not a valid Service name", "Unable to create an
+  Instance..."); one it marks Deprecated, or keeps from plugins, is refused; read-only follows the
+  dump; enums and their values come from it. One Roblox has but the stand-in does not model says
+  so. tests/test_roblox_api.py checks the stand-in's own class tables against the dump.
 - `HttpService:RequestAsync` does real HTTP on worker threads and suspends the calling thread;
   failures raise Roblox's strings ("HttpError: ConnectFail", "HttpError: Timedout", "Http requests
   are not enabled. ..." when `h.http_enabled = False`); response header names are lower-cased.

@@ -20,6 +20,8 @@ from .convert import JsonError, from_lua, json_decode, json_encode, json_to_lua,
 from .errors import HarnessError, LuauError, clean_runtime_error
 from .http import HttpClient, HttpFailure, HttpRequest, HttpResponse
 from .loader import SourceNode, chunk_label, load_tree
+from .roblox_api import RobloxApi
+from .roblox_api import load as load_roblox_api
 
 HERE = Path(__file__).resolve().parent
 # Order matters: each chunk uses what the previous ones put on H.
@@ -110,6 +112,7 @@ class HarnessCore:
         self._pending: dict[int, _PendingHttp] = {}
         self._next_http_id = 0
         self._closed = False
+        self.api: RobloxApi = load_roblox_api()
 
         self.lua = pluau.Lua()
         self._H = self.lua.create_table()
@@ -452,12 +455,39 @@ class HarnessCore:
             "guid": self._py_guid,
             "get_setting": self._py_get_setting,
             "set_setting": self._py_set_setting,
+            "api_member": self._py_api_member,
+            "api_class": self._py_api_class,
+            "api_enum": self._py_api_enum,
+            "api_enum_names": lambda lua, a: to_lua(lua, self.api.enum_names()),
             "epoch": lambda lua, a: self.epoch,
             "random": lambda lua, a: self._rng.random(),
         }
         for name, fn in fns.items():
             py.set(name, self.lua.create_function(fn))
         return py
+
+    # The API dump subset (roblox_api.py): what the stand-in may offer a plugin.
+
+    def _py_api_member(self, lua: pluau.Lua, a: Sequence[Any]) -> Any:
+        """The member code ("P", "Pr", "Fy", "Fd:Replacement"...) or false when a plugin has no
+        such member on that class."""
+        found = self.api.member_code(lua_str(a[0]), lua_str(a[1]))
+        return lua.create_string(found[1]) if found else False
+
+    def _py_api_class(self, lua: pluau.Lua, a: Sequence[Any]) -> Any:
+        """The class's tags ("NotCreatable Service", "" for none), or false when it does not exist."""
+        name = lua_str(a[0])
+        if not self.api.has_class(name):
+            return False
+        return lua.create_string(" ".join(sorted(self.api.class_tags(name))))
+
+    def _py_api_enum(self, lua: pluau.Lua, a: Sequence[Any]) -> Any:
+        """{items = {Name = value}, deprecated = {Name = true}} or false."""
+        found = self.api.enum(lua_str(a[0]))
+        if found is None:
+            return False
+        items, deprecated = found
+        return to_lua(lua, {"items": items, "deprecated": dict.fromkeys(deprecated, True)})
 
     def _py_out(self, lua: pluau.Lua, a: Sequence[Any]) -> None:
         line = OutputLine(lua_str(a[0]), lua_str(a[1]))
