@@ -229,7 +229,14 @@ def test_heartbeat_fires_each_frame_while_connected(h: LuauHarness) -> None:
     assert h.printed == ["30 frames true"]
 
 
-def test_signals_connect_once_wait_and_disconnect(h: LuauHarness) -> None:
+@pytest.fixture
+def immediate(src: Path) -> Iterator[LuauHarness]:
+    with LuauHarness(src, epoch=1_700_000_000.0, signal_behavior="Immediate") as harness:
+        yield harness
+
+
+def test_signals_connect_once_wait_and_disconnect(immediate: LuauHarness) -> None:
+    h = immediate
     h.eval(
         """
         local e = Instance.new("BindableEvent")
@@ -243,6 +250,23 @@ def test_signals_connect_once_wait_and_disconnect(h: LuauHarness) -> None:
         """
     )
     assert h.printed == ["conn 1", "once 1", "waited 1", "false"]
+
+
+def test_deferred_signals_run_handlers_and_waiters_after_the_firing_code(h: LuauHarness) -> None:
+    """New places default to Workspace.SignalBehavior = Deferred, and so does the harness: handlers
+    and :Wait() resume at the next resumption point, in firing order, with the fired values."""
+    h.eval(
+        """
+        local e = Instance.new("BindableEvent")
+        e.Event:Connect(function(v) print("conn", v) end)
+        e.Event:Once(function(v) print("once", v) end)
+        task.spawn(function() print("waited", e.Event:Wait()) end)
+        e:Fire(1)
+        e:Fire(2)
+        print("fired")
+        """
+    )
+    assert h.printed == ["fired", "conn 1", "once 1", "waited 1", "conn 2"]
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -492,7 +516,8 @@ def test_instance_properties_are_checked(h: LuauHarness) -> None:
     )
 
 
-def test_hierarchy_and_change_signals(h: LuauHarness) -> None:
+def test_hierarchy_and_change_signals(immediate: LuauHarness) -> None:
+    h = immediate
     h.eval(
         """
         local a = Instance.new("Folder"); a.Name = "A"
@@ -512,6 +537,26 @@ def test_hierarchy_and_change_signals(h: LuauHarness) -> None:
     assert h.printed[:3] == ["visible false", "changed Visible", "true 2 true A.B.C"]
     assert h.printed[3:5] == ["C nil", "changed Parent"]  # Destroy parents to nil first
     assert h.printed[5].startswith("nil false") and "locked" in h.printed[5]
+
+
+def test_deferred_property_signals_read_the_value_when_they_run(h: LuauHarness) -> None:
+    """A deferred property handler runs after the code that set the property, so it sees the
+    value as it is then: a flag set around the assignment is already cleared (RawEditor's bug)."""
+    h.eval(
+        """
+        local box = Instance.new("TextBox")
+        local suppress = false
+        box:GetPropertyChangedSignal("Text"):Connect(function()
+            print("changed", box.Text, suppress)
+        end)
+        suppress = true
+        box.Text = "set by code"
+        suppress = false
+        box.Text = "typed"
+        print("done")
+        """
+    )
+    assert h.printed == ["done", "changed typed false", "changed typed false"]
 
 
 def test_datatypes(h: LuauHarness) -> None:

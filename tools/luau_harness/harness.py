@@ -92,7 +92,7 @@ class HarnessCore:
         widget_size: tuple[int, int] | None = None,
         studio_user_id: int = 0,
         place_id: int = 0,
-        signal_behavior: str = "Immediate",
+        signal_behavior: str = "Deferred",
     ) -> None:
         self.plugin_root = Path(plugin_root).resolve()
         self.plugin_settings: dict[str, Any] = settings if settings is not None else {}
@@ -227,11 +227,13 @@ class HarnessCore:
         except RuntimeError as exc:
             raise LuauError(clean_runtime_error(str(exc))) from None
 
-    def run_scripts(self) -> None:
+    def run_scripts(self, *, step: bool = True) -> None:
         """Start every Script in the plugin tree like Studio starts a plugin (each in its own
-        thread, `plugin` global available), then run what is due now."""
+        thread, `plugin` global available), then run what is due now (unless step=False: a
+        test can then act while the scripts wait on their first yield)."""
         self._lua_call(self._H.get("runScripts"), self.root)
-        self.step()
+        if step:
+            self.step()
 
     # -- clock ----------------------------------------------------------------------------------
 
