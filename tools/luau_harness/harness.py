@@ -178,6 +178,8 @@ class HarnessCore:
             key = len(self._sources)
             self._sources.append(node.path)
             label = chunk_label(node.path)
+            if node.text is not None:
+                self._source_cache[key] = node.text
         inst: pluau.UserData = self._lua_call(
             self._H.get("makeSourceInstance"), node.class_name, node.name, parent, key, label
         )[0]

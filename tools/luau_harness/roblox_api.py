@@ -184,6 +184,13 @@ class RobloxApi:
                 return owner, code
         return None
 
+    def member_names(self, class_name: str) -> set[str]:
+        """Every member a plugin sees on `class_name`, inherited ones included."""
+        names: set[str] = set()
+        for owner in self.ancestry(class_name):
+            names.update(self._classes[owner][2])
+        return names
+
     def member(self, class_name: str, member: str) -> Member | None:
         found = self.member_code(class_name, member)
         if found is None:
