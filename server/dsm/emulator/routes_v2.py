@@ -6,6 +6,8 @@ Wire shapes follow opencloud-api.md §4. Choices where Roblox does not document 
 - an etag mismatch answers 409 ABORTED (ERR lists no 412 for v2);
 - `:listRevisions` lists newest first;
 - reads and writes against a deleted data store fail at once with 404.
+Documented or recorded from Open Cloud: `@latest:<time>` must be after the epoch and at most ten
+minutes ahead (Get Data Store Entry); a delete answers `{}` as JSON (recorded responses).
 """
 
 from __future__ import annotations
@@ -290,7 +292,8 @@ async def entry_get(request: web.Request) -> web.Response:
     if selector is None or selector == "latest":
         revision = ctx.standard.get(universe, datastore, scope, key)
     elif selector.startswith("latest:"):
-        revision = ctx.standard.get_at(universe, datastore, scope, key, _latest_time(selector[7:]))
+        when = _latest_time(selector[7:], ctx.clock.now())
+        revision = ctx.standard.get_at(universe, datastore, scope, key, when)
     else:
         revision = _get_revision(ctx, universe, datastore, scope, key, selector)
     # Per-key read throughput is counted on what was actually read.
@@ -315,13 +318,18 @@ def _get_revision(
         raise
 
 
-def _latest_time(text: str) -> datetime:
+def _latest_time(text: str, now: datetime) -> datetime:
     try:
         when = parse_time(text)
     except ValueError:
         raise invalid(f"Invalid timestamp {text!r} in @latest:<time>.") from None
     if when.timestamp() <= 0:
         raise invalid("The @latest time must be after the Unix epoch.")
+    if when > now + LATEST_FUTURE_LIMIT:
+        raise invalid(
+            f"The @latest time {text} is more than ten minutes in the future; ask for a time "
+            "no later than ten minutes from now."
+        )
     return when
 
 
@@ -456,7 +464,7 @@ async def delete_entry(request: web.Request) -> web.Response:
     ctx.require(request, universe, "universe-datastores.objects:delete", datastore)
     ctx.throttle(request, universe, ["v2.standard.remove"], entry_key=f"{datastore}/{scope}/{key}")
     ctx.standard.delete(universe, datastore, scope, key)
-    return web.Response(status=200)
+    return json_response({})
 
 
 async def increment_entry(request: web.Request) -> web.Response:

@@ -249,11 +249,8 @@ class StandardStore:
         if store is None:
             raise not_found(f"Data store {name!r} was not found.", "DatastoreNotFound")
         if store.state == "ACTIVE":
-            raise EmulatorError(
-                "FAILED_PRECONDITION",
-                f"Data store {name!r} is not deleted.",
-                status=400,
-            )
+            # The v2 error table has no FAILED_PRECONDITION: its nearest code is INVALID_ARGUMENT.
+            raise invalid(f"Data store {name!r} is not deleted, so there is nothing to undelete.")
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE datastores SET state = 'ACTIVE', expire_time = NULL "

@@ -14,20 +14,32 @@ def dotnet_ticks(when: datetime) -> int:
 
 
 def version_id(entry_created: datetime, sequence: int, revision_created: datetime) -> str:
-    """`HEX16(entry ticks).%010d.HEX16(revision ticks).01`, as seen in every Roblox example.
+    """`HEX16(entry ticks).HEX10(counter).HEX16(revision ticks).01`, as seen in Roblox's examples.
 
     The format is inferred from Roblox's published examples (see opencloud-api.md §2.3):
-    segment 1 decodes to the entry's creation time and segment 3 to this version's.
+    segment 1 decodes to the entry's creation time and segment 3 to this version's. Every
+    segment is hexadecimal, the counter too: responses recorded from the real Open Cloud show
+    `...000000000A...` after `...0000000009...`.
     """
     return (
-        f"{dotnet_ticks(entry_created):016X}.{sequence:010d}."
+        f"{dotnet_ticks(entry_created):016X}.{sequence:010X}."
         f"{dotnet_ticks(revision_created):016X}.01"
     )
 
 
 def rfc3339(when: datetime) -> str:
-    """v2 bodies: Z-normalised RFC 3339 with microseconds (Roblox emits 0/3/6/9 digits)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """v2 data store bodies: Z-normalised RFC 3339 with nine fractional digits at Roblox's 100 ns
+    precision, like `2024-07-22T19:06:55.829412600Z` in responses recorded from Open Cloud (the
+    types guide allows 0/3/6/9 digits). The emulator's clock is microsecond precise, so the last
+    three digits are zeros here; clients must read all nine.
+    """
+    ticks = dotnet_ticks(when.astimezone(UTC)) % 10_000_000  # 100 ns units within the second
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ticks:07d}00Z"
+
+
+def whole_seconds(when: datetime) -> str:
+    """Memory store `expireTime`: RFC 3339 in whole seconds (as recorded from Open Cloud)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def v1_body_time(when: datetime) -> str:
