@@ -339,3 +339,18 @@ async def test_undeleting_an_active_data_store_is_invalid(client: OpenCloudClien
     await client.create_entry(U, "live", "k", "1")
     with pytest.raises(InvalidArgument, match="is not deleted"):
         await client.undelete_data_store(U, "live")
+
+
+async def test_an_empty_page_with_a_token_is_not_the_end(
+    client: OpenCloudClient, emulator: RunningEmulator
+) -> None:
+    """Open Cloud checks at most 512 data stores per call when hiding deleted ones: a page can
+    be empty and still go on."""
+    standard = emulator.ctx.standard
+    for n in range(515):
+        standard.write(str(U), f"old{n:03d}", "global", "k", "1", attributes=None, user_ids=[])
+        standard.delete_datastore(str(U), f"old{n:03d}")
+    await client.create_entry(U, "zeta", "k", "1")
+    first = await client.list_data_stores_page(U, page_size=100)
+    assert first.items == [] and first.next_page_token
+    assert [s.name async for s in client.iter_data_stores(U)] == ["zeta"]

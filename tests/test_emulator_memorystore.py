@@ -792,3 +792,21 @@ async def _throttled_read_hides_nothing(emulator: RunningEmulator) -> None:
     emulator.clock.advance(60)
     status, body = await call(emulator, "GET", f"{QUEUE}/items:read", count="3")
     assert status == 200 and [i["data"] for i in body["items"]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("ttl", ["1e3s", "1.0000000001s", " 30s", "30 s", "+30s", "infs", "0x1Es"])
+async def test_durations_follow_the_types_guide(emulator: RunningEmulator, ttl: str) -> None:
+    """Durations are seconds with at most nine fractional digits and the `s` suffix."""
+    status, body = await call(emulator, "POST", f"{QUEUE}/items", {"data": 1, "ttl": ttl})
+    assert_400(status, body, "is not a duration")
+    status, body = await call(
+        emulator, "GET", f"{QUEUE}/items:read", invisibilityWindow=ttl.replace("30", "3")
+    )
+    assert_400(status, body, "invisibilityWindow")
+
+
+async def test_nanosecond_durations_are_accepted(emulator: RunningEmulator) -> None:
+    item = await enqueue(emulator, "a", ttl="0.000000001s")  # rounds up to the next second
+    assert item["expireTime"] == stamp(emulator, timedelta(seconds=1))
+    status, _ = await call(emulator, "GET", f"{QUEUE}/items:read", invisibilityWindow="2.5s")
+    assert status == 200

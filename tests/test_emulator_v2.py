@@ -518,3 +518,51 @@ def test_the_emulator_answers_only_documented_error_codes() -> None:
     for code in ("FAILED_PRECONDITION", "ALREADY_EXISTS"):
         with pytest.raises(ValueError, match="not an Open Cloud error code"):
             EmulatorError(code, "never sent")
+
+
+async def test_listing_checks_at_most_512_stores_when_hiding_deleted_ones(
+    emulator: RunningEmulator,
+) -> None:
+    """List Data Stores: hiding deleted stores, a call checks up to 512; "If all checked data
+    stores are deleted, it will return an empty list with a page token to continue"."""
+    standard = emulator.ctx.standard
+    for n in range(520):
+        standard.write("123", f"a{n:03d}", "global", "k", "1", attributes=None, user_ids=[])
+        standard.delete_datastore("123", f"a{n:03d}")
+    for name in ("b0", "b1", "b2"):
+        standard.write("123", name, "global", "k", "1", attributes=None, user_ids=[])
+    status, first = await call(emulator, "GET", f"{U}/data-stores", maxPageSize="10")
+    assert status == 200 and first["dataStores"] == [] and first["nextPageToken"]
+    _, second = await call(
+        emulator, "GET", f"{U}/data-stores", maxPageSize="10", pageToken=first["nextPageToken"]
+    )
+    assert [s["id"] for s in second["dataStores"]] == ["b0", "b1", "b2"]
+    assert "nextPageToken" not in second
+    _, with_deleted = await call(
+        emulator, "GET", f"{U}/data-stores", maxPageSize="10", showDeleted="true"
+    )
+    assert [s["state"] for s in with_deleted["dataStores"]] == ["DELETED"] * 10
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2024-12-02T06:00Z", "2024-12-02", "2024-12-02 06:00:00Z", "2024-12-02T06:00:00"],
+)
+async def test_v2_timestamps_must_be_rfc_3339(emulator: RunningEmulator, stamp: str) -> None:
+    """Types guide: timestamps are RFC 3339 (date, time with seconds, then Z or an offset)."""
+    await create(emulator, "k", 1)
+    status, body = await call(emulator, "GET", f"{DS}/entries/k@latest:{stamp}")
+    assert status == 400 and body["code"] == "INVALID_ARGUMENT"
+    status, body = await call(
+        emulator, "GET", f"{DS}/entries/k:listRevisions", filter=f"revision_create_time >= {stamp}"
+    )
+    assert status == 400 and body["code"] == "INVALID_ARGUMENT"
+
+
+async def test_v2_timestamps_accept_offsets_and_nine_digits(
+    emulator: RunningEmulator, clock: ManualClock
+) -> None:
+    await create(emulator, "k", 1)
+    local = (clock.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.123456789+02:00")
+    status, body = await call(emulator, "GET", f"{DS}/entries/k@latest:{local}")
+    assert (status, body["value"]) == (200, 1)

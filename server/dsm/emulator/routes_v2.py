@@ -22,7 +22,7 @@ from .app import EmulatorContext, json_response, universe_param
 from .errors import EmulatorError, invalid
 from .paging import decode_token, encode_token, fingerprint
 from .standard import DataStoreInfo, PreconditionFailed, Revision
-from .timefmt import parse_time, rfc3339
+from .timefmt import parse_rfc3339, rfc3339
 from .validation import (
     V2_NUMBER_LIMIT,
     check_attributes,
@@ -320,7 +320,7 @@ def _get_revision(
 
 def _latest_time(text: str, now: datetime) -> datetime:
     try:
-        when = parse_time(text)
+        when = parse_rfc3339(text)
     except ValueError:
         raise invalid(f"Invalid timestamp {text!r} in @latest:<time>.") from None
     if when.timestamp() <= 0:
@@ -398,7 +398,7 @@ def _parse_time_filter(raw: str | None) -> tuple[datetime | None, datetime | Non
                 "and/or revision_create_time <= <time> joined by &&."
             )
         try:
-            when = parse_time(parts[2])
+            when = parse_rfc3339(parts[2])
         except ValueError:
             raise invalid(f"Invalid time {parts[2]!r} in filter.") from None
         if parts[1] == ">=":

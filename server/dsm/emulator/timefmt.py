@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 # .NET ticks are 100 ns units since 0001-01-01; Roblox version ids embed them in hex.
@@ -52,6 +53,21 @@ def v1_header_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"
 
 
+# Open Cloud's types guide: RFC 3339 timestamps ("Offsets other than "Z" are also accepted") and
+# durations of seconds with any fractional digits "as long as they fit into nano-seconds precision",
+# the suffix "s" required, within +-315,576,000,000 s.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)")
+_DURATION = re.compile(r"(-?)(\d+)(?:\.(\d{1,9}))?s")
+_DURATION_LIMIT_SECONDS = 315_576_000_000
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """A v2 timestamp: RFC 3339 exactly (date, time with seconds, offset or Z); ValueError if not."""
+    if not _RFC3339.fullmatch(text.strip()):
+        raise ValueError(f"timestamp {text!r} is not RFC 3339 (like 2024-12-02T06:00:00Z)")
+    return parse_time(text)
+
+
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp with any offset; raise ValueError if it is not one."""
     cleaned = text.strip()
@@ -79,7 +95,17 @@ def utc_day(when: datetime) -> str:
 
 
 def parse_duration(text: str) -> timedelta:
-    """Open Cloud durations are strings like "30s" or "1.5s"; the suffix is required."""
-    if not text.endswith("s"):
-        raise ValueError(f"duration {text!r} must end with 's'")
-    return timedelta(seconds=float(text[:-1]))
+    """Open Cloud durations are strings like "30s" or "1.5s" (types guide): digits, at most nine
+    fractional digits, the `s` suffix required; no exponents, spaces or signs other than `-`.
+    The emulator's clock is microsecond precise: a fraction finer than that is rounded away from
+    zero, so a positive duration never becomes 0."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"duration {text!r} is not a number of seconds ending in s, like 1.5s")
+    sign, whole, fraction = match.groups()
+    seconds = int(whole)
+    if seconds > _DURATION_LIMIT_SECONDS:
+        raise ValueError(f"duration {text!r} is out of range")
+    micros = -(-int((fraction or "").ljust(9, "0")) // 1000)
+    magnitude = timedelta(seconds=seconds, microseconds=micros)
+    return -magnitude if sign else magnitude
