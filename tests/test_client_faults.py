@@ -45,8 +45,8 @@ def faults(emulator: RunningEmulator, seed: int, **rates: float) -> None:
 
 
 def seq(revision_id: str) -> int:
-    """The write sequence number inside a Roblox-shaped version id (segment 2)."""
-    return int(revision_id.split(".")[1])
+    """The write sequence number inside a Roblox-shaped version id (segment 2, hexadecimal)."""
+    return int(revision_id.split(".")[1], 16)
 
 
 def fault_first_write(client: OpenCloudClient, emulator: RunningEmulator, fault: str) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -147,3 +148,36 @@ async def test_publish_message(client: OpenCloudClient, emulator: RunningEmulato
     ]
     with pytest.raises(InvalidArgument):
         await client.publish_message(U, "t" * 81, "too long a topic")
+
+
+# ------------------------------------------- answers shaped like the real Open Cloud's
+
+
+async def test_delete_discard_and_flush_answers_parse(
+    client: OpenCloudClient, emulator: RunningEmulator
+) -> None:
+    """An ordered delete answers `{}` (recorded from Open Cloud), a queue discard no body at all
+    (the spec), a finished flush carries `response`: the client takes each in its stride."""
+    await client.ordered_create(U, "wins", "zed", 3)
+    assert await client.ordered_delete(U, "wins", "zed") is None
+    await client.queue_add(U, "q", "1")
+    read = await client.queue_read(U, "q", count=1)
+    assert await client.queue_discard(U, "q", read.read_id) is None
+    emulator.clock.advance(seconds=60)
+    assert (await client.queue_read(U, "q", count=5)).items == []
+    started = await client.flush_memory_store(U)
+    assert not started.done and started.response is None and started.error is None
+    done = await client.get_flush_operation(U, started.operation_id)
+    assert done.done and done.response == {} and done.error is None
+
+
+async def test_expire_times_are_whole_seconds(
+    client: OpenCloudClient, emulator: RunningEmulator
+) -> None:
+    emulator.clock.advance(seconds=0.25)
+    now = emulator.clock.now()
+    item = await client.sorted_map_create(U, "m", "k", "1", ttl_seconds=60)
+    queued = await client.queue_add(U, "q", "1", ttl_seconds=60)
+    for expire in (item.expire_time, queued.expire_time):
+        assert expire is not None and expire.microsecond == 0
+        assert expire == (now + timedelta(seconds=61)).replace(microsecond=0)

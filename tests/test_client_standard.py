@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,6 +17,7 @@ from dsm.opencloud.client import (
     OpenCloudClient,
     RetryPolicy,
 )
+from dsm.opencloud.wire import parse_time
 
 from .conftest import API_KEY, RunningEmulator
 
@@ -269,3 +270,87 @@ async def test_data_store_list_delete_undelete_snapshot(client: OpenCloudClient)
     again = await client.snapshot_data_stores(U)
     assert snap.new_snapshot_taken is True and again.new_snapshot_taken is False
     assert again.latest_snapshot_time == snap.latest_snapshot_time
+
+
+# ------------------------------------------- answers shaped like the real Open Cloud's
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # recorded from Open Cloud: v2 times at 100 ns precision, v1 body and header times
+        ("2024-07-22T19:06:55.829412600Z", datetime(2024, 7, 22, 19, 6, 55, 829412, UTC)),
+        ("2022-02-18T22:38:59.9244932Z", datetime(2022, 2, 18, 22, 38, 59, 924493, UTC)),
+        ("2022-02-02T23:30:06.5388799+00:00", datetime(2022, 2, 2, 23, 30, 6, 538879, UTC)),
+        ("2023-07-05T12:34:56Z", datetime(2023, 7, 5, 12, 34, 56, tzinfo=UTC)),
+        ("2023-07-05T14:34:56.5+02:00", datetime(2023, 7, 5, 12, 34, 56, 500000, UTC)),
+    ],
+)
+def test_timestamps_parse_at_every_precision_roblox_sends(text: str, expected: datetime) -> None:
+    assert parse_time(text) == expected
+
+
+async def test_times_with_nine_digits_come_back_exact(
+    client: OpenCloudClient, emulator: RunningEmulator
+) -> None:
+    emulator.clock.set(emulator.clock.now().replace(microsecond=829412))
+    created = await client.create_entry(U, DS, "t", "1")
+    assert created.create_time == emulator.clock.now()
+    assert created.revision_create_time == emulator.clock.now()
+    [revision] = [r async for r in client.iter_revisions(U, DS, "t")]
+    assert revision.revision_create_time == emulator.clock.now()
+
+
+async def test_delete_answering_an_empty_object_is_a_quiet_success(
+    client: OpenCloudClient,
+) -> None:
+    await client.create_entry(U, DS, "gone", "1")
+    assert await client.delete_entry(U, DS, "gone") is None
+    with pytest.raises(NotFound):
+        await client.delete_entry(U, DS, "gone")
+
+
+async def test_revision_ids_with_hex_counters_round_trip(
+    client: OpenCloudClient, emulator: RunningEmulator
+) -> None:
+    created = await client.create_entry(U, DS, "n", "0")
+    kept = [created.revision_id]
+    for value in range(1, 12):
+        emulator.clock.advance(hours=1)
+        updated = await client.update_entry(U, DS, "n", str(value), attributes=None, user_ids=[])
+        kept.append(updated.revision_id)
+    assert [r.split(".")[1] for r in kept[9:]] == ["000000000A", "000000000B", "000000000C"]
+    for value, revision in enumerate(kept):
+        got = await client.get_entry(U, DS, "n", revision_id=revision)
+        assert got.value_json == str(value)
+
+
+async def test_a_time_more_than_ten_minutes_ahead_is_invalid(
+    client: OpenCloudClient, emulator: RunningEmulator
+) -> None:
+    await client.create_entry(U, DS, "f", "1")
+    soon = emulator.clock.now() + timedelta(minutes=9)
+    assert (await client.get_entry(U, DS, "f", at=soon)).value_json == "1"
+    with pytest.raises(InvalidArgument, match="ten minutes"):
+        await client.get_entry(U, DS, "f", at=emulator.clock.now() + timedelta(minutes=11))
+
+
+async def test_undeleting_an_active_data_store_is_invalid(client: OpenCloudClient) -> None:
+    await client.create_entry(U, "live", "k", "1")
+    with pytest.raises(InvalidArgument, match="is not deleted"):
+        await client.undelete_data_store(U, "live")
+
+
+async def test_an_empty_page_with_a_token_is_not_the_end(
+    client: OpenCloudClient, emulator: RunningEmulator
+) -> None:
+    """Open Cloud checks at most 512 data stores per call when hiding deleted ones: a page can
+    be empty and still go on."""
+    standard = emulator.ctx.standard
+    for n in range(515):
+        standard.write(str(U), f"old{n:03d}", "global", "k", "1", attributes=None, user_ids=[])
+        standard.delete_datastore(str(U), f"old{n:03d}")
+    await client.create_entry(U, "zeta", "k", "1")
+    first = await client.list_data_stores_page(U, page_size=100)
+    assert first.items == [] and first.next_page_token
+    assert [s.name async for s in client.iter_data_stores(U)] == ["zeta"]

@@ -108,11 +108,12 @@ async def test_defaults_sort_key_kinds_and_integral_numbers(emulator: RunningEmu
     assert (await put(emulator, "c", numericSortKey=7.0))["numericSortKey"] == 7
 
 
-async def test_create_existing_item_is_409_already_exists(emulator: RunningEmulator) -> None:
+async def test_create_existing_item_is_409_aborted(emulator: RunningEmulator) -> None:
+    """409 as clients expect, with a code from the errors guide's v2 table (no ALREADY_EXISTS)."""
     await put(emulator, "dup")
     status, body = await call(emulator, "POST", MAP, {"value": 2}, id="dup")
     assert status == 409
-    assert body["code"] == "ALREADY_EXISTS"
+    assert body["code"] == "ABORTED" and "already exists" in body["message"]
     status, got = await call(emulator, "GET", f"{MAP}/dup")
     assert got["value"] == 1
 
@@ -236,11 +237,20 @@ async def test_sorted_item_ttl_expiry_follows_the_clock(emulator: RunningEmulato
     await put(emulator, "short", 2)  # and its id is free to create again
 
 
-async def test_fractional_ttl_shows_fractional_expire_time(emulator: RunningEmulator) -> None:
+async def test_expire_time_is_whole_seconds_and_a_fractional_ttl_rounds_up(
+    emulator: RunningEmulator,
+) -> None:
+    """Open Cloud reports expireTime in whole seconds; the item lives at least its TTL."""
     item = await put(emulator, "f", ttl="1.5s")
-    assert item["expireTime"] == (emulator.clock.now() + timedelta(seconds=1.5)).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ"
-    )
+    assert item["expireTime"] == stamp(emulator, timedelta(seconds=2))
+    emulator.clock.advance(1.9)
+    got = await call(emulator, "GET", f"{MAP}/f")
+    assert got[0] == 200 and got[1]["expireTime"] == item["expireTime"]
+    emulator.clock.advance(0.1)
+    assert (await call(emulator, "GET", f"{MAP}/f"))[0] == 404
+    emulator.clock.advance(0.25)  # not on a whole second now
+    queued = await enqueue(emulator, "q", ttl="10s")
+    assert queued["expireTime"] == stamp(emulator, timedelta(seconds=10.75))
 
 
 async def test_order_follows_roblox_sorted_map_rules(emulator: RunningEmulator) -> None:
@@ -467,10 +477,11 @@ async def test_discard_removes_the_read_items(emulator: RunningEmulator) -> None
     for data in ("a", "b", "c"):
         await enqueue(emulator, data)
     held = await read(emulator, count="2", invisibilityWindow="5s")
-    status, body = await call(
-        emulator, "POST", f"{QUEUE}/items:discard", {"readId": held["readId"]}
-    )
-    assert (status, body) == (200, {})
+    async with emulator.http.post(
+        emulator.url(f"{QUEUE}/items:discard"), json={"readId": held["readId"]}
+    ) as resp:
+        # The spec gives a discard's 200 no content.
+        assert (resp.status, await resp.read()) == (200, b"")
     emulator.clock.advance(5)
     assert [i["data"] for i in (await read(emulator, count="5"))["items"]] == ["c"]
 
@@ -490,13 +501,13 @@ async def test_discard_accepts_read_id_in_query_and_rejects_missing(
     await enqueue(emulator, "a")
     held = await read(emulator)
     status, body = await call(emulator, "POST", f"{QUEUE}/items:discard", readId=held["readId"])
-    assert (status, body) == (200, {})
+    assert (status, body) == (200, None)
     emulator.clock.advance(30)
     assert (await read(emulator))["items"] == []
     status, body = await call(emulator, "POST", f"{QUEUE}/items:discard", {})
     assert_400(status, body, "readId is required")
     status, body = await call(emulator, "POST", f"{QUEUE}/items:discard", {"readId": "unknown"})
-    assert (status, body) == (200, {})
+    assert (status, body) == (200, None)
 
 
 async def test_all_or_nothing_reads_nothing_when_short(emulator: RunningEmulator) -> None:
@@ -571,7 +582,9 @@ async def test_flush_removes_universe_data_and_polls_done(emulator: RunningEmula
     prefix = "cloud/v2/universes/123/memory-store/operations/"
     assert operation["path"].startswith(prefix) and operation["done"] is False
     status, polled = await call(emulator, "GET", "/" + operation["path"])
-    assert (status, polled) == (200, {"path": operation["path"], "done": True})
+    # A finished operation carries `response` (or `error`): Operation.done in the spec.
+    assert (status, polled) == (200, {"path": operation["path"], "done": True, "response": {}})
+    assert "response" not in operation and "error" not in operation
     assert (await call(emulator, "GET", f"{MAP}/m1"))[0] == 404
     assert await list_ids(emulator) == []
     assert (await read(emulator, count="5"))["items"] == []
@@ -779,3 +792,21 @@ async def _throttled_read_hides_nothing(emulator: RunningEmulator) -> None:
     emulator.clock.advance(60)
     status, body = await call(emulator, "GET", f"{QUEUE}/items:read", count="3")
     assert status == 200 and [i["data"] for i in body["items"]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("ttl", ["1e3s", "1.0000000001s", " 30s", "30 s", "+30s", "infs", "0x1Es"])
+async def test_durations_follow_the_types_guide(emulator: RunningEmulator, ttl: str) -> None:
+    """Durations are seconds with at most nine fractional digits and the `s` suffix."""
+    status, body = await call(emulator, "POST", f"{QUEUE}/items", {"data": 1, "ttl": ttl})
+    assert_400(status, body, "is not a duration")
+    status, body = await call(
+        emulator, "GET", f"{QUEUE}/items:read", invisibilityWindow=ttl.replace("30", "3")
+    )
+    assert_400(status, body, "invisibilityWindow")
+
+
+async def test_nanosecond_durations_are_accepted(emulator: RunningEmulator) -> None:
+    item = await enqueue(emulator, "a", ttl="0.000000001s")  # rounds up to the next second
+    assert item["expireTime"] == stamp(emulator, timedelta(seconds=1))
+    status, _ = await call(emulator, "GET", f"{QUEUE}/items:read", invisibilityWindow="2.5s")
+    assert status == 200

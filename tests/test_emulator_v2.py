@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from dsm.emulator.app import EmulatorConfig
 from dsm.emulator.auth import KeyGrant
 from dsm.emulator.clock import ManualClock
+from dsm.emulator.errors import STATUS_BY_CODE, EmulatorError
 from dsm.emulator.throttle import LimitsConfig
 from dsm.emulator.timefmt import rfc3339
 
@@ -447,3 +449,143 @@ async def test_a_delete_keeps_the_version_it_replaced_within_the_hour(
         versions, _ = store.list_versions("1", "ds", "global", key, descending=True, limit=10)
         assert [v.deleted for v in versions] == [True, False, False]
         assert [v.value for v in versions[1:]] == ["2", "1"]
+
+
+# -- where the emulator used to differ from Roblox's documentation --------------------------------
+
+
+async def test_latest_time_more_than_ten_minutes_ahead_is_refused(
+    emulator: RunningEmulator, clock: ManualClock
+) -> None:
+    """Get Data Store Entry: the `@latest:<time>` timestamp must be "not more than ten minutes
+    in the future"."""
+    await create(emulator, "k", 1)
+    edge = clock.now() + timedelta(minutes=10)
+    status, body = await call(emulator, "GET", f"{DS}/entries/k@latest:{rfc3339(edge)}")
+    assert (status, body["value"]) == (200, 1)
+    beyond = edge + timedelta(seconds=1)
+    status, body = await call(emulator, "GET", f"{DS}/entries/k@latest:{rfc3339(beyond)}")
+    assert status == 400 and body["code"] == "INVALID_ARGUMENT"
+    assert "ten minutes in the future" in body["message"]
+
+
+@pytest.mark.parametrize("scoped", [False, True])
+async def test_entry_delete_answers_an_empty_json_object(
+    emulator: RunningEmulator, scoped: bool
+) -> None:
+    """Responses recorded from Open Cloud: `{}` with a JSON content type, not an empty body."""
+    await create(emulator, "k", 1)
+    path = f"{DS}/scopes/global/entries/k" if scoped else f"{DS}/entries/k"
+    async with emulator.http.delete(emulator.url(path)) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        assert await resp.text() == "{}"
+
+
+async def test_times_carry_nine_fractional_digits(
+    emulator: RunningEmulator, clock: ManualClock
+) -> None:
+    """Roblox's data store times have 100 ns precision: `2024-07-22T19:06:55.829412600Z`."""
+    clock.set(clock.now().replace(microsecond=829412))
+    created = await create(emulator, "k", 1)
+    assert created["createTime"] == clock.now().strftime("%Y-%m-%dT%H:%M:%S") + ".829412000Z"
+    assert created["revisionCreateTime"] == created["createTime"]
+    _, revisions = await call(emulator, "GET", f"{DS}/entries/k:listRevisions")
+    assert revisions["dataStoreEntries"][0]["createTime"] == created["createTime"]
+    _, store = await call(emulator, "DELETE", f"{U}/data-stores/players")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", store["expireTime"])
+
+
+async def test_the_counter_inside_revision_ids_is_hexadecimal(
+    emulator: RunningEmulator, clock: ManualClock
+) -> None:
+    """Recorded revision ids read `...0000000009...` then `...000000000A...`."""
+    revision = (await create(emulator, "k", 0))["revisionId"]
+    counters = [revision.split(".")[1]]
+    for value in range(1, 11):
+        clock.advance(hours=1)  # one kept version per hour
+        _, body = await call(emulator, "PATCH", f"{DS}/entries/k", {"value": value})
+        counters.append(body["revisionId"].split(".")[1])
+    assert counters[8:] == ["0000000009", "000000000A", "000000000B"]
+    revision = body["revisionId"]
+    status, got = await call(emulator, "GET", f"{DS}/entries/k@{revision}")
+    assert (status, got["value"]) == (200, 10)
+
+
+async def test_undeleting_an_active_store_is_invalid_argument(emulator: RunningEmulator) -> None:
+    """The errors guide's v2 table has no FAILED_PRECONDITION; INVALID_ARGUMENT is nearest."""
+    await create(emulator, "k", 1)
+    status, body = await call(emulator, "POST", f"{U}/data-stores/players:undelete", {})
+    assert status == 400
+    assert body["code"] == "INVALID_ARGUMENT" and "is not deleted" in body["message"]
+
+
+# The errors guide's tables: v2 codes and v1 codes (INSUFFICIENT_SCOPE is v1's own), by status.
+DOCUMENTED_CODES = {
+    "INVALID_ARGUMENT": 400,
+    "INSUFFICIENT_SCOPE": 403,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ABORTED": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "CANCELLED": 499,
+    "INTERNAL": 500,
+    "NOT_IMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+}
+
+
+def test_the_emulator_answers_only_documented_error_codes() -> None:
+    gateway_only = {"UNAUTHENTICATED": 401}  # sent in the gateway envelope, never as a code
+    assert DOCUMENTED_CODES | gateway_only == STATUS_BY_CODE
+    for code in ("FAILED_PRECONDITION", "ALREADY_EXISTS"):
+        with pytest.raises(ValueError, match="not an Open Cloud error code"):
+            EmulatorError(code, "never sent")
+
+
+async def test_listing_checks_at_most_512_stores_when_hiding_deleted_ones(
+    emulator: RunningEmulator,
+) -> None:
+    """List Data Stores: hiding deleted stores, a call checks up to 512; "If all checked data
+    stores are deleted, it will return an empty list with a page token to continue"."""
+    standard = emulator.ctx.standard
+    for n in range(520):
+        standard.write("123", f"a{n:03d}", "global", "k", "1", attributes=None, user_ids=[])
+        standard.delete_datastore("123", f"a{n:03d}")
+    for name in ("b0", "b1", "b2"):
+        standard.write("123", name, "global", "k", "1", attributes=None, user_ids=[])
+    status, first = await call(emulator, "GET", f"{U}/data-stores", maxPageSize="10")
+    assert status == 200 and first["dataStores"] == [] and first["nextPageToken"]
+    _, second = await call(
+        emulator, "GET", f"{U}/data-stores", maxPageSize="10", pageToken=first["nextPageToken"]
+    )
+    assert [s["id"] for s in second["dataStores"]] == ["b0", "b1", "b2"]
+    assert "nextPageToken" not in second
+    _, with_deleted = await call(
+        emulator, "GET", f"{U}/data-stores", maxPageSize="10", showDeleted="true"
+    )
+    assert [s["state"] for s in with_deleted["dataStores"]] == ["DELETED"] * 10
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2024-12-02T06:00Z", "2024-12-02", "2024-12-02 06:00:00Z", "2024-12-02T06:00:00"],
+)
+async def test_v2_timestamps_must_be_rfc_3339(emulator: RunningEmulator, stamp: str) -> None:
+    """Types guide: timestamps are RFC 3339 (date, time with seconds, then Z or an offset)."""
+    await create(emulator, "k", 1)
+    status, body = await call(emulator, "GET", f"{DS}/entries/k@latest:{stamp}")
+    assert status == 400 and body["code"] == "INVALID_ARGUMENT"
+    status, body = await call(
+        emulator, "GET", f"{DS}/entries/k:listRevisions", filter=f"revision_create_time >= {stamp}"
+    )
+    assert status == 400 and body["code"] == "INVALID_ARGUMENT"
+
+
+async def test_v2_timestamps_accept_offsets_and_nine_digits(
+    emulator: RunningEmulator, clock: ManualClock
+) -> None:
+    await create(emulator, "k", 1)
+    local = (clock.now() + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.123456789+02:00")
+    status, body = await call(emulator, "GET", f"{DS}/entries/k@latest:{local}")
+    assert (status, body["value"]) == (200, 1)

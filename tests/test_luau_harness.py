@@ -167,6 +167,22 @@ def test_task_ordering_on_the_virtual_clock(h: LuauHarness) -> None:
     ]
 
 
+def test_threads_deferred_from_deferred_threads_all_run_in_order(h: LuauHarness) -> None:
+    h.eval(
+        """
+        for i = 1, 5 do
+            task.defer(function()
+                print("outer", i)
+                task.defer(function() print("inner", i) end)
+            end)
+        end
+        """
+    )
+    h.step()
+    assert h.printed == [f"outer {i}" for i in range(1, 6)] + [f"inner {i}" for i in range(1, 6)]
+    assert h.now == 0, "deferred threads run at the instant they were deferred"
+
+
 def test_advance_moves_only_as_far_as_asked(h: LuauHarness) -> None:
     h.eval(
         "task.delay(5, function() print('late') end); task.delay(1, function() print('early') end)"
@@ -213,7 +229,14 @@ def test_heartbeat_fires_each_frame_while_connected(h: LuauHarness) -> None:
     assert h.printed == ["30 frames true"]
 
 
-def test_signals_connect_once_wait_and_disconnect(h: LuauHarness) -> None:
+@pytest.fixture
+def immediate(src: Path) -> Iterator[LuauHarness]:
+    with LuauHarness(src, epoch=1_700_000_000.0, signal_behavior="Immediate") as harness:
+        yield harness
+
+
+def test_signals_connect_once_wait_and_disconnect(immediate: LuauHarness) -> None:
+    h = immediate
     h.eval(
         """
         local e = Instance.new("BindableEvent")
@@ -227,6 +250,23 @@ def test_signals_connect_once_wait_and_disconnect(h: LuauHarness) -> None:
         """
     )
     assert h.printed == ["conn 1", "once 1", "waited 1", "false"]
+
+
+def test_deferred_signals_run_handlers_and_waiters_after_the_firing_code(h: LuauHarness) -> None:
+    """New places default to Workspace.SignalBehavior = Deferred, and so does the harness: handlers
+    and :Wait() resume at the next resumption point, in firing order, with the fired values."""
+    h.eval(
+        """
+        local e = Instance.new("BindableEvent")
+        e.Event:Connect(function(v) print("conn", v) end)
+        e.Event:Once(function(v) print("once", v) end)
+        task.spawn(function() print("waited", e.Event:Wait()) end)
+        e:Fire(1)
+        e:Fire(2)
+        print("fired")
+        """
+    )
+    assert h.printed == ["fired", "conn 1", "once 1", "waited 1", "conn 2"]
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
@@ -476,7 +516,8 @@ def test_instance_properties_are_checked(h: LuauHarness) -> None:
     )
 
 
-def test_hierarchy_and_change_signals(h: LuauHarness) -> None:
+def test_hierarchy_and_change_signals(immediate: LuauHarness) -> None:
+    h = immediate
     h.eval(
         """
         local a = Instance.new("Folder"); a.Name = "A"
@@ -496,6 +537,26 @@ def test_hierarchy_and_change_signals(h: LuauHarness) -> None:
     assert h.printed[:3] == ["visible false", "changed Visible", "true 2 true A.B.C"]
     assert h.printed[3:5] == ["C nil", "changed Parent"]  # Destroy parents to nil first
     assert h.printed[5].startswith("nil false") and "locked" in h.printed[5]
+
+
+def test_deferred_property_signals_read_the_value_when_they_run(h: LuauHarness) -> None:
+    """A deferred property handler runs after the code that set the property, so it sees the
+    value as it is then: a flag set around the assignment is already cleared (RawEditor's bug)."""
+    h.eval(
+        """
+        local box = Instance.new("TextBox")
+        local suppress = false
+        box:GetPropertyChangedSignal("Text"):Connect(function()
+            print("changed", box.Text, suppress)
+        end)
+        suppress = true
+        box.Text = "set by code"
+        suppress = false
+        box.Text = "typed"
+        print("done")
+        """
+    )
+    assert h.printed == ["done", "changed typed false", "changed typed false"]
 
 
 def test_datatypes(h: LuauHarness) -> None:
@@ -635,7 +696,7 @@ def test_plugin_toolbar_widget_and_settings(src: Path) -> None:
             local tb = plugin:CreateToolbar("DSM")
             local b = tb:CreateButton("open", "Open it", "", "Open")
             local info = DockWidgetPluginGuiInfo.new(Enum.InitialDockState.Right, false, true, 320, 200, 100, 100)
-            local w = plugin:CreateDockWidgetPluginGui("Main", info)
+            local w = plugin:CreateDockWidgetPluginGuiAsync("Main", info)
             b.Click:Connect(function() w.Enabled = not w.Enabled; b:SetActive(w.Enabled) end)
             plugin:SetSetting("count", plugin:GetSetting("count") + 1)
             plugin:SetSetting("empty", {})

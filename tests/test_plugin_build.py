@@ -1,7 +1,9 @@
 """`dsm plugin build | install | preview`: the .rbxmx builder and its command line.
 
 The real plugin/src tree is built and read back with ElementTree: what Studio would load must
-hold exactly the bytes of every source file, under the instance classes the file rules give.
+hold exactly the bytes of every source file, under the instance classes the file rules give,
+except that each static string require has become the `script.Parent` chain it names (and the
+built file is run through the Luau harness with those requires).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from dsm.plugin_build import (
     BuildResult,
     build,
 )
+from dsm.plugin_requires import SHADOWING_MEMBERS
+from tools.luau_harness import LuauHarness, to_python
+from tools.luau_harness.roblox_api import load as load_roblox_api
+from tools.preview_plugin_scenarios import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_SRC = ROOT / "plugin" / "src"
@@ -119,8 +125,26 @@ def instance_paths(root: Parsed) -> dict[tuple[str, ...], Parsed]:
     return paths
 
 
+_STRING_REQUIRE_ARG = re.compile(r"""require(\s*\(\s*"[^"\\]*"\s*\)|\s*"[^"\\]*")""")
+_CHAIN_REQUIRE_ARG = re.compile(
+    r"""require(\s*)\(script(?:\.Parent)*(?:\.[A-Za-z_]\w*|:FindFirstChild\("[^"]*"\))*\)"""
+)
+
+
+def without_require_arguments(text: str, built: bool) -> str:
+    """The text with the argument of each static require blanked (string path in a source file,
+    instance chain in the built file), to compare everything else byte for byte."""
+    if built:
+        return _CHAIN_REQUIRE_ARG.sub(lambda m: "require" + m.group(1) + "(?)", text)
+    return _STRING_REQUIRE_ARG.sub(
+        lambda m: "require" + m.group(1)[: len(m.group(1)) - len(m.group(1).lstrip())] + "(?)",
+        text,
+    )
+
+
 def assert_matches_tree(src: Path, root: Parsed) -> None:
-    """Every Luau file is one instance of the right class holding its exact bytes; nothing else."""
+    """Every Luau file is one instance of the right class holding its exact bytes (but for the
+    arguments of its static requires, now instance chains); nothing else."""
     expected = expected_files(src)
     built = instance_paths(root)
     for where, (class_name, path) in expected.items():
@@ -128,7 +152,11 @@ def assert_matches_tree(src: Path, root: Parsed) -> None:
         assert item is not None, f"{path} is missing from the plugin file"
         assert item.class_name == class_name, f"{path}: {item.class_name}, expected {class_name}"
         assert item.source is not None
-        assert item.source.encode("utf-8") == path.read_bytes(), f"{path} changed in the build"
+        original = path.read_bytes().decode("utf-8")
+        assert not _STRING_REQUIRE_ARG.search(item.source), f"{path}: a string require is left"
+        assert without_require_arguments(item.source, built=True) == without_require_arguments(
+            original, built=False
+        ), f"{path} changed in the build beyond its requires"
     for where, item in built.items():
         if where not in expected:
             assert item.class_name == "Folder", f"{'/'.join(where)}: unexpected {item.class_name}"
@@ -210,9 +238,12 @@ def test_every_string_require_resolves_in_the_built_file(
     """What Studio resolves: `./` and `../` from the script's parent, `@self/` from the script."""
     _, root = real_build
     paths = instance_paths(root)
+    sources = {
+        where: file.read_text("utf-8") for where, (_, file) in expected_files(PLUGIN_SRC).items()
+    }
     problems = []
-    for where, item in paths.items():
-        for line in (item.source or "").splitlines():
+    for where, text in sources.items():
+        for line in text.splitlines():
             for match in _REQUIRE.finditer(line):
                 if "--" in line[: match.start()]:
                     continue  # commented out
@@ -222,6 +253,40 @@ def test_every_string_require_resolves_in_the_built_file(
                 elif paths[target].class_name != "ModuleScript":
                     problems.append(f"{'/'.join(where)}: {match.group(1)!r} is not a ModuleScript")
     assert not problems, "requires that Studio could not resolve:\n" + "\n".join(problems)
+
+
+_CHAIN = re.compile(
+    r"""require\(script((?:\.Parent)*)((?:\.[A-Za-z_]\w*|:FindFirstChild\("[^"]*"\))*)\)"""
+)
+_CHAIN_STEP = re.compile(r"""\.([A-Za-z_]\w*)|:FindFirstChild\("([^"]*)"\)""")
+
+
+def _resolve_chain(where: tuple[str, ...], parents: str, steps: str) -> tuple[str, ...] | None:
+    base = list(where)
+    for _ in range(parents.count(".Parent")):
+        if not base:
+            return None
+        base.pop()
+    for step in _CHAIN_STEP.finditer(steps):
+        base.append(step.group(1) or step.group(2))
+    return tuple(base)
+
+
+def test_built_requires_are_instance_chains_to_the_same_modules(
+    real_build: tuple[BuildResult, Parsed],
+) -> None:
+    """Each string require became a `script.Parent...` chain naming the very module it named."""
+    _, root = real_build
+    paths = instance_paths(root)
+    checked = 0
+    for where, (_, file) in expected_files(PLUGIN_SRC).items():
+        built = paths[where].source or ""
+        wanted = [_resolve(where, m.group(1)) for m in _REQUIRE.finditer(file.read_text("utf-8"))]
+        got = [_resolve_chain(where, m.group(1), m.group(2)) for m in _CHAIN.finditer(built)]
+        assert got == wanted, f"{'/'.join(where)}: the requires changed targets"
+        assert all(paths[t].class_name == "ModuleScript" for t in got if t is not None)
+        checked += len(got)
+    assert checked > 100, "the plugin's modules require each other by string"
 
 
 def _resolve(where: tuple[str, ...], spec: str) -> tuple[str, ...] | None:
@@ -279,7 +344,8 @@ def test_file_rules(tmp_path: Path) -> None:
     assert [c.name for c in net.children] == ["Client", "Tricky"]
     widget = root.child("Widget")
     assert widget.class_name == "ModuleScript"
-    assert widget.source == (src / "Widget" / "init.luau").read_text(encoding="utf-8")
+    # its string require became the instance path it names (see the require tests below)
+    assert widget.source == "local Button = require(script.Button)\nreturn { Button = Button }\n"
     assert sorted(c.name for c in widget.children) == ["Button", "Parts"]
     assert widget.child("Parts").child("Icon").source == ""
     assert root.child("Empty").class_name == "Folder" and root.child("Empty").children == []
@@ -348,6 +414,112 @@ def test_refuses_output_inside_the_source_tree(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
     with pytest.raises(BuildError, match="must not be inside the source tree"):
         build(src, src / "P.rbxmx")
+
+
+# -- static string requires become instance chains ----------------------------------------------
+
+REQUIRE_FORMS = """--!strict
+local A = require("./Lib/A")
+local B = require "../Shared"
+local C = require ( './Lib/Odd name' )
+local D = require("@self/Inner")
+local E = require("./Lib/Name") -- a child named like a member: FindFirstChild
+-- require("./Missing") in a comment stays as it is
+--[==[ require("./Missing") ]==]
+local s = "require('./Missing')"
+local long = [[require("./Missing")]]
+local path = "./Lib/A"
+local dynamic = require(path)
+local t = {}
+t.require = function(x) return x end
+local notGlobal = t.require("./Missing")
+local z = `{require("./Lib/A")}`
+return { A, B, C, D, E, s, long, dynamic, notGlobal, z }
+"""
+
+
+def require_tree(src: Path) -> Path:
+    files = {
+        "Main.server.luau": 'require("./Pkg/Mod")\n',
+        "Shared.luau": "return 'shared'\n",
+        "Pkg/Mod/init.luau": REQUIRE_FORMS,
+        "Pkg/Mod/Inner.luau": "return 'inner'\n",
+        "Pkg/Lib/A.luau": "return 'a'\n",
+        "Pkg/Lib/Odd name.luau": "return 'odd'\n",
+        "Pkg/Lib/Name.luau": "return 'name'\n",
+    }
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text, encoding="utf-8")
+    return src
+
+
+def test_static_string_requires_become_script_parent_chains(tmp_path: Path) -> None:
+    src = require_tree(tmp_path / "src")
+    root = parse_rbxmx(build(src, tmp_path / "P.rbxmx").path)
+    module = root.child("Pkg").child("Mod").source or ""
+    # init.luau (the Mod ModuleScript): "./" is the folder holding Mod, as the harness resolves it
+    assert "local A = require(script.Parent.Lib.A)" in module
+    assert "local B = require (script.Parent.Parent.Shared)" in module
+    assert """local C = require ( script.Parent.Lib:FindFirstChild("Odd name") )""" not in module
+    assert """local C = require (script.Parent.Lib:FindFirstChild("Odd name"))""" in module
+    assert "local D = require(script.Inner)" in module
+    assert """local E = require(script.Parent.Lib:FindFirstChild("Name"))""" in module
+    # comments, strings, dynamic and non-global requires are untouched
+    assert module.count('"./Missing"') == 4 and "'./Missing'" in module
+    assert "require(path)" in module
+    assert 'require("./Lib/A")}`' in module
+    assert root.child("Main").source == "require(script.Parent.Pkg.Mod)\n"
+    pluau.Compiler(1, 1, 0, 0).compile(module)
+
+
+@pytest.mark.parametrize(
+    ("require", "message"),
+    [
+        (
+            'require("./Nope")',
+            r'Main\.server\.luau: line 2: require\("\./Nope"\): .* no child named "Nope"',
+        ),
+        ('require("./Shared")', "Shared is a Folder"),
+        ('require("Shared")', 'must start with "./", "../" or "@self/"'),
+        ('require("../../../x")', "leaves the plugin"),
+    ],
+)
+def test_a_require_that_leads_nowhere_stops_the_build(
+    tmp_path: Path, require: str, message: str
+) -> None:
+    src = tmp_path / "src"
+    (src / "Shared").mkdir(parents=True)
+    (src / "Main.server.luau").write_text("--!strict\n" + require + "\n", encoding="utf-8")
+    with pytest.raises(BuildError, match=message):
+        build(src, tmp_path / "P.rbxmx")
+    assert not (tmp_path / "P.rbxmx").exists()
+
+
+def test_the_shadowing_names_are_the_members_roblox_gives_scripts_and_folders() -> None:
+    api = load_roblox_api()
+    members = set().union(*(api.member_names(c) for c in ("Folder", "ModuleScript", "Script")))
+    assert members == SHADOWING_MEMBERS
+
+
+def test_the_built_plugin_runs_in_the_harness_with_instance_requires(
+    real_build: tuple[BuildResult, Parsed],
+) -> None:
+    """Load the .rbxmx itself (not plugin/src) into the Luau harness and start it as Studio
+    would: every module is reached through the rewritten `script.Parent` requires."""
+    result, root = real_build
+    assert not any(_STRING_REQUIRE_ARG.search(item.source or "") for item in root.walk()), (
+        "the built file still has string requires"
+    )
+    with LuauHarness(result.path, settings={"DataStoreManagerPro.serverPort": free_port()}) as h:
+        h.run_scripts()
+        assert h.widget("DataStoreManagerPro").get("Enabled") is True  # opens by default
+        assert any("The server is not running" in t for t in h.texts()), h.texts()
+        json = h.require("Core/Json")
+        assert to_python(h.call(json.get("minify"), "[ 1 , 2 ]")[0]) == "[1,2]"
+        h.unload_plugin()
+        h.run_until_idle(limit=30)
+        assert h.errors == []
 
 
 # -- command line --------------------------------------------------------------------------------

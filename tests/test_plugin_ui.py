@@ -61,9 +61,17 @@ def with_real_clock(h: LuauHarness) -> LuauHarness:
     return h
 
 
+# Every UI test runs under both of Studio's signal behaviours: Deferred (what new places use, and
+# the harness's default) and Immediate (older places); handlers run at different times in each.
+@pytest.fixture(params=["Deferred", "Immediate"])
+def signal_behavior(request: pytest.FixtureRequest) -> str:
+    mode: str = request.param
+    return mode
+
+
 @pytest.fixture
-def harness() -> Iterator[LuauHarness]:
-    h = with_real_clock(LuauHarness(PLUGIN_SRC))
+def harness(signal_behavior: str) -> Iterator[LuauHarness]:
+    h = with_real_clock(LuauHarness(PLUGIN_SRC, signal_behavior=signal_behavior))
     try:
         yield h
     finally:
@@ -269,6 +277,33 @@ async def test_invalid_raw_json_is_refused_with_line_and_column(
     assert d.element("SaveButton").get("AutoButtonColor") is False  # disabled
 
 
+async def test_looking_at_the_raw_tab_keeps_the_stored_formatting(
+    harness: LuauHarness, server: Server
+) -> None:
+    """The raw editor shows the value pretty-printed; showing it is not an edit. (With deferred
+    signals its change handler once took that text for the user's, so a later edit in the tree
+    saved the whole value re-formatted.)"""
+    teammate = await server.pair("Teammate")
+    await write_entry(server, teammate, "PlayerData", "Player_5", '{"coins":5,"level":1}')
+    d = await connected(harness, server)
+    await d.open_entry("PlayerData", "Player_5")
+    size_before = d.element("SizeText").text
+    assert size_before.startswith("21 B of 4 MB")
+    await d.click("RawTab")
+    await d.wait_for(lambda: d.rendered("RawText"), "no raw editor")
+    await harness.advance_async(1)
+    assert '"coins": 5' in d.element("RawText").text
+    assert d.element("SizeText").text == size_before, "the pretty text was taken for the value"
+    assert d.element("SaveButton").get("AutoButtonColor") is False  # nothing to save
+    await d.click("TreeTab")
+    await edit_leaf(d, "coins:", "6")
+    await d.wait_text("Unsaved changes: value")
+    await save_with_preview(d)
+    await d.wait_text("Saved")
+    stored = await get_entry(server, teammate, "PlayerData", "Player_5")
+    assert stored["value_json"] == '{"coins":6,"level":1}'
+
+
 async def test_revert_from_history_and_undo_through_the_journal(
     harness: LuauHarness, server: Server
 ) -> None:
@@ -408,7 +443,7 @@ local Theme = require("UI/Theme")
 local VirtualList = require("UI/Components/VirtualList")
 local Kit = require("UI/Kit")
 local palette = Theme.get()
-local widget = plugin:CreateDockWidgetPluginGui("ScrollBench",
+local widget = plugin:CreateDockWidgetPluginGuiAsync("ScrollBench",
     DockWidgetPluginGuiInfo.new(Enum.InitialDockState.Float, true, true, 420, 560, 300, 300))
 local items = table.create(100000)
 for i = 1, 100000 do
@@ -534,6 +569,16 @@ def test_unloading_stops_every_timer_and_request(harness: LuauHarness) -> None:
     # Nothing keeps running: no retry timer, no status refresh, no long poll.
     harness.run_until_idle(limit=30)
     assert harness.errors == []
+
+
+def test_unloading_while_the_widget_is_being_made_stops_everything(harness: LuauHarness) -> None:
+    """CreateDockWidgetPluginGuiAsync yields; Studio may unload the plugin meanwhile."""
+    harness.plugin_settings[PORT_SETTING] = free_port()
+    harness.run_scripts(step=False)  # Main is waiting for its dock widget
+    harness.unload_plugin()
+    harness.run_until_idle(limit=30)
+    assert harness.errors == []
+    assert harness.widgets() == []
 
 
 # -- deleted stores, ordered and memory stores ---------------------------------------------------

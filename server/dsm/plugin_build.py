@@ -25,6 +25,9 @@ What Studio expects of a local plugin file, and the layout chosen:
   init.server.luau would make the root itself the script, following the rules above.
 - RunContext Plugin states the Script's purpose instead of relying on Legacy container rules.
 - A tree without any Script would load as a plugin that silently does nothing, so it is an error.
+- Static string requires (`require("./App")`) become `script.Parent` chains in the file
+  (plugin_requires.py): no first-party plugin is known to rely on require-by-string inside a plugin
+  model, and the paths are static. A require that leads nowhere stops the build.
 
 The XML follows the Roblox XML model format version 4 as Rojo/rbx_xml write it: `<roblox
 version="4">`, `<Item class referent>` with one `<Properties>` then child Items; Source is a
@@ -43,6 +46,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
+
+from .plugin_requires import Node, RequireError, rewrite_requires
 
 ROOT_NAME = "DataStoreManagerPro"
 PLUGIN_FILE_NAME = f"{ROOT_NAME}.rbxmx"
@@ -192,6 +197,28 @@ def _refuse_xml_illegal(path: Path | str, text: str) -> None:
     )
 
 
+def with_instance_requires(root: Instance) -> Instance:
+    """The tree with every static string require rewritten into a `script.Parent` chain."""
+
+    def index(item: Instance, parent: Node | None) -> Node:
+        node = Node(item.class_name, item.name, parent, {})
+        for child in item.children:
+            node.children[child.name] = index(child, node)
+        return node
+
+    def rewrite(item: Instance, node: Node) -> Instance:
+        source = item.source
+        if source is not None:
+            try:
+                source = rewrite_requires(source, node)
+            except RequireError as exc:
+                raise BuildError(f"{item.rel or item.name}: {exc}") from None
+        children = tuple(rewrite(c, node.children[c.name]) for c in item.children)
+        return Instance(item.class_name, item.name, item.rel, source, children)
+
+    return rewrite(root, index(root, None))
+
+
 # -- instance tree -> XML -------------------------------------------------------------------------
 
 
@@ -246,7 +273,7 @@ def build(src: Path, out: Path, root_name: str = ROOT_NAME) -> BuildResult:
     out = out.resolve()
     if out.is_relative_to(src):
         raise BuildError(f"the output {out} must not be inside the source tree {src}")
-    root = read_tree(src, root_name)
+    root = with_instance_requires(read_tree(src, root_name))
     data = to_rbxmx(root).encode("utf-8")
     write_atomic(out, data)
     kinds = [item.class_name for item in root.walk()]

@@ -24,8 +24,15 @@ Inside Luau:
   ScrollingFrame, ScreenGui, UIListLayout, UIPadding, UICorner, UIStroke, UISizeConstraint,
   Folder, BindableEvent, value objects...), UDim/UDim2/Vector2/Color3/Rect/Font/TweenInfo/
   Random/DateTime, `Enum`, `game:GetService` (HttpService, TextService, RunService, TweenService,
-  UserInputService, StudioService, CoreGui...), `settings().Studio.Theme`, `plugin`,
-  DockWidgetPluginGuiInfo. Layout and text-metric approximations are listed in gui.luau.
+  UserInputService, StudioService, CoreGui...), `settings().Studio.Theme`, `plugin`
+  (CreateDockWidgetPluginGuiAsync yields), DockWidgetPluginGuiInfo. Layout and text-metric
+  approximations are listed in gui.luau.
+- No more than Roblox offers a plugin: roblox_api.json (derived from Roblox's API dump by
+  roblox_api.py) decides. A member, service, class or enum item the dump lacks raises Studio's
+  "X is not a valid member of Y" (or "... is not a valid Service name", "Unable to create an
+  Instance..."); one it marks Deprecated, or keeps from plugins, is refused; read-only follows the
+  dump; enums and their values come from it. One Roblox has but the stand-in does not model says
+  so. tests/test_roblox_api.py checks the stand-in's own class tables against the dump.
 - `HttpService:RequestAsync` does real HTTP on worker threads and suspends the calling thread;
   failures raise Roblox's strings ("HttpError: ConnectFail", "HttpError: Timedout", "Http requests
   are not enabled. ..." when `h.http_enabled = False`); response header names are lower-cased.
@@ -46,7 +53,8 @@ Python API (LuauHarness):
 - Environment: `plugin_settings` (dict shared with plugin:Get/SetSetting, JSON round-tripped
   like Studio), `http_enabled`, `set_theme("Light")`, `resize_widget(w, h)`, `unload_plugin()`;
   constructor options theme, widget_size, studio_user_id, place_id, seed, epoch, http_timeout,
-  signal_behavior ("Immediate"/"Deferred"), strict, echo.
+  signal_behavior ("Deferred", the default of new places, or "Immediate": Deferred runs signal
+  handlers and :Wait() resumptions after the firing code, at the next step), strict, echo.
 - GUI: `tree()` -> [Node] (class, name, path, absolute x/y/w/h, rendered, colours, text lines,
   corner, stroke, scroll state, children), `widgets()`, `widget(name)`, `toolbar_button(text)`,
   `find(path_suffix | predicate)`, `find_all`, `find_text(text, exact=True)`, `texts()`;

@@ -20,6 +20,8 @@ from .convert import JsonError, from_lua, json_decode, json_encode, json_to_lua,
 from .errors import HarnessError, LuauError, clean_runtime_error
 from .http import HttpClient, HttpFailure, HttpRequest, HttpResponse
 from .loader import SourceNode, chunk_label, load_tree
+from .roblox_api import RobloxApi
+from .roblox_api import load as load_roblox_api
 from .web_stream import WebStreamHub
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +93,7 @@ class HarnessCore:
         widget_size: tuple[int, int] | None = None,
         studio_user_id: int = 0,
         place_id: int = 0,
-        signal_behavior: str = "Immediate",
+        signal_behavior: str = "Deferred",
         run_context: str = "Edit",
     ) -> None:
         self.plugin_root = Path(plugin_root).resolve()
@@ -114,6 +116,7 @@ class HarnessCore:
         self._pending: dict[int, _PendingHttp] = {}
         self._next_http_id = 0
         self._closed = False
+        self.api: RobloxApi = load_roblox_api()
 
         self.lua = pluau.Lua()
         self._H = self.lua.create_table()
@@ -182,6 +185,8 @@ class HarnessCore:
             key = len(self._sources)
             self._sources.append(node.path)
             label = chunk_label(node.path)
+            if node.text is not None:
+                self._source_cache[key] = node.text
         inst: pluau.UserData = self._lua_call(
             self._H.get("makeSourceInstance"), node.class_name, node.name, parent, key, label
         )[0]
@@ -231,11 +236,13 @@ class HarnessCore:
         except RuntimeError as exc:
             raise LuauError(clean_runtime_error(str(exc))) from None
 
-    def run_scripts(self) -> None:
+    def run_scripts(self, *, step: bool = True) -> None:
         """Start every Script in the plugin tree like Studio starts a plugin (each in its own
-        thread, `plugin` global available), then run what is due now."""
+        thread, `plugin` global available), then run what is due now (unless step=False: a
+        test can then act while the scripts wait on their first yield)."""
         self._lua_call(self._H.get("runScripts"), self.root)
-        self.step()
+        if step:
+            self.step()
 
     # -- clock ----------------------------------------------------------------------------------
 
@@ -485,12 +492,39 @@ class HarnessCore:
             "guid": self._py_guid,
             "get_setting": self._py_get_setting,
             "set_setting": self._py_set_setting,
+            "api_member": self._py_api_member,
+            "api_class": self._py_api_class,
+            "api_enum": self._py_api_enum,
+            "api_enum_names": lambda lua, a: to_lua(lua, self.api.enum_names()),
             "epoch": lambda lua, a: self.epoch,
             "random": lambda lua, a: self._rng.random(),
         }
         for name, fn in fns.items():
             py.set(name, self.lua.create_function(fn))
         return py
+
+    # The API dump subset (roblox_api.py): what the stand-in may offer a plugin.
+
+    def _py_api_member(self, lua: pluau.Lua, a: Sequence[Any]) -> Any:
+        """The member code ("P", "Pr", "Fy", "Fd:Replacement"...) or false when a plugin has no
+        such member on that class."""
+        found = self.api.member_code(lua_str(a[0]), lua_str(a[1]))
+        return lua.create_string(found[1]) if found else False
+
+    def _py_api_class(self, lua: pluau.Lua, a: Sequence[Any]) -> Any:
+        """The class's tags ("NotCreatable Service", "" for none), or false when it does not exist."""
+        name = lua_str(a[0])
+        if not self.api.has_class(name):
+            return False
+        return lua.create_string(" ".join(sorted(self.api.class_tags(name))))
+
+    def _py_api_enum(self, lua: pluau.Lua, a: Sequence[Any]) -> Any:
+        """{items = {Name = value}, deprecated = {Name = true}} or false."""
+        found = self.api.enum(lua_str(a[0]))
+        if found is None:
+            return False
+        items, deprecated = found
+        return to_lua(lua, {"items": items, "deprecated": dict.fromkeys(deprecated, True)})
 
     def _py_out(self, lua: pluau.Lua, a: Sequence[Any]) -> None:
         line = OutputLine(lua_str(a[0]), lua_str(a[1]))

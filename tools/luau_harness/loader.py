@@ -1,14 +1,17 @@
-"""Read a Luau source directory with Rojo's file rules.
+"""Read a Luau source directory with Rojo's file rules, or a built plugin file (.rbxmx).
 
 - a directory is a Folder; a directory containing init.luau is a ModuleScript (the init file's
   source) whose children are the directory's other entries (init.server.luau: a Script);
 - X.luau is a ModuleScript "X", X.server.luau a Script "X", X.client.luau a LocalScript "X";
 - other files are ignored (README, .json...), as are hidden entries.
+- a .rbxmx model file (what `dsm plugin build` writes) gives its Folder/ModuleScript/Script items
+  with their Source text, so tests can run exactly what Studio would load.
 """
 
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +35,11 @@ _INIT_NAMES = {
 class SourceNode:
     class_name: str  # Folder, ModuleScript, Script, LocalScript
     name: str
-    path: Path | None  # the source file; None for a Folder
+    path: (
+        Path | None
+    )  # the source file (for a .rbxmx item: file path + instance path); None for a Folder
     children: list[SourceNode] = field(default_factory=list)
+    text: str | None = None  # the source itself when it does not come from `path` (.rbxmx)
 
 
 def classify(file_name: str) -> tuple[str, str] | None:
@@ -44,9 +50,36 @@ def classify(file_name: str) -> tuple[str, str] | None:
     return None
 
 
+_SCRIPT_CLASSES = {"Folder", "ModuleScript", "Script", "LocalScript"}
+
+
+def load_rbxmx(path: Path) -> SourceNode:
+    """The instance tree of a Roblox XML model file with one root item of script classes."""
+    items = ET.parse(path).getroot().findall("Item")
+    if len(items) != 1:
+        raise ValueError(f"{path}: expected one root item, found {len(items)}")
+
+    def node(item: ET.Element, where: Path) -> SourceNode:
+        class_name = item.get("class", "")
+        if class_name not in _SCRIPT_CLASSES:
+            raise ValueError(f"{where}: {class_name} items are not supported by the harness")
+        props = {p.get("name"): p for p in item.findall("Properties/*")}
+        name = props["Name"].text or ""
+        here = where / name
+        source = props.get("Source")
+        text = None if class_name == "Folder" else (source.text or "" if source is not None else "")
+        result = SourceNode(class_name, name, here if text is not None else None, text=text)
+        result.children = [node(child, here) for child in item.findall("Item")]
+        return result
+
+    return node(items[0], path)
+
+
 def load_tree(path: Path, name: str | None = None) -> SourceNode:
-    """The instance tree for a directory (or a single file)."""
+    """The instance tree for a directory, a single source file or a .rbxmx model file."""
     path = path.resolve()
+    if path.is_file() and path.suffix == ".rbxmx":
+        return load_rbxmx(path)
     if path.is_file():
         kind = classify(path.name)
         if kind is None:

@@ -9,6 +9,8 @@ Choices where Roblox does not document behaviour (each is also noted where it is
   `GetRangeAsync` lower bound of `{sortKey = 5}` would.
 - TTL expiry is lazy: an expired item is invisible at once and its row is deleted the next
   time its structure is touched, so expiry follows the injected clock, not wall time.
+- Expiry falls on a whole second, the resolution of Open Cloud's `expireTime`: the end of the
+  TTL is rounded up to the next second, so an item never expires before its TTL ran out.
 - Memory quotas (64 KB + 1.2 KB x CCU per universe; 1,000,000 items and 100 MB per
   structure) are enforced only when the emulator's limits mode is "documented". Item sizes
   are the UTF-8 bytes of the id, the value JSON and a string sort key; Roblox does not
@@ -153,6 +155,12 @@ class Operation:
     operation_id: str
     scope: str
     create_time: datetime
+
+
+def _expiry_us(now_us: int, ttl: timedelta) -> int:
+    """When an item written now with `ttl` expires: rounded up to a whole second."""
+    end = now_us + ttl // timedelta(microseconds=1)
+    return -(-end // 1_000_000) * 1_000_000
 
 
 def _position(sort_key: SortKey, item_id: str) -> Position:
@@ -304,12 +312,12 @@ class MemoryStore:
             now = self._now_us()
             self._purge_map(conn, universe, map_id, now)
             if self._sorted_current(conn, universe, map_id, item_id) is not None:
-                # The rblx-open-cloud client expects 409 ALREADY_EXISTS here; Roblox documents none.
+                # 409 as the rblx-open-cloud client expects, with a code from the v2 error table
+                # (which has no ALREADY_EXISTS; ABORTED is its conflict code).
                 raise EmulatorError(
-                    "ALREADY_EXISTS",
+                    "ABORTED",
                     f"Item {item_id!r} already exists in sorted map {map_id!r}; update it "
                     "with PATCH instead.",
-                    status=409,
                 )
             return self._put_sorted(conn, universe, map_id, item_id, write, now, None)
 
@@ -367,7 +375,7 @@ class MemoryStore:
             now,
         )
         etag = self._next_etag(conn)
-        expire = now + write.ttl // timedelta(microseconds=1)
+        expire = _expiry_us(now, write.ttl)
         conn.execute(
             "INSERT OR REPLACE INTO ms_sorted_items (universe, map_id, item_id, value, "
             "sort_kind, num_key, str_key, etag, expire_us, size) "
@@ -443,7 +451,7 @@ class MemoryStore:
             size = json_size(data_json)
             self._check_memory(conn, universe, "ms_queue_items", "queue_id", queue_id, size, 1, now)
             item_id = uuid.uuid4().hex
-            expire = now + ttl // timedelta(microseconds=1)
+            expire = _expiry_us(now, ttl)
             conn.execute(
                 "INSERT INTO ms_queue_items (universe, queue_id, item_id, data, priority, "
                 "expire_us, size) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -5,18 +5,22 @@ Wire choices where Roblox documents nothing (state semantics are listed in memor
 - Body field names are matched case-insensitively and a create may carry `id` in the body,
   and `:discard` also takes `readId` from the query string: published third-party clients
   (rblx-open-cloud, openblox) send requests that way, so the emulator accepts them.
-- Creating an existing sorted-map item answers 409 ALREADY_EXISTS (what rblx-open-cloud
-  expects); an etag mismatch answers 409 ABORTED; deleting a missing item answers 200, like
-  the engine's RemoveAsync.
+- Creating an existing sorted-map item answers 409 (what rblx-open-cloud expects) with ABORTED,
+  the v2 error table's conflict code (the table has no ALREADY_EXISTS); an etag mismatch answers
+  409 ABORTED; deleting a missing item answers 200, like the engine's RemoveAsync.
 - `orderBy` accepts `id` and `id desc` (plus bare `asc`/`desc`, which clients send).
 - A queue read with nothing visible answers 200 with no items and a readId that discards
   nothing; `:discard` after the window ended removes nothing (the items are visible again).
 - A flush removes the data at once. Its first answer says `done: false`, as Roblox's does, so
-  clients exercise their polling; every poll of the operation then reports `done: true`.
-  Roblox's `@type` for the operation's `response` is unpublished, so it is left out. The
+  clients exercise their polling; every poll of the operation then reports `done: true` with a
+  `response`, as the spec requires of a finished operation (Operation.done: "either `error` or
+  `response` is available"). The response is the empty FlushMemoryStoreResponse; Roblox's
+  `@type` for it is unpublished, so it is left out. The
   path is `cloud/v2/universes/{u}/memory-store/operations/{id}`, the documented poll route
   (one client example shows Roblox omitting `memory-store/`; its poll URL is the same).
-- Expire times are RFC 3339 in whole seconds (as Roblox emits) unless the TTL had a fraction.
+- Expire times are RFC 3339 in whole seconds, as recorded from Open Cloud; items expire on that
+  second boundary (memorystore.py rounds a fractional TTL's end up to it).
+- A queue discard answers 200 with no body (the spec gives the response no content).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from aiohttp import web
@@ -47,7 +51,7 @@ from .memorystore import (
     SortKey,
 )
 from .paging import decode_token, encode_token, fingerprint
-from .timefmt import parse_duration, rfc3339
+from .timefmt import parse_duration, whole_seconds
 from .validation import clamp_page_size, compact_json, parse_bool
 
 PREFIX = "/cloud/v2/universes/{universe_id}/memory-store"
@@ -73,12 +77,6 @@ def _charge(request: web.Request, universe: str, structure: str | None, units: i
 # ------------------------------------------------------------------ wire values
 
 
-def _time(when: datetime) -> str:
-    if when.microsecond == 0:
-        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return rfc3339(when)
-
-
 def _number(value: float) -> float | int:
     """Doubles with an integral value print without `.0`, as protobuf JSON does."""
     if value.is_integer() and abs(value) < _SAFE_INTEGER:
@@ -92,7 +90,7 @@ def _sorted_json(universe: str, map_id: str, item: SortedItem) -> dict[str, Any]
         f"/items/{item.item_id}",
         "value": item.value,
         "etag": item.etag,
-        "expireTime": _time(item.expire_time),
+        "expireTime": whole_seconds(item.expire_time),
         "id": item.item_id,
     }
     if isinstance(item.sort_key, str):
@@ -108,16 +106,19 @@ def _queue_json(universe: str, queue_id: str, item: QueueItem) -> dict[str, Any]
         f"/items/{item.item_id}",
         "data": item.data,
         "priority": _number(item.priority),
-        "expireTime": _time(item.expire_time),
+        "expireTime": whole_seconds(item.expire_time),
         "id": item.item_id,
     }
 
 
 def _operation_json(universe: str, operation_id: str, done: bool) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "path": f"cloud/v2/universes/{universe}/memory-store/operations/{operation_id}",
         "done": done,
     }
+    if done:
+        body["response"] = {}  # FlushMemoryStoreResponse has no fields
+    return body
 
 
 # ------------------------------------------------------------------ input checks
@@ -499,7 +500,7 @@ async def discard_queue_items(request: web.Request) -> web.Response:
         raise invalid("readId is required: pass the readId a previous items:read returned.")
     _charge(request, universe, f"queue/{queue_id}")
     _store(ctx).discard_queue_items(universe, queue_id, read_id)
-    return json_response({})
+    return web.Response(status=200)
 
 
 async def flush(request: web.Request) -> web.Response:

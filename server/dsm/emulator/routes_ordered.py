@@ -308,9 +308,9 @@ class _V1Routes:
         target = _target(request, "universeId")
         entry_id = _v1_entry_id(request.match_info["entry"])
         self._authorize(request, target, write=True)
-        # v1 answers 200 whether or not the entry existed (ODS1).
+        # v1 answers 200 whether or not the entry existed (ODS1), with `{}` as JSON like v2.
         self.store.delete(target.universe, target.store, target.scope, entry_id)
-        return web.Response(status=200)
+        return json_response({})
 
     async def increment(self, request: web.Request) -> web.Response:
         target = _target(request, "universeId")
@@ -401,7 +401,8 @@ class _V2Routes:
         # Unlike v1, v2 answers 404 for a missing entry (OAPI Cloud_DeleteOrderedDataStoreEntry).
         if not self.store.delete(target.universe, target.store, target.scope, entry_id):
             raise missing(target.store, target.scope, entry_id)
-        return web.Response(status=200)
+        # Recorded Open Cloud responses: a delete answers `{}` with a JSON content type.
+        return json_response({})
 
     async def increment(self, request: web.Request) -> web.Response:
         target = _target(request, "universe_id")

@@ -6,6 +6,8 @@ Wire shapes follow opencloud-api.md §4. Choices where Roblox does not document 
 - an etag mismatch answers 409 ABORTED (ERR lists no 412 for v2);
 - `:listRevisions` lists newest first;
 - reads and writes against a deleted data store fail at once with 404.
+Documented or recorded from Open Cloud: `@latest:<time>` must be after the epoch and at most ten
+minutes ahead (Get Data Store Entry); a delete answers `{}` as JSON (recorded responses).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .context import EMULATOR, EmulatorContext, json_response, universe_param
 from .errors import EmulatorError, invalid
 from .paging import decode_token, encode_token, fingerprint
 from .standard import DataStoreInfo, PreconditionFailed, Revision
-from .timefmt import parse_time, rfc3339
+from .timefmt import parse_rfc3339, rfc3339
 from .validation import (
     V2_NUMBER_LIMIT,
     check_attributes,
@@ -288,7 +290,8 @@ async def entry_get(request: web.Request) -> web.Response:
     if selector is None or selector == "latest":
         revision = ctx.standard.get(universe, datastore, scope, key)
     elif selector.startswith("latest:"):
-        revision = ctx.standard.get_at(universe, datastore, scope, key, _latest_time(selector[7:]))
+        when = _latest_time(selector[7:], ctx.clock.now())
+        revision = ctx.standard.get_at(universe, datastore, scope, key, when)
     else:
         revision = _get_revision(ctx, universe, datastore, scope, key, selector)
     # Per-key read throughput is counted on what was actually read.
@@ -313,13 +316,18 @@ def _get_revision(
         raise
 
 
-def _latest_time(text: str) -> datetime:
+def _latest_time(text: str, now: datetime) -> datetime:
     try:
-        when = parse_time(text)
+        when = parse_rfc3339(text)
     except ValueError:
         raise invalid(f"Invalid timestamp {text!r} in @latest:<time>.") from None
     if when.timestamp() <= 0:
         raise invalid("The @latest time must be after the Unix epoch.")
+    if when > now + LATEST_FUTURE_LIMIT:
+        raise invalid(
+            f"The @latest time {text} is more than ten minutes in the future; ask for a time "
+            "no later than ten minutes from now."
+        )
     return when
 
 
@@ -388,7 +396,7 @@ def _parse_time_filter(raw: str | None) -> tuple[datetime | None, datetime | Non
                 "and/or revision_create_time <= <time> joined by &&."
             )
         try:
-            when = parse_time(parts[2])
+            when = parse_rfc3339(parts[2])
         except ValueError:
             raise invalid(f"Invalid time {parts[2]!r} in filter.") from None
         if parts[1] == ">=":
@@ -454,7 +462,7 @@ async def delete_entry(request: web.Request) -> web.Response:
     ctx.require(request, universe, "universe-datastores.objects:delete", datastore)
     ctx.throttle(request, universe, ["v2.standard.remove"], entry_key=f"{datastore}/{scope}/{key}")
     ctx.standard.delete(universe, datastore, scope, key)
-    return web.Response(status=200)
+    return json_response({})
 
 
 async def increment_entry(request: web.Request) -> web.Response:

@@ -28,6 +28,8 @@ from .timefmt import utc_day, utc_hour, version_id
 from .validation import INT64_MAX, INT64_MIN
 
 RETENTION = timedelta(days=30)
+# Hiding deleted data stores, a List Data Stores call checks at most this many (documented).
+LIST_SCAN_LIMIT = 512
 # How often (in emulator time) a request may trigger the global expiry sweep.
 SWEEP_INTERVAL = timedelta(minutes=1)
 
@@ -221,20 +223,33 @@ class StandardStore:
         limit: int,
         show_deleted: bool = False,
     ) -> tuple[list[DataStoreInfo], str | None]:
+        """One page of data stores by name. Hiding deleted stores, a call checks at most
+        LIST_SCAN_LIMIT of them, as Open Cloud's does (List Data Stores): when they are all
+        deleted the page is empty but still carries a token to go on from."""
         self.sweep()
         sql = "SELECT * FROM datastores WHERE universe = ? AND name >= ? AND substr(name, 1, ?) = ?"
         args: list[object] = [universe, prefix, len(prefix), prefix]
         if after is not None:
             sql += " AND name > ?"
             args.append(after)
-        if not show_deleted:
-            sql += " AND state = 'ACTIVE'"
         sql += " ORDER BY name LIMIT ?"
-        args.append(limit + 1)
+        args.append((limit if show_deleted else LIST_SCAN_LIMIT) + 1)
         rows = [_to_store(r) for r in self.db.conn.execute(sql, args).fetchall()]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (rows[-1].name if more and rows else None)
+        if show_deleted:
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return rows, (rows[-1].name if more and rows else None)
+        checked = rows[:LIST_SCAN_LIMIT]
+        found: list[DataStoreInfo] = []
+        for store in checked:
+            if store.state != "ACTIVE":
+                continue
+            if len(found) == limit:
+                return found, found[-1].name
+            found.append(store)
+        if len(rows) > LIST_SCAN_LIMIT:
+            return found, checked[-1].name
+        return found, None
 
     def delete_datastore(self, universe: str, name: str) -> DataStoreInfo:
         store = self.get_datastore(universe, name)
@@ -256,11 +271,8 @@ class StandardStore:
         if store is None:
             raise not_found(f"Data store {name!r} was not found.", "DatastoreNotFound")
         if store.state == "ACTIVE":
-            raise EmulatorError(
-                "FAILED_PRECONDITION",
-                f"Data store {name!r} is not deleted.",
-                status=400,
-            )
+            # The v2 error table has no FAILED_PRECONDITION: its nearest code is INVALID_ARGUMENT.
+            raise invalid(f"Data store {name!r} is not deleted, so there is nothing to undelete.")
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE datastores SET state = 'ACTIVE', expire_time = NULL "

@@ -317,11 +317,12 @@ def error_from_response(
             f"{subject[0].upper()}{subject[1:]} was not found{_where(ctx)}.{said}", **common
         )
     if env.code == "ALREADY_EXISTS" or (
-        status == 400
+        status in (400, 409)
         and op.name.endswith("create")
         and "already exists" in (env.message or "").lower()
     ):
-        # v2 data stores answer 400 for this; memory store sorted maps 409 ALREADY_EXISTS.
+        # v2 data stores answer 400 for this; memory store sorted maps 409 (ABORTED, the v2
+        # table's conflict code; ALREADY_EXISTS is still recognised should Roblox send it).
         return AlreadyExists(
             f"Could not {op.action}: {subject} already exists.{said}", current=current, **common
         )
