@@ -29,7 +29,7 @@ from .http import (
     routes_pairing,
     routes_sessions,
 )
-from .http.appkeys import CONFIG, INSTANCE_ID
+from .http.appkeys import BUDGET, CONFIG, INSTANCE_ID
 from .http.auth import auth_middleware
 from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
@@ -42,6 +42,7 @@ from .http.routes_sessions import SERVER_BACKEND
 from .opencloud.ratelimit import ClientBudget
 from .services.browse import BrowseService
 from .services.entries import EntryService
+from .services.jobs.budget import BudgetPolicy, CcuSettings
 from .services.memory import MemoryService
 from .services.metrics import MeteredRateLimiter
 from .services.ordered import OrderedService
@@ -78,6 +79,11 @@ def _data_lifecycle(
     async def data_plane(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS]
         events = app[EVENTS]
+        budget = app[BUDGET] = BudgetPolicy(
+            CcuSettings(config.data_dir),
+            default_ccu=config.ccu,
+            reserve_share=config.reserve_share,
+        )
         upstream = await Upstream.start(
             keys=keys,
             base_url=config.open_cloud_base_url,
@@ -87,9 +93,10 @@ def _data_lifecycle(
             reserve_share=config.reserve_share,
             on_call=metrics.on_call,
             limiter=MeteredRateLimiter(
-                ClientBudget(reserve_share=config.reserve_share),
+                ClientBudget.for_ccu(config.ccu, reserve_share=config.reserve_share),
                 metrics=metrics,
                 burst=INTERACTIVE_BURST,
+                budget_for=budget.budget_for,
             ),
         )
         events.backend = upstream.backend

@@ -20,6 +20,8 @@ class ServerConfig:
     emulator_limits: str = "documented"
     # Share of each Open Cloud budget left for the live game's servers.
     reserve_share: float = 0.5
+    # Concurrent users assumed for universes without their own `dsm budget set` CCU.
+    ccu: int = 0
     open_cloud_base_url: str = "https://apis.roblox.com"
     # Vault passphrase source for headless use; None means prompt or OS keyring.
     vault_passphrase: str | None = None

@@ -62,6 +62,8 @@ class RateLimiterLike(Protocol):
 
     def penalize(self, universe_id: str, category: str, retry_after: float) -> None: ...
 
+    def observe(self, universe_id: str, category: str, headers: Mapping[str, str]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Response:
@@ -280,6 +282,8 @@ class ClientCore:
             if self._backend is None:
                 self._backend = backend
             self._notify(op, response.status, latency, backend)
+            if self._limiter is not None and universe is not None:
+                self._limiter.observe(universe, op.category, response.headers)
             if response.status in ok:
                 return response
             # Built per answer so messages name the backend that actually answered.
