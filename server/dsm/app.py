@@ -91,6 +91,8 @@ def _data_lifecycle(
             emulator_universes=config.emulator_universes,
             emulator_limits=config.emulator_limits,
             reserve_share=config.reserve_share,
+            upstream_url=config.upstream_url,
+            emulator_ccu=config.ccu,
             on_call=metrics.on_call,
             limiter=MeteredRateLimiter(
                 ClientBudget.for_ccu(config.ccu, reserve_share=config.reserve_share),

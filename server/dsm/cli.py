@@ -8,6 +8,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -74,6 +75,13 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="share of each Open Cloud budget left for live game servers (default 0.5)",
     )
     p.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="use the Open Cloud-compatible server at URL (e.g. a `dsm emulator`) instead of the "
+        "embedded emulator, with the vault's keys or a local key; its data is labelled "
+        "EMULATOR only if it says it is one",
+    )
+    p.add_argument(
         "--ccu",
         type=_ccu,
         default=0,
@@ -89,6 +97,17 @@ def _ccu(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a whole number of concurrent users from 0 to {MAX_CCU:,}, got {text!r}"
         ) from None
+
+
+def _upstream(parser: argparse.ArgumentParser, url: str | None) -> str | None:
+    if url is None:
+        return None
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        parser.error(
+            f"--upstream must be an http(s) URL such as http://127.0.0.1:8787, got {url!r}"
+        )
+    return url.strip().rstrip("/")
 
 
 def build_emulator_config(args: argparse.Namespace) -> EmulatorConfig:
@@ -160,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             emulator_limits=args.emulator_limits,
             reserve_share=args.reserve_share,
             ccu=args.ccu,
+            upstream_url=_upstream(parser, args.upstream),
         )
         return serve(server_config)
     if args.command == "key":

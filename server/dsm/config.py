@@ -23,6 +23,9 @@ class ServerConfig:
     # Concurrent users assumed for universes without their own `dsm budget set` CCU.
     ccu: int = 0
     open_cloud_base_url: str = "https://apis.roblox.com"
+    # `dsm serve --upstream URL`: this Open Cloud-compatible server instead of the embedded
+    # emulator (with no key) or Roblox (with keys).
+    upstream_url: str | None = None
     # Vault passphrase source for headless use; None means prompt or OS keyring.
     vault_passphrase: str | None = None
     session_ttl_seconds: float = 45.0

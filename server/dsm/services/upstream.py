@@ -3,6 +3,9 @@
 With keys in the vault the server talks to https://apis.roblox.com, one client per key (a key
 lists the universes it serves). With none it starts the embedded emulator on a loopback port
 and points one client at it: the code path is the same, only the backend label differs.
+`dsm serve --upstream URL` points the clients at another Open Cloud-compatible server instead
+(the vault's keys, or a local key when it has none); its answers are labelled EMULATOR only
+when it says it is one (the transport sees the X-DSM-Emulator header), otherwise LIVE.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ INTERACTIVE_BURST = 10
 BREAKER_SECONDS = 10.0
 
 
+class UpstreamUnreachable(Exception):
+    """`--upstream URL` did not answer at start-up, so no label can be given to its data."""
+
+
 @dataclass(frozen=True)
 class UniverseBinding:
     universe_id: int
@@ -59,6 +66,7 @@ class Upstream:
         emulator: EmbeddedEmulator | None = None,
         limiter: ClientRateLimiter | None = None,
         emulator_key: str | None = None,
+        emulator_url: str | None = None,
     ) -> None:
         self.backend = backend
         self._clients = clients
@@ -67,6 +75,9 @@ class Upstream:
         self.emulator = emulator
         self.limiter = limiter
         self._emulator_key = emulator_key
+        # Where `/_emulator/universes` can be asked: the embedded emulator or an emulator
+        # upstream.
+        self._emulator_url = emulator_url or (emulator.base_url if emulator else None)
         self._down: dict[int, tuple[float, str]] = {}
 
     @classmethod
@@ -81,10 +92,16 @@ class Upstream:
         reserve_share: float,
         on_call: OnCall | None = None,
         limiter: ClientRateLimiter | None = None,
+        upstream_url: str | None = None,
+        emulator_ccu: int = 0,
     ) -> Upstream:
         if limiter is None:
             limiter = ClientRateLimiter(
                 ClientBudget(reserve_share=reserve_share), burst=INTERACTIVE_BURST
+            )
+        if upstream_url is not None:
+            return await cls._start_upstream(
+                upstream_url, keys, emulator_universes, on_call, limiter
             )
         if keys:
             clients: dict[int, OpenCloudClient] = {}
@@ -103,7 +120,7 @@ class Upstream:
         emulator = await EmbeddedEmulator.start(
             EmulatorConfig(
                 data_dir=emulator_dir,
-                limits=LimitsConfig.from_cli(mode=emulator_limits),
+                limits=LimitsConfig.from_cli(mode=emulator_limits, ccu=emulator_ccu),
             )
         )
         # The emulator accepts any non-empty key in open mode; a per-start random one keeps
@@ -130,6 +147,64 @@ class Upstream:
             emulator=emulator,
             limiter=limiter,
             emulator_key=emulator_key,
+        )
+
+    @classmethod
+    async def _start_upstream(
+        cls,
+        url: str,
+        keys: list[ApiKeyRecord],
+        emulator_universes: list[int],
+        on_call: OnCall | None,
+        limiter: ClientRateLimiter,
+    ) -> Upstream:
+        """Clients for an Open Cloud-compatible server at ``url``, labelled by what it says."""
+        local_key = None if keys else secrets.token_urlsafe(16)
+        clients: dict[int, OpenCloudClient] = {}
+        owned: list[OpenCloudClient] = []
+        for record in keys:
+            client = OpenCloudClient(
+                api_key=record.api_key, base_url=url, limiter=limiter, on_call=on_call
+            )
+            owned.append(client)
+            clients.update(dict.fromkeys(record.universes, client))
+        shared = None
+        if local_key is not None:
+            shared = OpenCloudClient(
+                api_key=local_key, base_url=url, limiter=limiter, on_call=on_call
+            )
+            owned.append(shared)
+        try:
+            detected = await owned[0].detect_backend()
+        except oc.OpenCloudError as exc:
+            for client in owned:
+                await client.close()
+            raise UpstreamUnreachable(
+                f"The Open Cloud-compatible server at {url} did not answer ({exc.message}); "
+                "start it first, or check the URL given to --upstream."
+            ) from None
+        backend = Backend.EMULATOR if detected == "EMULATOR" else Backend.LIVE
+        environment = "development" if backend is Backend.EMULATOR else "production"
+        if keys:
+            bindings = [
+                UniverseBinding(u, r.label, r.environment, backend)
+                for r in keys
+                for u in r.universes
+            ]
+        else:
+            bindings = [
+                UniverseBinding(u, f"Universe {u} at {url}", environment, backend)
+                for u in emulator_universes
+            ]
+        log.info("using the %s Open Cloud-compatible server at %s", backend.value, url)
+        return cls(
+            backend,
+            clients,
+            bindings,
+            shared_client=shared,
+            limiter=limiter,
+            emulator_key=local_key,
+            emulator_url=url if backend is Backend.EMULATOR and shared is not None else None,
         )
 
     async def close(self) -> None:
@@ -170,6 +245,10 @@ class Upstream:
             return UniverseBinding(
                 universe_id, f"Emulator universe {universe_id}", "development", Backend.EMULATOR
             )
+        if self._shared is not None:  # --upstream without keys: one local key serves them all
+            return UniverseBinding(
+                universe_id, f"Universe {universe_id}", "production", self.backend
+            )
         self.client_for(universe_id)  # raises NO_API_KEY
         raise AssertionError("unreachable")
 
@@ -181,12 +260,12 @@ class Upstream:
         """
         found = dict(self._bindings)
         problem = None
-        if self.emulator is not None and self._shared is not None:
+        if self._emulator_url is not None and self._shared is not None:
             try:
                 for universe in await self._emulator_universes():
                     found.setdefault(universe, self.binding(universe))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = f"the embedded emulator is unreachable ({type(exc).__name__})"
+                problem = f"the emulator is unreachable ({type(exc).__name__})"
         return [found[u] for u in sorted(found)], problem
 
     # Circuit breaker: after Open Cloud proved unreachable, reads go straight to the cache for
@@ -217,10 +296,10 @@ class Upstream:
         return reason
 
     async def _emulator_universes(self) -> list[int]:
-        assert self.emulator is not None and self._shared is not None
+        assert self._emulator_url is not None and self._shared is not None
         session = self._shared._ensure_session()
         async with session.get(
-            self.emulator.base_url + "/_emulator/universes",
+            self._emulator_url + "/_emulator/universes",
             headers={"x-api-key": self._emulator_key or ""},
         ) as resp:
             body = await resp.json()
