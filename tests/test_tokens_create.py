@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 from pathlib import Path
 
 import pytest
 
-from dsm import cli_tokens
 from dsm.paths import HOME_ENV
 from dsm.services.tokens import DB_FILENAME, TokenStore
 from shared_schema.common import Role
 from tests.server_harness import entry_path, idem, running_server
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="dsm")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cli_tokens.register(sub)
-    args = parser.parse_args(list(argv))
-    out, err = io.StringIO(), io.StringIO()
-    code = cli_tokens.run(args, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
+from tests.test_tokens import run_cli
 
 
 @pytest.fixture

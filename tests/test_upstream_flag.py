@@ -3,10 +3,6 @@ what it says it is."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,7 +23,8 @@ from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
 from tests.conftest import start_emulator
 from tests.server_harness import Server, entry_path, idem, running_server
-from tests.test_serve_process import BANNER_END, Child, _pump, free_port
+from tests.test_offline import CuttableProxy, serving
+from tests.test_serve_process import BANNER_END, dsm_serve, free_port
 
 
 @asynccontextmanager
@@ -86,48 +83,19 @@ async def test_two_servers_share_one_emulator_and_both_say_emulator(tmp_path: Pa
         assert again["value_json"] == '{"coins":6}'
 
 
-@asynccontextmanager
-async def header_stripping_proxy(target: str) -> AsyncIterator[str]:
+class SilentProxy(CuttableProxy):
     """An Open Cloud-compatible server that does not say it is an emulator."""
-    async with aiohttp.ClientSession() as http:
 
-        async def forward(request: web.Request) -> web.Response:
-            async with http.request(
-                request.method,
-                target + request.rel_url.path_qs,
-                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
-                data=await request.read(),
-            ) as upstream:
-                body = await upstream.read()
-                headers = {
-                    k: v
-                    for k, v in upstream.headers.items()
-                    if k.lower()
-                    not in (
-                        "x-dsm-emulator",
-                        "content-length",
-                        "transfer-encoding",
-                        "content-encoding",
-                    )
-                }
-                return web.Response(status=upstream.status, body=body, headers=headers)
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            await runner.cleanup()
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        response = await super().handle(request)
+        response.headers.popall("X-DSM-Emulator", None)
+        return response
 
 
 async def test_an_upstream_that_does_not_say_emulator_is_labelled_live(tmp_path: Path) -> None:
     async with (
         emulator() as url,
-        header_stripping_proxy(url) as proxy,
+        serving(SilentProxy(url)) as proxy,
         running_server(tmp_path, upstream_url=proxy) as server,
     ):
         token = await server.pair()
@@ -198,62 +166,18 @@ def test_the_flag_takes_only_http_urls(capsys: pytest.CaptureFixture[str]) -> No
     assert "--upstream must be an http(s) URL" in capsys.readouterr().err
 
 
-@asynccontextmanager
-async def dsm_serve_upstream(home: Path, upstream: str) -> AsyncIterator[Child]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSM_", "PYTHON_KEYRING"))}
-    env.update(
-        DSM_HOME=str(home),
-        DSM_VAULT_PASSPHRASE="headless passphrase for the upstream test",
-        PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring",
-        PYTHONUNBUFFERED="1",
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dsm.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--upstream",
-        upstream,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    child = Child(proc, port)
-    pumps = [
-        asyncio.create_task(_pump(proc.stdout, child.out)),
-        asyncio.create_task(_pump(proc.stderr, child.err)),
-    ]
-    try:
-        await child.wait_for(child.out, lambda line: BANNER_END in line)
-        yield child
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        for pump in pumps:
-            await asyncio.wait_for(pump, 5)
-
-
 async def test_two_dsm_serve_processes_on_one_emulator(tmp_path: Path) -> None:
     async with (
         emulator() as url,
-        dsm_serve_upstream(tmp_path / "a", url) as a,
-        dsm_serve_upstream(tmp_path / "b", url) as b,
+        dsm_serve(tmp_path / "a", "--upstream", url) as a,
+        dsm_serve(tmp_path / "b", "--upstream", url) as b,
         aiohttp.ClientSession() as http,
     ):
         for child in (a, b):
+            await child.wait_for(child.out, lambda line: BANNER_END in line)
             assert f"backend   : EMULATOR - {url} (it says it is an emulator" in "".join(child.out)
         tokens = []
-        for home in (tmp_path / "a", tmp_path / "b"):
+        for home in (tmp_path / "a" / "data", tmp_path / "b" / "data"):
             store = TokenStore.open(home)  # what `dsm tokens create` does
             tokens.append(store.issue("test script", Role.EDITOR)[0])
             store.close()
