@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -282,12 +282,17 @@ async def test_429_retry_after_from_fault_injection_is_honoured(
 
 
 class RecordingLimiter(ClientRateLimiter):
-    def __init__(self, clock: ManualClock, **kw: Any) -> None:
+    def __init__(self, clock: ManualClock, *, read_headers: bool = True, **kw: Any) -> None:
         self.virtual = 0.0
         self.clock = clock
+        self.read_headers = read_headers
         self.penalties: list[tuple[str, str, float]] = []
         self.acquired: list[tuple[str, str]] = []
         super().__init__(time_fn=lambda: self.virtual, sleep=self._sleep_virtual, **kw)
+
+    def observe(self, universe_id: str, category: str, headers: Mapping[str, str]) -> None:
+        if self.read_headers:
+            super().observe(universe_id, category, headers)
 
     async def _sleep_virtual(self, seconds: float) -> None:
         # Waiting moves both the limiter's clock and the emulator's, so throttles refill.
@@ -314,7 +319,8 @@ async def test_real_429_penalizes_limiter_and_waits_retry_after(
     throttled_config: EmulatorConfig, clock: ManualClock
 ) -> None:
     runner, base_url, _ = await start_emulator(throttled_config)
-    limiter = RecordingLimiter(clock)
+    # Blind to x-ratelimit-* headers, the limiter paces to its own budget and meets 429s.
+    limiter = RecordingLimiter(clock, read_headers=False)
     try:
         async with OpenCloudClient(
             api_key=API_KEY, base_url=base_url, retry=PATIENT, limiter=limiter, sleep=no_sleep
@@ -331,6 +337,26 @@ async def test_real_429_penalizes_limiter_and_waits_retry_after(
     assert (str(U), "write") in limiter.acquired and (str(U), "read") in limiter.acquired
     # Waiting happened on the limiter (virtual time), at least the largest retry-after.
     assert limiter.virtual >= max(p[2] for p in limiter.penalties)
+
+
+async def test_ratelimit_headers_slow_the_limiter_before_any_429(
+    throttled_config: EmulatorConfig, clock: ManualClock
+) -> None:
+    # The budget says 150 writes a minute; the server's headers say 2. Heeding them, the client
+    # paces to 2 a minute and never meets a 429 (headers can only lower the pace).
+    runner, base_url, _ = await start_emulator(throttled_config)
+    limiter = RecordingLimiter(clock)
+    try:
+        async with OpenCloudClient(
+            api_key=API_KEY, base_url=base_url, retry=PATIENT, limiter=limiter, sleep=no_sleep
+        ) as client:
+            for i in range(5):
+                await client.create_entry(U, "ds", f"k{i}", str(i))
+    finally:
+        await runner.cleanup()
+    assert limiter.penalties == []
+    assert limiter.allowed(str(U), "write") == 2
+    assert limiter.virtual >= 60.0  # five writes at two a minute take over a minute
 
 
 # ------------------------------------------------------------- metrics and backends

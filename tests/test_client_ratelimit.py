@@ -15,7 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsm.opencloud.ratelimit import BucketStats, ClientBudget, ClientRateLimiter
+from dsm.opencloud.ratelimit import (
+    BucketStats,
+    ClientBudget,
+    ClientRateLimiter,
+    background_calls,
+    parse_ratelimit_limit,
+)
 
 WINDOW = 60.0
 
@@ -101,7 +107,19 @@ async def worker(
 
 def test_budget_defaults_and_reserve_share() -> None:
     b = ClientBudget()
-    assert b.categories() == {"read": 300, "write": 300, "list": 300, "remove": 300}
+    assert b.categories() == {
+        "read": 300,
+        "write": 300,
+        "list": 300,
+        "remove": 300,
+        "ordered.read": 300,
+        "ordered.write": 300,
+        "ordered.list": 300,
+        "ordered.remove": 300,
+        "v1.read": 300,
+        "v1.write": 300,
+        "memory": 1000,
+    }
     assert b.reserve_share == 0.5
     assert b.allowed_per_window("write") == 150
     assert ClientBudget(reserve_share=0.0).allowed_per_window("read") == 300
@@ -119,10 +137,23 @@ def test_budget_defaults_and_reserve_share() -> None:
 
 def test_budget_for_ccu_uses_documented_formula() -> None:
     b = ClientBudget.for_ccu(50, reserve_share=0.2)
-    assert b.categories() == {"read": 2300, "write": 1300, "list": 400, "remove": 2300}
+    assert b.categories() == {
+        "read": 2300,
+        "write": 1300,
+        "list": 400,
+        "remove": 2300,
+        "ordered.read": 2300,
+        "ordered.write": 1300,
+        "ordered.list": 400,
+        "ordered.remove": 2300,
+        "v1.read": 300,  # legacy v1 limits do not grow with users
+        "v1.write": 300,
+        "memory": 7000,  # 1000 + 120 x CCU request units
+    }
     assert b.allowed_per_window("list") == 320
-    with pytest.raises(ValueError):
-        ClientBudget.for_ccu(-1)
+    for bad in (-1, 10_000_001):
+        with pytest.raises(ValueError):
+            ClientBudget.for_ccu(bad)
 
 
 @pytest.mark.asyncio
@@ -392,3 +423,177 @@ def test_property_sliding_window_invariant(
     assert max_in_any_window(grants) <= allowed
     for begin, end in pause_windows:
         assert not [t for t in grants if begin < t < end]
+
+
+# --- priorities, per-universe budgets and what Open Cloud's headers say ----------------------
+
+
+async def background_worker(
+    limiter: ClientRateLimiter, vt: VirtualTime, until: float, out: list[float]
+) -> None:
+    with background_calls():
+        while vt.now < until:
+            await limiter.acquire("u", "write")
+            out.append(vt.now)
+
+
+@pytest.mark.asyncio
+async def test_background_alone_uses_the_whole_share() -> None:
+    vt = VirtualTime()
+    limiter = ClientRateLimiter(ClientBudget(write=300), time_fn=vt.time, sleep=vt.sleep)
+    grants: list[float] = []
+    await vt.run(*(background_worker(limiter, vt, 600.0, grants) for _ in range(30)))
+    assert max_in_any_window(grants) <= 150
+    assert len([t for t in grants if t < 600.0]) >= 0.97 * 150 * 10
+
+
+@pytest.mark.asyncio
+async def test_interactive_calls_jump_ahead_of_queued_background_work() -> None:
+    vt = VirtualTime()
+    limiter = ClientRateLimiter(ClientBudget(write=300), time_fn=vt.time, sleep=vt.sleep)
+    background: list[float] = []
+    interactive_waits: list[float] = []
+
+    async def user() -> None:
+        # A user clicks every 7 s while 30 background workers keep the bucket saturated.
+        await vt.sleep(5.0)
+        for _ in range(20):
+            interactive_waits.append(await limiter.acquire("u", "write"))
+            await vt.sleep(7.0)
+
+    await vt.run(user(), *(background_worker(limiter, vt, 200.0, background) for _ in range(30)))
+    interval = WINDOW / 150
+    # Without priority each click would queue behind 30 reservations (12 s); with it, at most
+    # one pacing interval.
+    assert max(interactive_waits) <= interval + 1e-9
+    assert max_in_any_window(background) <= 150
+    assert len([t for t in background if t < 200.0]) >= 0.9 * (150 * 200 / 60 - 20)
+
+
+@pytest.mark.asyncio
+async def test_priority_mix_never_exceeds_the_window() -> None:
+    vt = VirtualTime()
+    limiter = ClientRateLimiter(
+        ClientBudget(write=60, reserve_share=0.0), time_fn=vt.time, sleep=vt.sleep, burst=5
+    )
+    grants: list[float] = []
+
+    async def interactive(start: float) -> None:
+        await vt.sleep(start)
+        for _ in range(8):
+            await limiter.acquire("u", "write")
+            grants.append(vt.now)
+
+    async def background() -> None:
+        with background_calls():
+            while vt.now < 300.0:
+                await limiter.acquire("u", "write")
+                grants.append(vt.now)
+
+    await vt.run(
+        *(interactive(s) for s in (0.0, 33.3, 90.0, 91.0)), *(background() for _ in range(6))
+    )
+    assert max_in_any_window(grants) <= 60
+
+
+@pytest.mark.asyncio
+async def test_cancelled_background_waiter_whose_slot_was_taken_keeps_the_taker_slot() -> None:
+    vt = VirtualTime()
+    limiter = ClientRateLimiter(
+        ClientBudget(read=2, reserve_share=0.0), time_fn=vt.time, sleep=vt.sleep
+    )
+    granted: list[float] = []
+
+    async def scenario() -> None:
+        await limiter.acquire("u", "read")  # t=0
+        with background_calls():
+            victim = vt.spawn(limiter.acquire("u", "read"))  # reserves t=30
+        await asyncio.sleep(0)
+        await vt.sleep(1.0)
+        vt.spawn(take())  # takes over t=30 from the background caller
+        await asyncio.sleep(0)
+        victim.cancel()
+        await asyncio.sleep(0)
+        await take()  # t=60.05: the cancelled caller did not hand back the taker's slot
+
+    async def take() -> None:
+        await limiter.acquire("u", "read")
+        granted.append(vt.now)
+
+    await vt.run(scenario())
+    assert sorted(granted) == [pytest.approx(30.0), pytest.approx(60.05)]
+
+
+@pytest.mark.asyncio
+async def test_budget_for_gives_each_universe_its_own_budget_and_follows_changes() -> None:
+    vt = VirtualTime()
+    ccu = {"big": 100}
+    limiter = ClientRateLimiter(
+        ClientBudget.for_ccu(0),
+        time_fn=vt.time,
+        sleep=vt.sleep,
+        budget_for=lambda u: ClientBudget.for_ccu(ccu.get(u, 0)),
+    )
+    assert limiter.allowed("big", "write") == (300 + 20 * 100) // 2
+    assert limiter.allowed("small", "write") == 150
+    assert limiter.allowed("big", "ordered.list") == (300 + 2 * 100) // 2
+    assert limiter.allowed("big", "memory") == (1000 + 120 * 100) // 2
+    grants: list[float] = []
+
+    async def burst_then_change() -> None:
+        for _ in range(5):
+            await limiter.acquire("big", "write")
+            grants.append(vt.now)
+        ccu["big"] = 0  # the user lowered the CCU while the server runs
+        for _ in range(3):
+            await limiter.acquire("big", "write")
+            grants.append(vt.now)
+
+    await vt.run(burst_then_change())
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    assert gaps[0] == pytest.approx(WINDOW / 1150)
+    assert gaps[-1] == pytest.approx(WINDOW / 150)
+
+
+def test_parse_ratelimit_limit() -> None:
+    assert parse_ratelimit_limit("1000, 1000;w=60") == 1000
+    assert parse_ratelimit_limit("300") == 300
+    assert parse_ratelimit_limit("10;w=1, 500;w=60") == 500  # 10 a second is 600 a minute
+    assert parse_ratelimit_limit("10;w=1") == 600
+    for bad in (None, "", "lots", "10;w=0", "10;q=5", "-1"):
+        assert parse_ratelimit_limit(bad) is None
+
+
+def test_headers_only_ever_lower_the_pace() -> None:
+    vt = VirtualTime()
+    limiter = ClientRateLimiter(ClientBudget(), time_fn=vt.time, sleep=vt.sleep)
+    limiter.observe("u", "read", {"x-ratelimit-limit": "1000000, 1000000;w=60"})
+    assert limiter.allowed("u", "read") == 150  # a generous per-key limit changes nothing
+    limiter.observe("u", "read", {"x-ratelimit-limit": "40, 40;w=60"})
+    assert limiter.allowed("u", "read") == 40
+    limiter.observe("u", "read", {"x-ratelimit-limit": "0"})
+    assert limiter.allowed("u", "read") == 1  # never stops a bucket outright
+    limiter.observe("u", "read", {"x-ratelimit-limit": "garbage"})
+    assert limiter.allowed("u", "read") == 1  # an unreadable header is ignored, not trusted
+    limiter.observe("u", "read", {"x-ratelimit-limit": "5000"})
+    assert limiter.allowed("u", "read") == 150  # the latest header counts, capped by the budget
+    assert limiter.allowed("u", "write") == 150  # other buckets are untouched
+
+
+@pytest.mark.asyncio
+async def test_remaining_zero_pauses_until_reset() -> None:
+    vt = VirtualTime()
+    limiter = ClientRateLimiter(ClientBudget(), time_fn=vt.time, sleep=vt.sleep)
+    limiter.observe("u", "read", {"x-ratelimit-remaining": "3", "x-ratelimit-reset": "40"})
+    assert limiter.paused_for("u", "read") == 0.0
+    limiter.observe("u", "read", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "12"})
+    assert limiter.paused_for("u", "read") == pytest.approx(12.0)
+    limiter.observe("u", "read", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "99999"})
+    assert limiter.paused_for("u", "read") == pytest.approx(60.0)  # at most one window
+    waited: list[float] = []
+
+    async def one() -> None:
+        waited.append(await limiter.acquire("u", "read"))
+
+    await vt.run(one())
+    assert waited == [pytest.approx(60.0)]

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dsm.opencloud.ops import ALL_OPS, SCOPES_BY_OPERATION
+from dsm.opencloud.ratelimit import DOCUMENTED_RATES
 from dsm.opencloud.retry import RetryPolicy, parse_retry_after
 from dsm.opencloud.wire import json_equal, raw_array_items, raw_object_fields
 
@@ -53,7 +54,18 @@ def test_every_operation_names_its_roblox_scopes() -> None:
     for op in ALL_OPS:
         if op.name != "probe":
             assert op.scopes, op.name
-            assert op.category in ("read", "write", "list", "remove")
+            # Every category is a documented budget the limiter paces to.
+            assert op.category in DOCUMENTED_RATES, op.name
+    assert {op.category for op in ALL_OPS if op.name.startswith("ordered.")} == {
+        "ordered.read",
+        "ordered.write",
+        "ordered.list",
+        "ordered.remove",
+    }
+    assert {op.category for op in ALL_OPS if op.name.startswith("v1.")} == {"v1.read", "v1.write"}
+    assert {op.category for op in ALL_OPS if op.name.startswith(("queue.", "sorted_map."))} == {
+        "memory"
+    }
     assert SCOPES_BY_OPERATION["entries.update"] == ("universe-datastores.objects:update",)
     assert SCOPES_BY_OPERATION["entries.increment"] == (
         "universe-datastores.objects:create",

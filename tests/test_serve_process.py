@@ -65,7 +65,8 @@ async def _pump(stream: asyncio.StreamReader | None, into: list[str]) -> None:
 
 
 @asynccontextmanager
-async def dsm_serve(tmp_path: Path) -> AsyncIterator[Child]:
+async def dsm_serve(tmp_path: Path, *extra: str) -> AsyncIterator[Child]:
+    """`dsm serve` with its home and data under `tmp_path`; `extra` are more serve options."""
     port = free_port()
     env = {
         key: value
@@ -89,6 +90,7 @@ async def dsm_serve(tmp_path: Path) -> AsyncIterator[Child]:
         str(port),
         "--data-dir",
         str(tmp_path / "data"),
+        *extra,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

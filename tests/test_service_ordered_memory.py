@@ -25,6 +25,7 @@ from dsm.opencloud.client import OpenCloudClient
 from dsm.services.dataplane import DataPlane
 from dsm.services.errors import ServiceError
 from dsm.services.events import EventBus
+from dsm.services.jobs.budget import BudgetPolicy, CcuSettings
 from dsm.services.memory import PEEK_INVISIBILITY_SECONDS
 from dsm.services.tokens import Principal
 from dsm.services.upstream import Upstream
@@ -110,7 +111,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     journal = WriteJournal(tmp_path / "journal", cipher)
     cache = EntryCache(tmp_path / "cache", cipher)
     bus = EventBus(256)
-    plane = DataPlane.build(upstream, cache, journal, bus)
+    plane = DataPlane.build(upstream, cache, journal, bus, BudgetPolicy(CcuSettings(tmp_path)))
     app = web.Application(middlewares=[error_middleware, principal_from_role])
     app[DATA] = plane
     bind_routes(app, {**routes_ordered.HANDLERS, **routes_memory.HANDLERS})

@@ -8,15 +8,18 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, cli_keys, cli_plugin, cli_tokens
+from . import __version__, cli_budget, cli_keys, cli_plugin, cli_tokens
 from .config import DEFAULT_PORT, ServerConfig
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
 from .emulator.auth import load_keys
 from .emulator.throttle import LimitsConfig
+from .opencloud.ratelimit import MAX_CCU
 from .paths import data_dir, ensure_private_dir
+from .services.jobs.budget import BudgetSettingsError, check_ccu
 
 
 def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,6 +74,40 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=0.5,
         help="share of each Open Cloud budget left for live game servers (default 0.5)",
     )
+    p.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="use the Open Cloud-compatible server at URL (e.g. a `dsm emulator`) instead of the "
+        "embedded emulator, with the vault's keys or a local key; its data is labelled "
+        "EMULATOR only if it says it is one",
+    )
+    p.add_argument(
+        "--ccu",
+        type=_ccu,
+        default=0,
+        help="concurrent users the game has, for the Open Cloud budgets of universes without "
+        "their own `dsm budget set` (default 0: the smallest budgets)",
+    )
+
+
+def _ccu(text: str) -> int:
+    try:
+        return check_ccu(int(text))
+    except (ValueError, BudgetSettingsError):
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of concurrent users from 0 to {MAX_CCU:,}, got {text!r}"
+        ) from None
+
+
+def _upstream(parser: argparse.ArgumentParser, url: str | None) -> str | None:
+    if url is None:
+        return None
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        parser.error(
+            f"--upstream must be an http(s) URL such as http://127.0.0.1:8787, got {url!r}"
+        )
+    return url.strip().rstrip("/")
 
 
 def build_emulator_config(args: argparse.Namespace) -> EmulatorConfig:
@@ -120,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     cli_keys.register(sub)
     cli_tokens.register(sub)
+    cli_budget.register(sub)
     cli_plugin.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -140,12 +178,16 @@ def main(argv: list[str] | None = None) -> int:
             emulator_universes=args.emulator_universe or [1],
             emulator_limits=args.emulator_limits,
             reserve_share=args.reserve_share,
+            ccu=args.ccu,
+            upstream_url=_upstream(parser, args.upstream),
         )
         return serve(server_config)
     if args.command == "key":
         return cli_keys.run(args)
     if args.command == "tokens":
         return cli_tokens.run(args)
+    if args.command == "budget":
+        return cli_budget.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
     parser.error(f"unknown command {args.command}")

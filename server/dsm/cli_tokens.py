@@ -1,4 +1,7 @@
-"""`dsm tokens list | revoke ID | role ID ROLE`: manage the tokens paired plugins use.
+"""`dsm tokens list | create | revoke ID | role ID ROLE`: manage the API's bearer tokens.
+
+`create` issues a token without pairing, for scripts and CI: the token goes to stdout alone (so
+`TOKEN=$(dsm tokens create ...)` works) and is never shown again; only its hash is stored.
 
 Works while the server runs (the token file is SQLite in WAL mode, and the server reads a
 token's row on every request), so a revocation or role change applies to the next request.
@@ -31,6 +34,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     actions = parser.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
     actions.add_parser("list", help="list tokens", description="List all tokens.")
+    create = actions.add_parser(
+        "create",
+        help="create a token for a script or CI (printed once)",
+        description="Create a bearer token without pairing, for scripts and CI. It is printed "
+        "once on stdout; store it in your secret store. viewer: read only. editor: read and "
+        "write entries. admin: also delete data stores and manage tokens.",
+    )
+    create.add_argument("--role", required=True, choices=[r.value for r in Role], metavar="ROLE")
+    create.add_argument(
+        "--label", required=True, help="who or what uses it, e.g. 'nightly backup' (1-100 chars)"
+    )
     revoke = actions.add_parser(
         "revoke",
         help="revoke a token (its plugin must pair again)",
@@ -53,6 +67,8 @@ def run(
     """Execute a parsed `dsm tokens ...` command; returns the process exit code."""
     out = sys.stdout if stdout is None else stdout
     err = sys.stderr if stderr is None else stderr
+    if args.tokens_command == "create":
+        return _create(args, out, err)
     path = data_dir() / DB_FILENAME
     if not path.exists():
         if args.tokens_command == "list":
@@ -88,6 +104,38 @@ def run(
         store.close()
     print(f"error: unknown tokens action {args.tokens_command!r}", file=err)
     return 2
+
+
+MAX_LABEL_CHARS = 100
+
+
+def _create(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    label = args.label.strip()
+    if not label or len(label) > MAX_LABEL_CHARS or not label.isprintable():
+        print(
+            f"error: the label must be 1-{MAX_LABEL_CHARS} printable characters, "
+            f"got {console_safe(args.label)!r}",
+            file=err,
+        )
+        return 2
+    try:
+        store = TokenStore.open(data_dir())
+    except StorageFileError as exc:
+        print(f"error: cannot open the token file: {exc}", file=err)
+        return 1
+    try:
+        token, info = store.issue(label, Role(args.role))
+    finally:
+        store.close()
+    print(token, file=out)
+    print(
+        f"Created token {info.token_id} ({console_safe(info.name)}, {info.role.value}). It is "
+        "shown only now: store it in your secret store. Send it as "
+        "`Authorization: Bearer <token>`; `dsm tokens revoke "
+        f"{info.token_id}` withdraws it.",
+        file=err,
+    )
+    return 0
 
 
 def _when(moment: datetime | None) -> str:

@@ -21,9 +21,14 @@ class ServerConfig:
     # Share of each Open Cloud budget left for the live game's servers.
     reserve_share: float = 0.5
     # Requests per minute per budget category for the client's own pacing; None keeps the
-    # documented v2 defaults. Tests and benchmarks that drive many writes raise it.
+    # documented budgets at the CCU. Tests and benchmarks that drive many writes raise it.
     budget_rpm: float | None = None
+    # Concurrent users assumed for universes without their own `dsm budget set` CCU.
+    ccu: int = 0
     open_cloud_base_url: str = "https://apis.roblox.com"
+    # `dsm serve --upstream URL`: this Open Cloud-compatible server instead of the embedded
+    # emulator (with no key) or Roblox (with keys).
+    upstream_url: str | None = None
     # Vault passphrase source for headless use; None means prompt or OS keyring.
     vault_passphrase: str | None = None
     session_ttl_seconds: float = 45.0

@@ -14,6 +14,7 @@ from .app import create_app
 from .config import ServerConfig
 from .http.appkeys import DATA
 from .http.guards import BoundPort
+from .services.upstream import UpstreamUnreachable
 from .storage.crypto import new_key
 from .storage.vault import ApiKeyRecord, Vault, VaultError, VaultLockedError
 
@@ -63,7 +64,14 @@ async def run_server(
     print(f"DataStore Manager Pro companion server {__version__}")
     print(f"  listening : http://{config.host}:{bound} (loopback only)")
     print(f"  data      : {config.data_dir}")
-    if upstream.emulator is not None:
+    if config.upstream_url is not None:
+        said = (
+            "it says it is an emulator (X-DSM-Emulator)"
+            if upstream.backend.value == "EMULATOR"
+            else "it does not say it is an emulator, so its data is treated as live"
+        )
+        print(f"  backend   : {upstream.backend.value} - {config.upstream_url} ({said})")
+    elif upstream.emulator is not None:
         print(
             f"  backend   : EMULATOR - embedded Open Cloud emulator at {upstream.emulator.base_url}"
         )
@@ -88,6 +96,9 @@ def serve(config: ServerConfig) -> int:
         asyncio.run(run_server(config, unlocked))
     except KeyboardInterrupt:
         pass
+    except UpstreamUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
         return 1

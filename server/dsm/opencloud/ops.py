@@ -6,7 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Category = Literal["read", "write", "list", "remove"]
+# ClientRateLimiter buckets; each is one documented budget (ratelimit.DOCUMENTED_RATES).
+Category = Literal[
+    "read",
+    "write",
+    "list",
+    "remove",
+    "ordered.read",
+    "ordered.write",
+    "ordered.list",
+    "ordered.remove",
+    "v1.read",
+    "v1.write",
+    "memory",
+]
 
 _DS = "universe-datastores."
 _ORDERED_READ = "universe.ordered-data-store.scope.entry:read"
@@ -63,10 +76,10 @@ LIST_REVISIONS = _op(
 )
 
 # Legacy v1 standard data stores (used where v2 lacks something).
-V1_GET_ENTRY = _op("v1.entries.get", "read", _DS + "objects:read", "read a data store entry")
+V1_GET_ENTRY = _op("v1.entries.get", "v1.read", _DS + "objects:read", "read a data store entry")
 V1_SET_ENTRY = _op(
     "v1.entries.set",
-    "write",
+    "v1.write",
     (_DS + "objects:update", _DS + "objects:create", _DS + "control:create"),
     "set a data store entry",
     text=(
@@ -75,52 +88,54 @@ V1_SET_ENTRY = _op(
     ),
 )
 V1_LIST_VERSIONS = _op(
-    "v1.versions.list", "list", _DS + "versions:list", "list an entry's versions"
+    "v1.versions.list", "v1.read", _DS + "versions:list", "list an entry's versions"
 )
 V1_GET_VERSION = _op(
-    "v1.versions.get", "read", _DS + "versions:read", "read a version of a data store entry"
+    "v1.versions.get", "v1.read", _DS + "versions:read", "read a version of a data store entry"
 )
 
 # Cloud v2 ordered data stores.
-ORDERED_LIST = _op("ordered.list", "list", _ORDERED_READ, "list ordered data store entries")
-ORDERED_GET = _op("ordered.get", "read", _ORDERED_READ, "read an ordered data store entry")
+ORDERED_LIST = _op("ordered.list", "ordered.list", _ORDERED_READ, "list ordered data store entries")
+ORDERED_GET = _op("ordered.get", "ordered.read", _ORDERED_READ, "read an ordered data store entry")
 ORDERED_CREATE = _op(
-    "ordered.create", "write", _ORDERED_WRITE, "create an ordered data store entry"
+    "ordered.create", "ordered.write", _ORDERED_WRITE, "create an ordered data store entry"
 )
 ORDERED_UPDATE = _op(
-    "ordered.update", "write", _ORDERED_WRITE, "update an ordered data store entry"
+    "ordered.update", "ordered.write", _ORDERED_WRITE, "update an ordered data store entry"
 )
 ORDERED_INCREMENT = _op(
-    "ordered.increment", "write", _ORDERED_WRITE, "increment an ordered data store entry"
+    "ordered.increment", "ordered.write", _ORDERED_WRITE, "increment an ordered data store entry"
 )
 ORDERED_DELETE = _op(
-    "ordered.delete", "remove", _ORDERED_WRITE, "delete an ordered data store entry"
+    "ordered.delete", "ordered.remove", _ORDERED_WRITE, "delete an ordered data store entry"
 )
 
 # Memory stores.
 _SM_READ = "memory-store.sorted-map:read"
 _SM_WRITE = "memory-store.sorted-map:write"
-SORTED_MAP_LIST = _op("sorted_map.list", "list", _SM_READ, "list sorted map items")
-SORTED_MAP_GET = _op("sorted_map.get", "read", _SM_READ, "read a sorted map item")
-SORTED_MAP_CREATE = _op("sorted_map.create", "write", _SM_WRITE, "create a sorted map item")
-SORTED_MAP_UPDATE = _op("sorted_map.update", "write", _SM_WRITE, "update a sorted map item")
-SORTED_MAP_DELETE = _op("sorted_map.delete", "remove", _SM_WRITE, "delete a sorted map item")
-QUEUE_ADD = _op("queue.add", "write", "memory-store.queue:add", "add a queue item")
-QUEUE_READ = _op("queue.read", "read", "memory-store.queue:dequeue", "read queue items")
+SORTED_MAP_LIST = _op("sorted_map.list", "memory", _SM_READ, "list sorted map items")
+SORTED_MAP_GET = _op("sorted_map.get", "memory", _SM_READ, "read a sorted map item")
+SORTED_MAP_CREATE = _op("sorted_map.create", "memory", _SM_WRITE, "create a sorted map item")
+SORTED_MAP_UPDATE = _op("sorted_map.update", "memory", _SM_WRITE, "update a sorted map item")
+SORTED_MAP_DELETE = _op("sorted_map.delete", "memory", _SM_WRITE, "delete a sorted map item")
+QUEUE_ADD = _op("queue.add", "memory", "memory-store.queue:add", "add a queue item")
+QUEUE_READ = _op("queue.read", "memory", "memory-store.queue:dequeue", "read queue items")
 QUEUE_DISCARD = _op(
-    "queue.discard", "remove", "memory-store.queue:discard", "discard read queue items"
+    "queue.discard", "memory", "memory-store.queue:discard", "discard read queue items"
 )
-FLUSH = _op("memory_store.flush", "remove", "memory-store:flush", "flush the memory stores")
+FLUSH = _op("memory_store.flush", "memory", "memory-store:flush", "flush the memory stores")
 FLUSH_STATUS = _op(
-    "memory_store.flush_status", "read", "memory-store:flush", "check a memory store flush"
+    "memory_store.flush_status", "memory", "memory-store:flush", "check a memory store flush"
 )
 
-# Messaging.
+# Messaging. Publishing has its own limits (per game server and per key owner), none of which is
+# a per-universe budget this client can pace to; the standard write bucket paces it conservatively.
 PUBLISH = _op(
     "messaging.publish", "write", "universe-messaging-service:publish", "publish a message"
 )
 
-# Not an Open Cloud call: GET / on the base URL, to tell the emulator from Roblox.
+# Not an Open Cloud call: GET / on the base URL, to tell the emulator from Roblox. It is never
+# paced (the transport only paces calls made for a universe).
 PROBE = _op("probe", "read", (), "probe the server")
 
 ALL_OPS: tuple[Op, ...] = (

@@ -62,6 +62,8 @@ class RateLimiterLike(Protocol):
 
     def penalize(self, universe_id: str, category: str, retry_after: float) -> None: ...
 
+    def observe(self, universe_id: str, category: str, headers: Mapping[str, str]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Response:
@@ -194,6 +196,19 @@ class ClientCore:
         assert self._backend is not None
         return self._backend
 
+    async def emulator_universes(self) -> list[int]:
+        """The universes an emulator holds data for (`/_emulator/universes`, an emulator-only
+        extra): lets `--upstream` list an emulator's universes the way the embedded one does."""
+        if self._backend != "EMULATOR":
+            return []
+        session = self._ensure_session()
+        async with session.get(
+            self._base_url + "/_emulator/universes",
+            headers={"x-api-key": self._api_key.get_secret_value()},
+        ) as resp:
+            body = await resp.json()
+        return [int(u) for u in body.get("universes", []) if str(u).isdigit()]
+
     def _service(self) -> str:
         return "the local emulator" if self._backend == "EMULATOR" else "Roblox"
 
@@ -280,6 +295,8 @@ class ClientCore:
             if self._backend is None:
                 self._backend = backend
             self._notify(op, response.status, latency, backend)
+            if self._limiter is not None and universe is not None:
+                self._limiter.observe(universe, op.category, response.headers)
             if response.status in ok:
                 return response
             # Built per answer so messages name the backend that actually answered.

@@ -22,6 +22,7 @@ from ..storage.vault import ApiKeyRecord
 from .browse import BrowseService
 from .entries import EntryService
 from .events import EventBus
+from .jobs.budget import BudgetPolicy, CcuSettings
 from .journal import JournalService
 from .journaled import JournaledWrites
 from .memory import MemoryService
@@ -44,6 +45,8 @@ class DataPlane:
     ordered: OrderedService
     memory: MemoryService
     journal: JournalService
+    # The Open Cloud budget per universe at its CCU; the limiter paces to it.
+    budget: BudgetPolicy
 
     @classmethod
     def build(
@@ -52,6 +55,7 @@ class DataPlane:
         cache: EntryCache,
         journal: WriteJournal,
         events: EventBus,
+        budget: BudgetPolicy,
         metrics: Metrics | None = None,
     ) -> DataPlane:
         reads = ReadThrough(upstream, cache, metrics)
@@ -68,16 +72,25 @@ class DataPlane:
             ordered=ordered,
             memory=MemoryService(upstream, cache, reads),
             journal=JournalService(journal, entries, ordered),
+            budget=budget,
         )
 
 
-def _budget(config: ServerConfig) -> ClientBudget:
+def _limiter(config: ServerConfig, budget: BudgetPolicy, metrics: Metrics) -> MeteredRateLimiter:
+    """Paces to each universe's documented budget at its CCU; `budget_rpm` (tests and
+    benchmarks) replaces every budget with one flat rate."""
     if config.budget_rpm is None:
-        return ClientBudget(reserve_share=config.reserve_share)
+        return MeteredRateLimiter(
+            ClientBudget.for_ccu(config.ccu, reserve_share=config.reserve_share),
+            metrics=metrics,
+            burst=INTERACTIVE_BURST,
+            budget_for=budget.budget_for,
+        )
     rpm = config.budget_rpm
-    return ClientBudget(
+    flat = ClientBudget(
         read=rpm, write=rpm, list=rpm, remove=rpm, reserve_share=config.reserve_share
     )
+    return MeteredRateLimiter(flat, metrics=metrics, burst=INTERACTIVE_BURST)
 
 
 @asynccontextmanager
@@ -90,6 +103,9 @@ async def open_data_plane(
     metrics: Metrics,
 ) -> AsyncIterator[DataPlane]:
     async with AsyncExitStack() as stack:
+        budget = BudgetPolicy(
+            CcuSettings(config.data_dir), default_ccu=config.ccu, reserve_share=config.reserve_share
+        )
         upstream = await Upstream.start(
             keys=keys,
             base_url=config.open_cloud_base_url,
@@ -97,19 +113,17 @@ async def open_data_plane(
             emulator_universes=config.emulator_universes,
             emulator_limits=config.emulator_limits,
             reserve_share=config.reserve_share,
+            upstream_url=config.upstream_url,
+            emulator_ccu=config.ccu,
             on_call=metrics.on_call,
-            limiter=MeteredRateLimiter(
-                _budget(config),
-                metrics=metrics,
-                burst=INTERACTIVE_BURST,
-            ),
+            limiter=_limiter(config, budget, metrics),
         )
         stack.push_async_callback(upstream.close)
         events.backend = upstream.backend
         cipher = RecordCipher(data_key)
         cache = stack.enter_context(EntryCache(config.data_dir, cipher))
         journal = stack.enter_context(WriteJournal(config.data_dir, cipher))
-        plane = DataPlane.build(upstream, cache, journal, events, metrics)
+        plane = DataPlane.build(upstream, cache, journal, events, budget, metrics)
         settled = await plane.journal.reconcile_pending()
         if any(settled.values()):
             log.info("journal writes left open by the last run, settled by re-reading: %s", settled)

@@ -274,8 +274,11 @@ class MeteredRateLimiter(ClientRateLimiter):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         margin: float = 0.05,
         burst: int = 1,
+        budget_for: Callable[[str], ClientBudget] | None = None,
     ) -> None:
-        super().__init__(budget, time_fn=time_fn, sleep=sleep, margin=margin, burst=burst)
+        super().__init__(
+            budget, time_fn=time_fn, sleep=sleep, margin=margin, burst=burst, budget_for=budget_for
+        )
         self._metrics = metrics
         metrics.attach_limiter(self)
 

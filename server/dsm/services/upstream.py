@@ -3,6 +3,9 @@
 With keys in the vault the server talks to https://apis.roblox.com, one client per key (a key
 lists the universes it serves). With none it starts the embedded emulator on a loopback port
 and points one client at it: the code path is the same, only the backend label differs.
+`dsm serve --upstream URL` points the clients at another Open Cloud-compatible server instead
+(the vault's keys, or a local key when it has none); its answers are labelled EMULATOR only
+when it says it is one (the transport sees the X-DSM-Emulator header), otherwise LIVE.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+import aiohttp
 
 from shared_schema.common import Backend
 from shared_schema.errors import ErrorCode
@@ -37,6 +42,10 @@ OnCall = Callable[[str, int | str, float, str], None]
 INTERACTIVE_BURST = 10
 # How long reads skip an Open Cloud that just failed to answer, serving the cache instead.
 BREAKER_SECONDS = 10.0
+
+
+class UpstreamUnreachable(Exception):
+    """`--upstream URL` did not answer at start-up, so no label can be given to its data."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class Upstream:
         shared_client: OpenCloudClient | None = None,
         emulator: EmbeddedEmulator | None = None,
         limiter: ClientRateLimiter | None = None,
+        remote_emulator: bool = False,
     ) -> None:
         self.backend = backend
         self._clients = clients
@@ -73,6 +83,8 @@ class Upstream:
         self._shared = shared_client
         self.emulator = emulator
         self.limiter = limiter
+        # `--upstream` at an emulator (no key): its universes are asked over HTTP.
+        self._remote_emulator = remote_emulator
         self._down: dict[int, tuple[float, str]] = {}
 
     @classmethod
@@ -87,10 +99,16 @@ class Upstream:
         reserve_share: float,
         on_call: OnCall | None = None,
         limiter: ClientRateLimiter | None = None,
+        upstream_url: str | None = None,
+        emulator_ccu: int = 0,
     ) -> Upstream:
         if limiter is None:
             limiter = ClientRateLimiter(
                 ClientBudget(reserve_share=reserve_share), burst=INTERACTIVE_BURST
+            )
+        if upstream_url is not None:
+            return await cls._start_upstream(
+                upstream_url, keys, emulator_universes, on_call, limiter
             )
         if keys:
             clients: dict[int, OpenCloudClient] = {}
@@ -109,7 +127,7 @@ class Upstream:
         emulator = await EmbeddedEmulator.start(
             EmulatorConfig(
                 data_dir=emulator_dir,
-                limits=LimitsConfig.from_cli(mode=emulator_limits),
+                limits=LimitsConfig.from_cli(mode=emulator_limits, ccu=emulator_ccu),
             )
         )
         # The emulator accepts any non-empty key in open mode; a per-start random one keeps
@@ -135,6 +153,63 @@ class Upstream:
             shared_client=client,
             emulator=emulator,
             limiter=limiter,
+        )
+
+    @classmethod
+    async def _start_upstream(
+        cls,
+        url: str,
+        keys: list[ApiKeyRecord],
+        emulator_universes: list[int],
+        on_call: OnCall | None,
+        limiter: ClientRateLimiter,
+    ) -> Upstream:
+        """Clients for an Open Cloud-compatible server at ``url``, labelled by what it says."""
+        local_key = None if keys else secrets.token_urlsafe(16)
+        clients: dict[int, OpenCloudClient] = {}
+        owned: list[OpenCloudClient] = []
+        for record in keys:
+            client = OpenCloudClient(
+                api_key=record.api_key, base_url=url, limiter=limiter, on_call=on_call
+            )
+            owned.append(client)
+            clients.update(dict.fromkeys(record.universes, client))
+        shared = None
+        if local_key is not None:
+            shared = OpenCloudClient(
+                api_key=local_key, base_url=url, limiter=limiter, on_call=on_call
+            )
+            owned.append(shared)
+        try:
+            detected = await owned[0].detect_backend()
+        except oc.OpenCloudError as exc:
+            for client in owned:
+                await client.close()
+            raise UpstreamUnreachable(
+                f"The Open Cloud-compatible server at {url} did not answer ({exc.message}); "
+                "start it first, or check the URL given to --upstream."
+            ) from None
+        backend = Backend.EMULATOR if detected == "EMULATOR" else Backend.LIVE
+        environment = "development" if backend is Backend.EMULATOR else "production"
+        if keys:
+            bindings = [
+                UniverseBinding(u, r.label, r.environment, backend)
+                for r in keys
+                for u in r.universes
+            ]
+        else:
+            bindings = [
+                UniverseBinding(u, f"Universe {u} at {url}", environment, backend)
+                for u in emulator_universes
+            ]
+        log.info("using the %s Open Cloud-compatible server at %s", backend.value, url)
+        return cls(
+            backend,
+            clients,
+            bindings,
+            shared_client=shared,
+            limiter=limiter,
+            remote_emulator=backend is Backend.EMULATOR and shared is not None,
         )
 
     async def close(self) -> None:
@@ -175,6 +250,10 @@ class Upstream:
             return UniverseBinding(
                 universe_id, f"Emulator universe {universe_id}", "development", Backend.EMULATOR
             )
+        if self._shared is not None:  # --upstream without keys: one local key serves them all
+            return UniverseBinding(
+                universe_id, f"Universe {universe_id}", "production", self.backend
+            )
         self.client_for(universe_id)  # raises NO_API_KEY
         raise AssertionError("unreachable")
 
@@ -192,6 +271,12 @@ class Upstream:
                     found.setdefault(universe, self.binding(universe))
             except sqlite3.Error as exc:
                 problem = f"the embedded emulator's data cannot be read ({exc})"
+        elif self._remote_emulator and self._shared is not None:
+            try:
+                for universe in await self._shared.emulator_universes():
+                    found.setdefault(universe, self.binding(universe))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = f"the emulator is unreachable ({type(exc).__name__})"
         return [found[u] for u in sorted(found)], problem
 
     # Circuit breaker: after Open Cloud proved unreachable, reads go straight to the cache for
