@@ -31,9 +31,8 @@ class EventType(StrEnum):
 
 
 class EventsQuery(QueryParams):
-    cursor: int | None = Field(
+    cursor: NonNegativeInt | None = Field(
         default=None,
-        ge=0,
         description="next_cursor of the previous batch; omit to start from now.",
     )
     timeout: float = Field(

@@ -21,7 +21,6 @@ Wire choices where Roblox documents nothing (state semantics are listed in memor
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from .memorystore import (
 )
 from .paging import decode_token, encode_token, fingerprint
 from .timefmt import parse_duration, rfc3339
-from .validation import clamp_page_size, compact_json, parse_bool
+from .validation import clamp_page_size, compact_json, parse_bool, parse_json_body
 
 PREFIX = "/cloud/v2/universes/{universe_id}/memory-store"
 EXTENSION = "memorystore"
@@ -129,13 +128,10 @@ def _operation_json(universe: str, operation_id: str, done: bool) -> dict[str, A
 
 async def _body_fields(request: web.Request) -> dict[str, Any]:
     """The JSON object body with lower-cased field names ({} when there is no body)."""
-    text = await request.text() if request.can_read_body else ""
-    if not text.strip():
+    raw = await request.read() if request.can_read_body else b""
+    if not raw.strip():
         return {}
-    try:
-        body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise invalid("The request body is not valid JSON.") from None
+    body = parse_json_body(raw)
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return {str(key).lower(): value for key, value in body.items()}

@@ -12,7 +12,6 @@ be non-empty strings.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +19,7 @@ from aiohttp import web
 from .app import EmulatorContext, json_response, universe_param
 from .errors import invalid
 from .messaging import MessageLog, Surface
-from .validation import clamp_page_size
+from .validation import clamp_page_size, parse_json_body
 
 EXTENSION = "messaging"
 SCOPE = "universe-messaging-service:publish"
@@ -40,13 +39,10 @@ def _log(ctx: EmulatorContext) -> MessageLog:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    text = await request.text() if request.can_read_body else ""
-    if not text.strip():
+    raw = await request.read() if request.can_read_body else b""
+    if not raw.strip():
         raise invalid("The request body must be a JSON object with the message to publish.")
-    try:
-        body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise invalid("The request body is not valid JSON.") from None
+    body = parse_json_body(raw)
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return body

@@ -121,7 +121,7 @@ async def _body(request: web.Request, example: str) -> dict[str, Any]:
         raise invalid(f"The request body is required: send a JSON object such as {example}.")
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise invalid(
             f"The request body is not valid JSON; send an object such as {example}."
         ) from None

@@ -24,11 +24,13 @@ from .timefmt import parse_time, rfc3339
 from .validation import (
     V2_NUMBER_LIMIT,
     check_attributes,
+    check_json_value,
     check_name,
     check_value_text,
     clamp_page_size,
     compact_json,
     parse_bool,
+    parse_json_body,
     v2_users_to_ids,
 )
 
@@ -102,13 +104,10 @@ def _entry_response(path: str, entry_id: str, revision: Revision) -> web.Respons
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    text = await request.text()
-    if not text.strip():
+    raw = await request.read()
+    if not raw.strip():
         return {}
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError:
-        raise invalid("The request body is not valid JSON.") from None
+    body = parse_json_body(raw)
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return body
@@ -226,6 +225,7 @@ async def list_entries(request: web.Request) -> web.Response:
 def _parse_write_body(body: dict[str, Any]) -> tuple[str, str | None, list[int]]:
     if "value" not in body:
         raise invalid("The entry's value is required.")
+    check_json_value(body["value"], "The value")
     value_text = check_value_text(compact_json(body["value"]))
     attributes = check_attributes(body.get("attributes"))
     user_ids = v2_users_to_ids(body.get("users"))

@@ -73,7 +73,8 @@ def bind(
         query = route.query.model_validate(dict(request.query)) if route.query else None
         body = None
         if route.body is not None:
-            body = route.body.model_validate_json(await request.text() or "{}")
+            # Bytes, not text: pydantic reports a body that is not UTF-8 as invalid JSON (400).
+            body = route.body.model_validate_json(await request.read() or b"{}")
         result = await handler(Call(request, caller, path, query, body))
         if isinstance(result, web.StreamResponse):
             return result

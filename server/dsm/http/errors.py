@@ -64,7 +64,11 @@ def error_response(error: ServiceError) -> web.Response:
 
 def validation_message(exc: ValidationError) -> tuple[str, dict[str, Any]]:
     problems = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "(body)",
+            # "Value error, " is pydantic's prefix for our own validators' messages: noise.
+            "problem": err["msg"].removeprefix("Value error, "),
+        }
         for err in exc.errors(include_url=False, include_input=False)
     ]
     first = problems[0] if problems else {"field": "(body)", "problem": "invalid"}

@@ -1,0 +1,237 @@
+"""Client mistakes get a typed 4xx, never a 500 (security suite: hostile input).
+
+Each case is one the hostile review sent: bodies that are not UTF-8, integers past 2^63, dates
+whose UTC time falls before year 1, values nested hundreds deep or holding a lone surrogate.
+The server runs on its embedded emulator over real loopback HTTP; the emulator is also hit
+directly, because it must refuse the same values with Open Cloud's own 400, never answer 500.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared_schema.constraints import MAX_JSON_DEPTH
+
+from .conftest import RunningEmulator
+from .server_harness import Server, entry_path, idem, running_server
+from .test_security import raw_http
+
+U = 1
+DS = "Hostile"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
+    async with running_server(tmp_path) as running:
+        yield running, await running.pair()
+
+
+def bad_request(status: int, body: Any) -> str:
+    assert status == 400, body
+    assert set(body) == {"error"} and body["error"]["code"] == "BAD_REQUEST", body
+    message: str = body["error"]["message"]
+    return message
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+# ---------------------------------------------------------------------------------------------
+# No client mistake reaches a 500
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"before": str(2**63)},
+        {"before": str(2**53)},
+        {"before": "0"},
+        {"universe": str(2**63)},
+        {"universe": "-1"},
+        {"limit": str(2**70)},
+    ],
+)
+async def test_journal_integers_are_bounded(
+    server: tuple[Server, str], query: dict[str, str]
+) -> None:
+    running, token = server
+    bad_request(*await running.call("GET", "/journal", token, params=query))
+
+
+@pytest.mark.parametrize("field", ["min", "max"])
+async def test_ordered_filter_bounds_are_checked_before_open_cloud(
+    server: tuple[Server, str], field: str
+) -> None:
+    running, token = server
+    path = f"/universes/{U}/ordered/Board/scopes/global/entries"
+    for value in (str(2**63), str(-(2**63) - 1), str(2**53)):
+        message = bad_request(*await running.call("GET", path, token, params={field: value}))
+        assert field in message
+
+
+@pytest.mark.parametrize(
+    "time", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+00:01"]
+)
+async def test_dates_that_overflow_utc_are_refused(server: tuple[Server, str], time: str) -> None:
+    running, token = server
+    path = entry_path(U, DS, "k")
+    bad_request(*await running.call("GET", path + "/at", token, params={"time": time}))
+    for name in ("start", "end"):
+        message = bad_request(
+            *await running.call("GET", path + "/revisions", token, params={name: time})
+        )
+        assert "UTC" in message
+
+
+async def test_a_body_that_is_not_utf8_is_a_400_on_every_bound_route(
+    server: tuple[Server, str],
+) -> None:
+    running, token = server
+    port = int(running.base_url.rsplit(":", 1)[1])
+    body = b'{"value_json": "\xff\xfe", "idempotency_key": "abcdefgh12"}'
+    for method, path in (
+        ("POST", entry_path(U, DS, "k")),
+        ("PUT", entry_path(U, DS, "k")),
+        ("POST", entry_path(U, DS, "k") + "/increment"),
+        ("POST", "/journal/1/undo"),
+        ("POST", "/sessions"),
+        ("POST", "/pair/start"),
+    ):
+        response = await raw_http(
+            port,
+            f"{method} /api/v1{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n",
+            body,
+        )
+        bad_request(response.status, response.json())
+
+
+async def test_values_nested_past_the_limit_are_refused_up_front(
+    server: tuple[Server, str],
+) -> None:
+    running, token = server
+    deepest = nested(MAX_JSON_DEPTH)
+    status, created = await running.call(
+        "POST",
+        entry_path(U, DS, "deep"),
+        token,
+        json={"value_json": deepest, "idempotency_key": idem()},
+    )
+    assert status == 200 and created["value_json"] == deepest
+    for depth in (MAX_JSON_DEPTH + 1, 495, 5000):
+        message = bad_request(
+            *await running.call(
+                "POST",
+                entry_path(U, DS, f"deep{depth}"),
+                token,
+                json={"value_json": nested(depth), "idempotency_key": idem()},
+            )
+        )
+        assert str(MAX_JSON_DEPTH) in message
+    # Nothing was journaled for the refused writes: they never got near Open Cloud.
+    status, journal = await running.call("GET", "/journal", token)
+    assert status == 200 and [item["key"] for item in journal["items"]] == ["deep"]
+
+
+@pytest.mark.parametrize(
+    "value_json", ['"\\ud800"', '{"\\udfff": 1}', '["ok", "\\udbff tail"]', '"\\ude00\\ud83d"']
+)
+async def test_lone_surrogates_are_a_400(server: tuple[Server, str], value_json: str) -> None:
+    running, token = server
+    message = bad_request(
+        *await running.call(
+            "POST",
+            entry_path(U, DS, "sur"),
+            token,
+            json={"value_json": value_json, "idempotency_key": idem()},
+        )
+    )
+    assert "surrogate" in message
+    status, journal = await running.call("GET", "/journal", token)
+    assert status == 200 and journal["items"] == []
+
+
+async def test_a_surrogate_pair_is_text_and_round_trips(server: tuple[Server, str]) -> None:
+    running, token = server
+    status, created = await running.call(
+        "POST",
+        entry_path(U, DS, "emoji"),
+        token,
+        json={"value_json": '"\\ud83d\\ude00"', "idempotency_key": idem()},
+    )
+    assert status == 200, created
+    assert json.loads(created["value_json"]) == "\U0001f600"
+
+
+# ---------------------------------------------------------------------------------------------
+# The emulator refuses the same values with Open Cloud's 400, never a 500
+
+V2 = f"/cloud/v2/universes/{U}/data-stores/{DS}/scopes/global/entries"
+V1 = f"/datastores/v1/universes/{U}/standard-datastores/datastore/entries/entry"
+MAP = f"/cloud/v2/universes/{U}/memory-store/sorted-maps/m/items"
+QUEUE = f"/cloud/v2/universes/{U}/memory-store/queues/q/items"
+ORDERED = f"/cloud/v2/universes/{U}/ordered-data-stores/o/scopes/global/entries"
+MESSAGE = f"/cloud/v2/universes/{U}:publishMessage"
+
+
+def hostile_bodies() -> list[tuple[str, str, dict[str, str], bytes]]:
+    deep = nested(MAX_JSON_DEPTH + 1).encode()
+    surrogate = b'"\\ud800"'
+    cases: list[tuple[str, str, dict[str, str], bytes]] = []
+    for raw in (b"\xff\xfe", deep, surrogate, b"[" * 100_000):
+        cases += [
+            ("POST", V2, {"id": "k"}, b'{"value": ' + raw + b"}"),
+            ("PATCH", V2 + "/k", {"allowMissing": "true"}, b'{"value": ' + raw + b"}"),
+            ("POST", V1, {"datastoreName": DS, "entryKey": "k"}, raw),
+            ("POST", MAP, {"id": "i"}, b'{"value": ' + raw + b', "ttl": "60s"}'),
+            ("POST", QUEUE, {}, b'{"data": ' + raw + b', "ttl": "60s"}'),
+            ("POST", ORDERED, {"id": "e"}, b'{"value": ' + raw + b"}"),
+            ("POST", MESSAGE, {}, b'{"topic": "t", "message": ' + raw + b"}"),
+        ]
+    return cases
+
+
+async def test_the_emulator_answers_400_for_every_hostile_value(
+    emulator: RunningEmulator,
+) -> None:
+    for method, path, params, body in hostile_bodies():
+        async with emulator.http.request(
+            method,
+            emulator.url(path),
+            params=params,
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            text = await response.text()
+            assert response.status == 400, (method, path, body[:40], response.status, text)
+
+
+async def test_the_emulator_keeps_a_value_at_the_limit(emulator: RunningEmulator) -> None:
+    value = nested(MAX_JSON_DEPTH)
+    async with emulator.http.post(
+        emulator.url(V2), params={"id": "edge"}, data=f'{{"value": {value}}}'.encode()
+    ) as created:
+        assert created.status == 200, await created.text()
+    async with emulator.http.get(emulator.url(V2 + "/edge")) as read:
+        assert json.loads(await read.text())["value"] == json.loads(value)
+
+
+async def test_pydantic_messages_lose_their_value_error_prefix(
+    server: tuple[Server, str],
+) -> None:
+    running, token = server
+    status, body = await running.call(
+        "POST",
+        entry_path(U, DS, "k"),
+        token,
+        json={"value_json": "{", "idempotency_key": idem()},
+    )
+    message = bad_request(status, body)
+    assert "Value error" not in message and "not valid JSON text" in message
