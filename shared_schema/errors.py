@@ -23,8 +23,9 @@ class ErrorCode(StrEnum):
     ALREADY_EXISTS = "ALREADY_EXISTS"
     UPSTREAM_THROTTLED = "UPSTREAM_THROTTLED"  # Open Cloud answered 429
     UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"  # Open Cloud unreachable or 5xx
-    UPSTREAM_PERMISSION = "UPSTREAM_PERMISSION"  # the API key lacks a scope or universe
-    UPSTREAM_REJECTED = "UPSTREAM_REJECTED"  # Open Cloud refused the request (400)
+    UPSTREAM_PERMISSION = "UPSTREAM_PERMISSION"  # the API key lacks a scope or universe (403)
+    # Open Cloud answered in a shape no documented answer has (its refusals are BAD_REQUEST)
+    UPSTREAM_REJECTED = "UPSTREAM_REJECTED"
     # a lost response that re-reading could not settle
     WRITE_OUTCOME_UNKNOWN = "WRITE_OUTCOME_UNKNOWN"
     NO_API_KEY = "NO_API_KEY"  # no key in the vault serves this universe

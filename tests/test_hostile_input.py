@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared_schema.common import Role
 from shared_schema.constraints import MAX_JSON_DEPTH
 
 from .conftest import RunningEmulator
@@ -235,3 +236,69 @@ async def test_pydantic_messages_lose_their_value_error_prefix(
     )
     message = bad_request(status, body)
     assert "Value error" not in message and "not valid JSON text" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# Open Cloud's refusals are the client's 4xx, with what to do; 5xx only when upstream failed
+
+
+async def test_stale_or_forged_cursors_are_a_400_that_says_what_to_do(
+    server: tuple[Server, str],
+) -> None:
+    running, token = server
+    status, _ = await running.call(
+        "POST",
+        entry_path(U, DS, "k"),
+        token,
+        json={"value_json": "1", "idempotency_key": idem()},
+    )
+    assert status == 200
+    for path in (
+        "/universes/1/datastores",
+        f"/universes/1/datastores/{DS}/keys",
+        entry_path(U, DS, "k") + "/revisions",
+        "/universes/1/ordered/Board/scopes/global/entries",
+        "/universes/1/memory/sorted-maps/m/items",
+    ):
+        for cursor in ("-1", "not-a-cursor", "A" * 4096):
+            message = bad_request(
+                *await running.call("GET", path, token, params={"cursor": cursor})
+            )
+            assert "first page" in message, (path, message)
+
+
+async def test_a_malformed_revision_id_is_a_400(server: tuple[Server, str]) -> None:
+    running, token = server
+    status, _ = await running.call(
+        "POST",
+        entry_path(U, DS, "k"),
+        token,
+        json={"value_json": "1", "idempotency_key": idem()},
+    )
+    assert status == 200
+    for revision in ("zzz", "-1", "0" * 256, "08DF51BC.x"):
+        message = bad_request(
+            *await running.call("GET", entry_path(U, DS, "k") + f"/revisions/{revision}", token)
+        )
+        assert "revision list" in message
+        status, body = await running.call(
+            "GET",
+            entry_path(U, DS, "k") + "/diff",
+            token,
+            params={"from": revision, "to": revision},
+        )
+        bad_request(status, body)
+
+
+async def test_undeleting_a_live_store_is_a_conflict(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        admin = await running.pair("admin", role=Role.ADMIN)
+        await running.call(
+            "POST",
+            entry_path(U, DS, "k"),
+            admin,
+            json={"value_json": "1", "idempotency_key": idem()},
+        )
+        status, body = await running.call("POST", f"/universes/1/datastores/{DS}/undelete", admin)
+        assert status == 409 and body["error"]["code"] == "CONFLICT"
+        assert "nothing to undelete" in body["error"]["message"]

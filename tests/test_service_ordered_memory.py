@@ -398,7 +398,7 @@ async def test_a_refused_write_is_journaled_failed(server: Server) -> None:
     body = create_body("hank", 3, "create-hank-1")
     status, answer = await server.call("POST", LB, body=body)
     server.emulator.faults.update({"error_rate": 0.0})
-    error_of(status, answer, 502, ErrorCode.UPSTREAM_PERMISSION)
+    error_of(status, answer, 403, ErrorCode.UPSTREAM_PERMISSION)
     [record] = server.journal.list()
     assert record.status is Status.FAILED and record.reason
 

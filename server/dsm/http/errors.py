@@ -32,7 +32,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.ALREADY_EXISTS: 409,
     ErrorCode.UPSTREAM_THROTTLED: 503,
     ErrorCode.UPSTREAM_UNAVAILABLE: 503,
-    ErrorCode.UPSTREAM_PERMISSION: 502,
+    ErrorCode.UPSTREAM_PERMISSION: 403,
     ErrorCode.UPSTREAM_REJECTED: 502,
     ErrorCode.WRITE_OUTCOME_UNKNOWN: 502,
     ErrorCode.NO_API_KEY: 404,
