@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict
 
 class ErrorCode(StrEnum):
     BAD_REQUEST = "BAD_REQUEST"  # the request is malformed or fails validation
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"  # the path exists, not with this method
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"  # headers or body arrived too slowly
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # body is not application/json
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     FORBIDDEN_HOST = "FORBIDDEN_HOST"  # Host not loopback with our port (DNS rebinding guard)
@@ -29,11 +31,13 @@ class ErrorCode(StrEnum):
     # a lost response that re-reading could not settle
     WRITE_OUTCOME_UNKNOWN = "WRITE_OUTCOME_UNKNOWN"
     NO_API_KEY = "NO_API_KEY"  # no key in the vault serves this universe
+    SERVER_BUSY = "SERVER_BUSY"  # too many open connections or event streams right now
     INTERNAL = "INTERNAL"
 
 
 RETRYABLE = {
     ErrorCode.RATE_LIMITED,
+    ErrorCode.SERVER_BUSY,
     ErrorCode.UPSTREAM_THROTTLED,
     ErrorCode.UPSTREAM_UNAVAILABLE,
 }

@@ -25,6 +25,7 @@ from aiohttp import web
 from dsm.app import UPSTREAM, create_app
 from dsm.config import ServerConfig
 from dsm.http.auth import TOKEN_STORE
+from dsm.http.connections import ConnectionLimits, GuardedAppRunner
 from dsm.http.guards import BoundPort
 from dsm.services.upstream import Upstream
 from dsm.storage.crypto import new_key
@@ -54,6 +55,7 @@ class Server:
     announced: list[str] = field(default_factory=list)
     # Every response body this client received, as text (the canary test searches them).
     transcript: list[str] = field(default_factory=list)
+    runner: GuardedAppRunner | None = None  # its server counts connections (hostile tests)
 
     @property
     def upstream(self) -> Upstream:
@@ -111,6 +113,7 @@ async def running_server(
     *,
     data_key: bytes | None = None,
     keys: list[ApiKeyRecord] | None = None,
+    limits: ConnectionLimits | None = None,
     **config: Any,
 ) -> AsyncIterator[Server]:
     announced: list[str] = []
@@ -123,7 +126,7 @@ async def running_server(
         port=port,
         announce=announced.append,
     )
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedAppRunner(app, access_log=None, limits=limits)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -131,6 +134,6 @@ async def running_server(
     port.set(bound)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Server(f"http://127.0.0.1:{bound}", app, http, announced)
+            yield Server(f"http://127.0.0.1:{bound}", app, http, announced, runner=runner)
     finally:
         await runner.cleanup()

@@ -212,7 +212,8 @@ async def test_list_validation(server: Server) -> None:
     status, body = await server.call("GET", f"{BASE}/ordered/{'x' * 51}/scopes/s/entries")
     assert "50 bytes" in error_of(status, body, 400, ErrorCode.BAD_REQUEST)
     status, body = await server.call("GET", f"{BASE}/ordered/wins/scopes/global/entries/x")
-    error_of(status, body, 404, ErrorCode.NOT_FOUND)  # no route reads one ordered entry
+    # No route reads one ordered entry: the path takes PUT and DELETE only (405 since issue 8).
+    error_of(status, body, 405, ErrorCode.METHOD_NOT_ALLOWED)
 
 
 # ----------------------------------------------------------------------- ordered: writes

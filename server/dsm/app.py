@@ -32,7 +32,12 @@ from .http import (
 from .http.appkeys import CONFIG, INSTANCE_ID
 from .http.auth import auth_middleware
 from .http.errors import error_middleware
-from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
+from .http.guards import (
+    CLIENT_MAX_SIZE,
+    BoundPort,
+    body_deadline_middleware,
+    guard_middleware,
+)
 from .http.routes_data import BROWSE, ENTRIES
 from .http.routes_events import EVENTS
 from .http.routes_memory import MEMORY
@@ -144,7 +149,12 @@ def create_app(
 ) -> web.Application:
     """The server app; `keys` and `data_key` come from the unlocked vault."""
     app = web.Application(
-        middlewares=[error_middleware, guard_middleware(port), auth_middleware],
+        middlewares=[
+            error_middleware,
+            guard_middleware(port),
+            auth_middleware,
+            body_deadline_middleware,
+        ],
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[CONFIG] = config

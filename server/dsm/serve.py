@@ -12,6 +12,7 @@ from aiohttp import web
 from . import __version__
 from .app import UPSTREAM, create_app
 from .config import ServerConfig
+from .http.connections import GuardedAppRunner, install_log_throttle
 from .http.guards import BoundPort
 from .storage.crypto import new_key
 from .storage.vault import ApiKeyRecord, Vault, VaultError, VaultLockedError
@@ -51,7 +52,8 @@ async def run_server(
 ) -> None:
     port = BoundPort(config.port)
     app = create_app(config, keys=unlocked.keys, data_key=unlocked.data_key, port=port)
-    runner = web.AppRunner(app, access_log=None)
+    install_log_throttle()
+    runner = GuardedAppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()

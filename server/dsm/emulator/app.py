@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import __version__
+from ..http.wall import wall_refusal
 from .auth import Authorizer, KeyGrant
 from .clock import Clock, SystemClock
 from .db import Database
@@ -57,6 +59,9 @@ class EmulatorConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
     clock: Clock = field(default_factory=SystemClock)
+    # The bound port, read per request: when set, the browser and DNS-rebinding wall the
+    # companion server uses guards the emulator too (loopback Host, no Origin or Sec-Fetch).
+    guard_port: Callable[[], int] | None = None
 
 
 class EmulatorContext:
@@ -180,6 +185,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+def wall_middleware(port: Callable[[], int]) -> Middleware:
+    @web.middleware
+    async def wall(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = wall_refusal(request, port(), service="the emulator")
+        if refusal is not None:
+            raise EmulatorError("PERMISSION_DENIED", refusal.message, status=403)
+        return await handler(request)
+
+    return wall
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/":
@@ -273,11 +289,13 @@ async def set_faults(request: web.Request) -> web.Response:
 def create_emulator_app(config: EmulatorConfig | None = None) -> web.Application:
     from . import routes_memorystore, routes_messaging, routes_ordered, routes_v1, routes_v2
 
+    config = config or EmulatorConfig()
+    guards = [] if config.guard_port is None else [wall_middleware(config.guard_port)]
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware, fault_middleware],
+        middlewares=[error_middleware, *guards, auth_middleware, fault_middleware],
         client_max_size=MAX_BODY,
     )
-    ctx = EmulatorContext(config or EmulatorConfig())
+    ctx = EmulatorContext(config)
     app[EMULATOR] = ctx
     app.router.add_get("/", index)
     app.router.add_get("/_emulator/faults", get_faults)

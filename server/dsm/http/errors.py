@@ -19,6 +19,8 @@ log = logging.getLogger("dsm.http")
 
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.FORBIDDEN_HOST: 403,
@@ -36,6 +38,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UPSTREAM_REJECTED: 502,
     ErrorCode.WRITE_OUTCOME_UNKNOWN: 502,
     ErrorCode.NO_API_KEY: 404,
+    ErrorCode.SERVER_BUSY: 503,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -60,6 +63,21 @@ def error_response(error: ServiceError) -> web.Response:
         content_type="application/json",
         headers=headers,
     )
+
+
+def http_exception_error(exc: web.HTTPException) -> ServiceError:
+    """An error aiohttp raised itself, as one of our codes (its text is a plain sentence)."""
+    code = {
+        404: ErrorCode.NOT_FOUND,
+        405: ErrorCode.METHOD_NOT_ALLOWED,
+        408: ErrorCode.REQUEST_TIMEOUT,
+        413: ErrorCode.PAYLOAD_TOO_LARGE,
+        415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        429: ErrorCode.RATE_LIMITED,
+        503: ErrorCode.SERVER_BUSY,
+    }.get(exc.status, ErrorCode.BAD_REQUEST if exc.status < 500 else ErrorCode.INTERNAL)
+    text = " ".join((exc.text or exc.reason).split())
+    return ServiceError(code, f"{exc.reason}: {text}" if text != exc.reason else text)
 
 
 def validation_message(exc: ValidationError) -> tuple[str, dict[str, Any]]:
@@ -90,16 +108,27 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             ServiceError(ErrorCode.NOT_FOUND, f"No API route matches {request.path}.")
         )
-    except web.HTTPMethodNotAllowed:
-        return error_response(
-            ServiceError(ErrorCode.NOT_FOUND, f"{request.method} is not allowed on {request.path}.")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = sorted(exc.allowed_methods - {"HEAD"})
+        response = error_response(
+            ServiceError(
+                ErrorCode.METHOD_NOT_ALLOWED,
+                f"{request.method} is not allowed on {request.path}; it takes "
+                f"{', '.join(allowed) or 'no method'}.",
+                details={"allowed": allowed},
+            )
         )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     except web.HTTPRequestEntityTooLarge:
         return error_response(
             ServiceError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
         )
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and the like are answers, not failures
+        # aiohttp's own refusals (a WebSocket handshake without Upgrade, ...) in the envelope.
+        return error_response(http_exception_error(exc))
     except Exception:
         log.exception("internal error while handling %s %s", request.method, request.path)
         return error_response(
