@@ -28,6 +28,7 @@ from .http import (
     routes_ordered,
     routes_pairing,
     routes_sessions,
+    streams,
 )
 from .http.appkeys import CONFIG, INSTANCE_ID
 from .http.auth import auth_middleware
@@ -168,6 +169,7 @@ def create_app(
     app.cleanup_ctx.append(routes_events.lifecycle)
     app.cleanup_ctx.append(routes_metrics.lifecycle)
     app.cleanup_ctx.append(routes_sessions.lifecycle)
+    app.cleanup_ctx.append(streams.lifecycle)
     app.cleanup_ctx.append(_data_lifecycle(config, keys, data_key))
     app.router.add_get("/api/v1/hello", hello)
     app.router.add_get("/api/v1/openapi.json", openapi)

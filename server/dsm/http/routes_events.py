@@ -28,7 +28,8 @@ from shared_schema.events import EventBatch, EventResync, EventsQuery
 
 from ..services.errors import ServiceError
 from ..services.events import EventBus
-from .appkeys import CONFIG, INSTANCE_ID
+from ..services.streams import REVOKED_MESSAGE, Stream
+from .appkeys import CONFIG, INSTANCE_ID, STREAMS
 from .auth import require_role
 from .errors import error_response, validation_message
 
@@ -117,38 +118,55 @@ def _hold(request: web.Request, token_id: str) -> AbstractContextManager[None]:
     return hold(token_id) if hold is not None else contextlib.nullcontext()
 
 
+def _slot(request: web.Request, token_id: str) -> AbstractContextManager[Stream | None]:
+    # Counted per token and ended when the token is revoked (apps without it: unbounded).
+    registry = request.config_dict.get(STREAMS)
+    return registry.open(token_id) if registry is not None else contextlib.nullcontext()
+
+
 async def poll_events(request: web.Request) -> web.Response:
     caller = require_role(request, Role.VIEWER)
     query = _query(request)
     bus = request.config_dict[EVENTS]
-    with _hold(request, caller.token_id):
-        answer = await bus.wait(query.cursor, query.timeout)
+    with _slot(request, caller.token_id) as slot, _hold(request, caller.token_id):
+        wait = bus.wait(query.cursor, query.timeout)
+        answer = await (slot.until_revoked(wait) if slot is not None else wait)
+        if slot is not None and not slot.confirm():
+            raise ServiceError(ErrorCode.UNAUTHENTICATED, REVOKED_MESSAGE)
     return _json(answer)
 
 
 async def events_socket(request: web.Request) -> web.WebSocketResponse:
     caller = require_role(request, Role.VIEWER)
     bus = request.config_dict[EVENTS]
-    ws = web.WebSocketResponse(heartbeat=WS_PING_SECONDS)
-    await ws.prepare(request)
-    request.config_dict[_SOCKETS].add(ws)
-    stream = _SocketStream(ws, bus)
-    try:
-        with _hold(request, caller.token_id):
-            await stream.serve()
-    finally:
-        await stream.stop()
+    # The slot is taken before the handshake, so a refusal is an HTTP answer in the envelope.
+    with _slot(request, caller.token_id) as slot:
+        ws = web.WebSocketResponse(heartbeat=WS_PING_SECONDS)
+        await ws.prepare(request)
+        request.config_dict[_SOCKETS].add(ws)
+        stream = _SocketStream(ws, bus, slot.confirm if slot is not None else None)
+        if slot is not None:
+            slot.on_revoke(stream.revoke)
+        try:
+            with _hold(request, caller.token_id):
+                await stream.serve()
+        finally:
+            await stream.stop()
     return ws
 
 
 class _SocketStream:
     """One socket: a reader for subscribe messages and a pump that pushes batches."""
 
-    def __init__(self, ws: web.WebSocketResponse, bus: EventBus) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, bus: EventBus, confirm: Callable[[], bool] | None = None
+    ) -> None:
         self._ws = ws
         self._bus = bus
+        self._confirm = confirm  # False once the token is revoked (and the socket closing)
         self._send_lock = asyncio.Lock()
         self._pump: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[bool] | None = None
 
     async def serve(self) -> None:
         async for message in self._ws:
@@ -166,6 +184,12 @@ class _SocketStream:
         await self._stop_pump()
         if not self._ws.closed:
             await self._ws.close()
+
+    def revoke(self) -> None:
+        """The token was revoked: close now (policy violation), the reader loop then ends."""
+        self._closing = asyncio.ensure_future(
+            self._ws.close(code=WSCloseCode.POLICY_VIOLATION, message=REVOKED_MESSAGE.encode())
+        )
 
     async def _on_text(self, data: str) -> None:
         try:
@@ -186,6 +210,8 @@ class _SocketStream:
                     code=WSCloseCode.GOING_AWAY, message=b"The server is shutting down."
                 )
                 return
+            if self._confirm is not None and not self._confirm():
+                return  # revoked: the close is already on its way
             try:
                 await self._send(answer.model_dump_json(exclude_none=True))
             except ConnectionResetError:
