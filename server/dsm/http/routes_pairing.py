@@ -24,6 +24,7 @@ from ..services.pairing import (
     announce_on_console,
     describe_ttl,
 )
+from ..services.pairing_limits import AttemptLog
 from ..services.tokens import TokenStore
 from .auth import TOKEN_STORE, require_role
 
@@ -42,13 +43,19 @@ def lifecycle(
 
     async def tokens_and_pairing(app: web.Application) -> AsyncIterator[None]:
         store = TokenStore.open(config.data_dir)
+        attempts = AttemptLog.open(config.data_dir)
         app[TOKEN_STORE] = store
         app[PAIRING] = PairingService(
-            store, ttl_seconds=config.pairing_code_ttl_seconds, role=role, announce=announce
+            store,
+            ttl_seconds=config.pairing_code_ttl_seconds,
+            role=role,
+            announce=announce,
+            attempts=attempts,
         )
         try:
             yield
         finally:
+            attempts.close()
             store.close()
 
     return tokens_and_pairing
