@@ -526,13 +526,13 @@ async def get_operation(request: web.Request) -> web.Response:
 def setup(app: web.Application, ctx: EmulatorContext) -> None:
     ctx.extensions[EXTENSION] = MemoryStore(ctx.db, ctx.clock, ctx.config.limits)
     router = app.router
-    items = PREFIX + "/sorted-maps/{sorted_map_id}/items"
+    items = PREFIX + "/sorted-maps/{sorted_map_id:[^/]+}/items"
     router.add_get(items, list_sorted_items)
     router.add_post(items, create_sorted_item)
-    router.add_get(items + "/{item_id}", get_sorted_item)
-    router.add_patch(items + "/{item_id}", update_sorted_item)
-    router.add_delete(items + "/{item_id}", delete_sorted_item)
-    queue = PREFIX + "/queues/{queue_id}"
+    router.add_get(items + "/{item_id:[^/]+}", get_sorted_item)
+    router.add_patch(items + "/{item_id:[^/]+}", update_sorted_item)
+    router.add_delete(items + "/{item_id:[^/]+}", delete_sorted_item)
+    queue = PREFIX + "/queues/{queue_id:[^/]+}"
     router.add_post(queue + "/items", add_queue_item)
     router.add_get(queue + "/items:read", read_queue_items)
     router.add_post(queue + "/items:discard", discard_queue_items)

@@ -7,6 +7,7 @@ parameters, query and body with its models, enforces its role, and serializes th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from ..services.tokens import Principal
 from .auth import require_role
 from .guards import allow_large_body
 
+_PARAM = re.compile(r"\{(\w+)\}")
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     name: TypeAdapter(param.type) for name, param in PATH_PARAMS.items()
 }
@@ -84,4 +86,10 @@ def bind(
 
     if large_body:
         allow_large_body(view)
-    app.router.add_route(route.method, route.full_path, view, name=operation_id)
+    app.router.add_route(route.method, any_segment(route.full_path), view, name=operation_id)
+
+
+def any_segment(path: str) -> str:
+    """`{key}` -> `{key:[^/]+}`: aiohttp's default pattern refuses `{` and `}`, which keys
+    may hold; the path parameter's own type validates the text afterwards."""
+    return _PARAM.sub(r"{\1:[^/]+}", path)

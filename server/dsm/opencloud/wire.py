@@ -217,8 +217,13 @@ def parse_attributes_header(raw: str | None) -> dict[str, Any] | None:
 
 
 def seg(text: str) -> str:
-    """Percent-encode one path segment (keys may contain '/', '@', '?', '#', spaces)."""
-    return quote(text, safe="")
+    """Percent-encode one path segment (keys may contain '/', ':', '@', '?', '#', spaces).
+
+    A segment of only dots is encoded too: `.` and `..` would otherwise be read as "this" and
+    "parent" directory by any URL normalisation on the way (the plugin does the same).
+    """
+    encoded = quote(text, safe="")
+    return encoded.replace(".", "%2E") if encoded.strip(".") == "" else encoded
 
 
 def cel_string(text: str) -> str:
