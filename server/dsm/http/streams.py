@@ -22,7 +22,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Needs the token store and sessions lifecycles first. Streams may take half the
     connections the server accepts, so ordinary requests always find room."""
     tokens = app[TOKEN_STORE]
-    streams = StreamRegistry(total=max(1, connection_cap() // 2), is_active=tokens.is_active)
+    streams = StreamRegistry(
+        total=max(1, connection_cap() // 2),
+        is_active=tokens.is_active,
+        version=tokens.data_version,
+    )
     app[STREAMS] = streams
     watch = RevocationWatch(tokens, streams, app.get(SESSIONS))
     task = asyncio.create_task(watch.run(), name="dsm-revocation-watch")

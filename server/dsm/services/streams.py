@@ -31,7 +31,7 @@ class Stream:
 
     def __init__(self, token_id: str, is_active: Callable[[str], bool] | None = None) -> None:
         self.token_id = token_id
-        self._is_active = is_active
+        self._is_active = is_active  # a cached check (StreamRegistry.is_active)
         self._revoked = asyncio.Event()
         self._callbacks: list[Callable[[], None]] = []
 
@@ -85,10 +85,15 @@ class StreamRegistry:
         per_token: int = MAX_STREAMS_PER_TOKEN,
         total: int,
         is_active: Callable[[str], bool] | None = None,
+        version: Callable[[], int] | None = None,
     ) -> None:
+        """`is_active(token_id)` reads the token row; `version()` changes whenever the token
+        file does (PRAGMA data_version), so a delivery to 500 sockets reads each row once."""
         self.per_token = per_token
         self.total = total
-        self._is_active = is_active
+        self._read_active = is_active
+        self._version = version
+        self._active_at: dict[str, int] = {}  # token -> file version it was last seen active
         self._streams: dict[str, set[Stream]] = {}
         self._counts: Counter[str] = Counter()
 
@@ -114,7 +119,7 @@ class StreamRegistry:
                 f"The server holds {self.total} event streams, its limit; try again shortly.",
                 retry_after=5,
             )
-        stream = Stream(token_id, self._is_active)
+        stream = Stream(token_id, self.is_active if self._read_active is not None else None)
         self._streams.setdefault(token_id, set()).add(stream)
         self._counts[token_id] += 1
         try:
@@ -129,8 +134,22 @@ class StreamRegistry:
                 if not mine:
                     del self._streams[token_id]
 
+    def is_active(self, token_id: str) -> bool:
+        if self._read_active is None:
+            return True
+        version = self._version() if self._version is not None else None
+        if version is not None and self._active_at.get(token_id) == version:
+            return True
+        active = self._read_active(token_id)
+        if active and version is not None:
+            self._active_at[token_id] = version
+        else:
+            self._active_at.pop(token_id, None)
+        return active
+
     def revoke(self, token_id: str) -> int:
         """End every stream of a revoked token now; returns how many there were."""
+        self._active_at.pop(token_id, None)
         streams = list(self._streams.get(token_id, ()))
         for stream in streams:
             stream.revoke()

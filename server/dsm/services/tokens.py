@@ -148,8 +148,8 @@ class TokenStore:
             return None
         if row["revoked_at"] is not None:
             return None
-        self._touch(token_id)
-        return self.get(token_id)
+        # Re-read only when the touch wrote last_used_at: one query per request otherwise.
+        return self.get(token_id) if self._touch(token_id) else _info(row)
 
     def get(self, token_id: str) -> TokenInfo:
         row = self._row(token_id)
@@ -220,11 +220,12 @@ class TokenStore:
             conn.execute("UPDATE tokens SET role = ? WHERE token_id = ?", (role.value, token_id))
         return self.get(token_id)
 
-    def _touch(self, token_id: str) -> None:
+    def _touch(self, token_id: str) -> bool:
+        """Record the token's use (at most once per interval); True when it wrote."""
         mono = self._monotonic()
         last = self._last_touch.get(token_id)
         if last is not None and mono - last < self._touch_interval:
-            return
+            return False
         self._last_touch[token_id] = mono
         try:
             with self._db.transaction() as conn:
@@ -236,6 +237,8 @@ class TokenStore:
             # Informational only: a busy file (e.g. `dsm tokens` writing) must not fail the
             # request the token is authenticating.
             log.warning("could not record last use of token %s: %s", token_id, exc)
+            return False
+        return True
 
     def _row(self, token_id: str) -> sqlite3.Row | None:
         rows = self._query("SELECT * FROM tokens WHERE token_id = ?", (token_id,))
