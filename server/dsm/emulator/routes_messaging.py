@@ -114,5 +114,7 @@ def setup(app: web.Application, ctx: EmulatorContext) -> None:
     # ':publishMessage' sits inside the universe segment; aiohttp matches it as a literal
     # suffix of that segment, so no /universes/{id}/... route can collide with it.
     app.router.add_post("/cloud/v2/universes/{universe_id}:publishMessage", publish_v2)
-    app.router.add_post("/messaging-service/v1/universes/{universeId}/topics/{topic:[^/]+}", publish_v1)
+    app.router.add_post(
+        "/messaging-service/v1/universes/{universeId}/topics/{topic:[^/]+}", publish_v1
+    )
     app.router.add_get("/_emulator/messages", read_messages)
