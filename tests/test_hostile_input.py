@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from dsm.emulator.app import EMULATOR
 from shared_schema.common import Role
 from shared_schema.constraints import MAX_JSON_DEPTH
 
@@ -302,3 +303,27 @@ async def test_undeleting_a_live_store_is_a_conflict(tmp_path: Path) -> None:
         status, body = await running.call("POST", f"/universes/1/datastores/{DS}/undelete", admin)
         assert status == 409 and body["error"]["code"] == "CONFLICT"
         assert "nothing to undelete" in body["error"]["message"]
+
+
+async def test_values_too_deep_for_python_are_read_but_not_compared(
+    server: tuple[Server, str],
+) -> None:
+    # Only a game server can store such a value (this server and the emulator's API refuse
+    # it), so it is written straight into the emulator's store, as Open Cloud would hold it.
+    running, token = server
+    emulator = running.upstream.emulator
+    assert emulator is not None
+    store = emulator.runner.app[EMULATOR].standard
+    store.write("1", DS, "global", "abyss", nested(5000), attributes=None, user_ids=[])
+    status, read = await running.call("GET", entry_path(U, DS, "abyss"), token)
+    assert status == 200 and read["value_json"] == nested(5000)  # reading still works
+    revision = read["revision"]
+    message = bad_request(
+        *await running.call(
+            "GET",
+            entry_path(U, DS, "abyss") + "/diff",
+            token,
+            params={"from": revision, "to": revision},
+        )
+    )
+    assert "too deeply to compare" in message

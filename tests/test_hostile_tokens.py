@@ -19,10 +19,12 @@ import pytest
 
 from dsm.http.appkeys import STREAMS
 from dsm.services.errors import ServiceError
+from dsm.services.events import WAKE_CHUNK, EventBus
 from dsm.services.streams import MAX_STREAMS_PER_TOKEN, StreamRegistry
 from dsm.services.tokens import TokenStore
 from shared_schema.common import Role
 from shared_schema.errors import ErrorCode
+from shared_schema.events import EventBatch, EventType
 
 from .server_harness import Server, running_server
 
@@ -200,3 +202,16 @@ async def until_async(condition: Any, timeout: float = 10.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("the condition never held")
         await asyncio.sleep(0.01)
+
+
+async def test_a_publish_wakes_a_thousand_waiters_a_chunk_per_loop_turn() -> None:
+    # Waking every stream in one loop iteration held hello behind a thousand deliveries.
+    bus = EventBus(64)
+    waiters = [asyncio.ensure_future(bus.wait(0, 10)) for _ in range(1000)]
+    await asyncio.sleep(0)  # every waiter is now waiting on the same generation
+    bus.publish(EventType.BACKEND_CHANGED, {"backend": "EMULATOR"})
+    await asyncio.sleep(0)
+    woken_first = sum(w.done() for w in waiters)
+    assert 0 < woken_first <= 2 * WAKE_CHUNK
+    answers = await asyncio.wait_for(asyncio.gather(*waiters), 10)
+    assert all(isinstance(a, EventBatch) and len(a.events) == 1 for a in answers)
