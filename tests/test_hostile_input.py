@@ -327,3 +327,27 @@ async def test_values_too_deep_for_python_are_read_but_not_compared(
         )
     )
     assert "too deeply to compare" in message
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/universes/1/datastores/ds/entries/%ff",
+        "/universes/1/datastores/%ed%a0%80/entries/k",
+        "/universes/1/datastores/ds/entries/k?scope=%ff",
+        "/universes/1/datastores/ds/keys?prefix=%ed%a0%80",
+        "/journal?key=%c3",
+    ],
+)
+async def test_urls_whose_bytes_are_not_utf8_are_a_400(
+    server: tuple[Server, str], target: str
+) -> None:
+    # aiohttp would read /entries/%ff as the key "%ff" and ?scope=%ff as U+FFFD.
+    running, token = server
+    port = int(running.base_url.rsplit(":", 1)[1])
+    response = await raw_http(
+        port,
+        f"GET /api/v1{target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+    )
+    assert "UTF-8" in bad_request(response.status, response.json())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -103,6 +104,16 @@ def _check(request: web.Request, port: int) -> ServiceError | None:
         return ServiceError(
             ErrorCode.FORBIDDEN_ORIGIN,
             "OPTIONS (CORS preflight) is refused: this server does not serve web pages.",
+        )
+    try:
+        unquote_to_bytes(request.raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        # aiohttp leaves such bytes encoded in the path (so `%ff` would be read as the key
+        # "%ff") and replaces them with U+FFFD in the query: either way, not what was meant.
+        return ServiceError(
+            ErrorCode.BAD_REQUEST,
+            "The URL holds percent-encoded bytes that are not UTF-8 text; encode names and "
+            "keys as UTF-8 before percent-encoding them.",
         )
     if request.method == hdrs.METH_HEAD and request.path != HEAD_PATH:
         # A HEAD answer has no body to carry the envelope in; only hello (a liveness probe)
