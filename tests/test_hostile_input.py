@@ -351,3 +351,18 @@ async def test_urls_whose_bytes_are_not_utf8_are_a_400(
         f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n",
     )
     assert "UTF-8" in bad_request(response.status, response.json())
+
+
+async def test_a_revision_window_that_ends_before_it_starts_is_refused_up_front(
+    server: tuple[Server, str],
+) -> None:
+    running, token = server
+    message = bad_request(
+        *await running.call(
+            "GET",
+            entry_path(U, DS, "k") + "/revisions",
+            token,
+            params={"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+        )
+    )
+    assert "start is after end" in message
