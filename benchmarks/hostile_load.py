@@ -313,6 +313,7 @@ async def run_once(nofile: int, seconds: float, event_interval: float) -> None:
             proc.terminate()
             await proc.wait()
         log_size = (data_dir / "server.log").stat().st_size
+        log_tail = (data_dir / "server.log").read_text(errors="replace").splitlines()[-3:]
         print(
             f"descriptor limit {nofile} (server child), {seconds:g} s of load, a teammate "
             f"session every {event_interval:g} s:"
@@ -320,7 +321,7 @@ async def run_once(nofile: int, seconds: float, event_interval: float) -> None:
         print(before.line("before"))
         print(during.line("during"))
         print(after.line("after"))
-        print(f"  server alive at the end: {alive}; its log: {log_size} bytes")
+        print(f"  server alive at the end: {alive}; its log: {log_size} bytes, ending {log_tail}")
         print(f"  load: {dict(sorted(stats.items()))}")
 
 

@@ -335,8 +335,8 @@ async def connections_reach(
 
 
 def test_the_cap_stays_below_the_descriptor_limit() -> None:
-    assert connection_cap(1024) == 768
-    assert connection_cap(256) == 192
+    assert connection_cap(1024) == 640
+    assert connection_cap(256) == 160
     assert connection_cap(100) == 36
     assert connection_cap(20) == 16
     assert connection_cap(1_000_000) == 4096

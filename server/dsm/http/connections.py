@@ -56,11 +56,16 @@ def descriptor_limit() -> int | None:
 
 
 def connection_cap(limit: int | None = None) -> int:
-    """Connections to accept: a quarter of the descriptors (at least 64) stay in reserve."""
+    """Connections to accept: 3/8 of the descriptors (at least 64) stay in reserve.
+
+    The reserve covers what else the process holds: the embedded emulator's connections and
+    its client's pool (up to 100 each), SQLite files, and the up to 100 sockets asyncio
+    accepts in one go before the cap can refuse them (a quarter was not enough at 1,024).
+    """
     soft = descriptor_limit() if limit is None else limit
     if soft is None:
         return MAX_CONNECTIONS_CEILING
-    return max(16, min(MAX_CONNECTIONS_CEILING, soft - max(64, soft // 4)))
+    return max(16, min(MAX_CONNECTIONS_CEILING, soft - max(64, soft * 3 // 8)))
 
 
 @dataclass(frozen=True)
