@@ -40,6 +40,16 @@ def bad_request(status: int, body: Any) -> str:
     return message
 
 
+async def create(running: Server, token: str, key: str, value_json: str) -> tuple[int, Any]:
+    """POST a new entry through the server, as the plugin does."""
+    return await running.call(
+        "POST",
+        entry_path(U, DS, key),
+        token,
+        json={"value_json": value_json, "idempotency_key": idem()},
+    )
+
+
 def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
@@ -120,22 +130,10 @@ async def test_values_nested_past_the_limit_are_refused_up_front(
 ) -> None:
     running, token = server
     deepest = nested(MAX_JSON_DEPTH)
-    status, created = await running.call(
-        "POST",
-        entry_path(U, DS, "deep"),
-        token,
-        json={"value_json": deepest, "idempotency_key": idem()},
-    )
+    status, created = await create(running, token, "deep", deepest)
     assert status == 200 and created["value_json"] == deepest
     for depth in (MAX_JSON_DEPTH + 1, 495, 5000):
-        message = bad_request(
-            *await running.call(
-                "POST",
-                entry_path(U, DS, f"deep{depth}"),
-                token,
-                json={"value_json": nested(depth), "idempotency_key": idem()},
-            )
-        )
+        message = bad_request(*await create(running, token, f"deep{depth}", nested(depth)))
         assert str(MAX_JSON_DEPTH) in message
     # Nothing was journaled for the refused writes: they never got near Open Cloud.
     status, journal = await running.call("GET", "/journal", token)
@@ -147,14 +145,7 @@ async def test_values_nested_past_the_limit_are_refused_up_front(
 )
 async def test_lone_surrogates_are_a_400(server: tuple[Server, str], value_json: str) -> None:
     running, token = server
-    message = bad_request(
-        *await running.call(
-            "POST",
-            entry_path(U, DS, "sur"),
-            token,
-            json={"value_json": value_json, "idempotency_key": idem()},
-        )
-    )
+    message = bad_request(*await create(running, token, "sur", value_json))
     assert "surrogate" in message
     status, journal = await running.call("GET", "/journal", token)
     assert status == 200 and journal["items"] == []
@@ -162,12 +153,7 @@ async def test_lone_surrogates_are_a_400(server: tuple[Server, str], value_json:
 
 async def test_a_surrogate_pair_is_text_and_round_trips(server: tuple[Server, str]) -> None:
     running, token = server
-    status, created = await running.call(
-        "POST",
-        entry_path(U, DS, "emoji"),
-        token,
-        json={"value_json": '"\\ud83d\\ude00"', "idempotency_key": idem()},
-    )
+    status, created = await create(running, token, "emoji", '"\\ud83d\\ude00"')
     assert status == 200, created
     assert json.loads(created["value_json"]) == "\U0001f600"
 
@@ -229,12 +215,7 @@ async def test_pydantic_messages_lose_their_value_error_prefix(
     server: tuple[Server, str],
 ) -> None:
     running, token = server
-    status, body = await running.call(
-        "POST",
-        entry_path(U, DS, "k"),
-        token,
-        json={"value_json": "{", "idempotency_key": idem()},
-    )
+    status, body = await create(running, token, "k", "{")
     message = bad_request(status, body)
     assert "Value error" not in message and "not valid JSON text" in message
 
@@ -247,12 +228,7 @@ async def test_stale_or_forged_cursors_are_a_400_that_says_what_to_do(
     server: tuple[Server, str],
 ) -> None:
     running, token = server
-    status, _ = await running.call(
-        "POST",
-        entry_path(U, DS, "k"),
-        token,
-        json={"value_json": "1", "idempotency_key": idem()},
-    )
+    status, _ = await create(running, token, "k", "1")
     assert status == 200
     for path in (
         "/universes/1/datastores",
@@ -270,12 +246,7 @@ async def test_stale_or_forged_cursors_are_a_400_that_says_what_to_do(
 
 async def test_a_malformed_revision_id_is_a_400(server: tuple[Server, str]) -> None:
     running, token = server
-    status, _ = await running.call(
-        "POST",
-        entry_path(U, DS, "k"),
-        token,
-        json={"value_json": "1", "idempotency_key": idem()},
-    )
+    status, _ = await create(running, token, "k", "1")
     assert status == 200
     for revision in ("zzz", "-1", "0" * 256, "08DF51BC.x"):
         message = bad_request(
@@ -294,12 +265,7 @@ async def test_a_malformed_revision_id_is_a_400(server: tuple[Server, str]) -> N
 async def test_undeleting_a_live_store_is_a_conflict(tmp_path: Path) -> None:
     async with running_server(tmp_path) as running:
         admin = await running.pair("admin", role=Role.ADMIN)
-        await running.call(
-            "POST",
-            entry_path(U, DS, "k"),
-            admin,
-            json={"value_json": "1", "idempotency_key": idem()},
-        )
+        await create(running, admin, "k", "1")
         status, body = await running.call("POST", f"/universes/1/datastores/{DS}/undelete", admin)
         assert status == 409 and body["error"]["code"] == "CONFLICT"
         assert "nothing to undelete" in body["error"]["message"]
