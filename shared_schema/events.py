@@ -35,9 +35,8 @@ MAX_POLL_SECONDS = 25.0
 
 
 class EventsQuery(QueryParams):
-    cursor: int | None = Field(
+    cursor: NonNegativeInt | None = Field(
         default=None,
-        ge=0,
         description="next_cursor of the previous batch; omit to start from now.",
     )
     timeout: float = Field(

@@ -124,15 +124,19 @@ def build_emulator_config(args: argparse.Namespace) -> EmulatorConfig:
 
 
 async def _serve_emulator(config: EmulatorConfig, host: str, port: int) -> None:
+    bound = [0]
+    if host in ("127.0.0.1", "localhost", "::1"):
+        # On loopback only local programs should reach it: refuse browsers and rebound names.
+        config.guard_port = lambda: bound[0]
     app = create_emulator_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     sockets = getattr(site._server, "sockets", None)
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound[0] = sockets[0].getsockname()[1] if sockets else port
     print(f"DataStore Manager Pro Open Cloud emulator {__version__}")
-    print(f"  base URL : http://{host}:{bound}  (stands in for https://apis.roblox.com)")
+    print(f"  base URL : http://{host}:{bound[0]}  (stands in for https://apis.roblox.com)")
     print(f"  data     : {config.data_dir or 'temporary store, deleted on exit'}")
     if config.keys is None:
         print(

@@ -13,6 +13,7 @@ from . import __version__
 from .app import create_app
 from .config import ServerConfig
 from .http.appkeys import DATA
+from .http.connections import GuardedAppRunner, install_log_throttle
 from .http.guards import BoundPort
 from .services.upstream import UpstreamUnreachable
 from .storage.crypto import new_key
@@ -53,7 +54,8 @@ async def run_server(
 ) -> None:
     port = BoundPort(config.port)
     app = create_app(config, keys=unlocked.keys, data_key=unlocked.data_key, port=port)
-    runner = web.AppRunner(app, access_log=None)
+    install_log_throttle()
+    runner = GuardedAppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()

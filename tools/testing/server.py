@@ -25,6 +25,7 @@ from aiohttp import web
 from dsm.app import create_app
 from dsm.config import ServerConfig
 from dsm.http.appkeys import DATA, TOKEN_STORE
+from dsm.http.connections import ConnectionLimits, GuardedAppRunner
 from dsm.http.guards import BoundPort
 from dsm.services.upstream import Upstream
 from dsm.storage.crypto import new_key
@@ -54,6 +55,7 @@ class Server:
     announced: list[str] = field(default_factory=list)
     # Every response body this client received, as text (the canary test searches them).
     transcript: list[str] = field(default_factory=list)
+    runner: GuardedAppRunner | None = None  # its server counts connections (hostile tests)
 
     @property
     def upstream(self) -> Upstream:
@@ -115,6 +117,7 @@ async def running_server(
     *,
     data_key: bytes | None = None,
     keys: list[ApiKeyRecord] | None = None,
+    limits: ConnectionLimits | None = None,
     **config: Any,
 ) -> AsyncIterator[Server]:
     announced: list[str] = []
@@ -127,7 +130,7 @@ async def running_server(
         port=port,
         announce=announced.append,
     )
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedAppRunner(app, access_log=None, limits=limits)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -135,7 +138,7 @@ async def running_server(
     port.set(bound)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Server(f"http://127.0.0.1:{bound}", app, http, announced)
+            yield Server(f"http://127.0.0.1:{bound}", app, http, announced, runner=runner)
     finally:
         await runner.cleanup()
 
@@ -156,7 +159,7 @@ def serve_in_this_process(
             data_dir=data_dir, port=0, open_cloud_base_url=base_url, budget_rpm=1_000_000
         )
         app = create_app(config, keys=keys, data_key=data_key, port=port, announce=lambda _: None)
-        runner = web.AppRunner(app, access_log=None)
+        runner = GuardedAppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

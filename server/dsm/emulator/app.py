@@ -8,8 +8,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import __version__
+from ..http.wall import wall_refusal
 from . import routes_memorystore, routes_messaging, routes_ordered, routes_v1, routes_v2
 from .context import (
     EMULATOR,
@@ -73,6 +75,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.headers.setdefault(name, value)
     response.headers[EMULATOR_HEADER] = __version__
     return response
+
+
+def wall_middleware(port: Callable[[], int]) -> Middleware:
+    @web.middleware
+    async def wall(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = wall_refusal(request, port(), service="the emulator")
+        if refusal is not None:
+            raise EmulatorError("PERMISSION_DENIED", refusal.message, status=403)
+        return await handler(request)
+
+    return wall
 
 
 @web.middleware
@@ -164,11 +177,13 @@ async def set_faults(request: web.Request) -> web.Response:
 
 
 def create_emulator_app(config: EmulatorConfig | None = None) -> web.Application:
+    config = config or EmulatorConfig()
+    guards = [] if config.guard_port is None else [wall_middleware(config.guard_port)]
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware, fault_middleware],
+        middlewares=[error_middleware, *guards, auth_middleware, fault_middleware],
         client_max_size=MAX_BODY,
     )
-    ctx = EmulatorContext(config or EmulatorConfig())
+    ctx = EmulatorContext(config)
     app[EMULATOR] = ctx
     app.router.add_get("/", index)
     app.router.add_get("/_emulator/faults", get_faults)

@@ -19,6 +19,7 @@ from ..services.events import EventBus
 from ..services.metrics import Metrics
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
+from ..services.streams import StreamRegistry
 from ..services.tokens import Principal, TokenStore
 
 CONFIG = web.AppKey("dsm.config", ServerConfig)
@@ -40,6 +41,8 @@ class EventSockets:
 
 
 EVENT_SOCKETS = web.AppKey("dsm.event_sockets", EventSockets)
+# Open event streams (long polls and sockets) per token, capped, ended when a token is revoked.
+STREAMS = web.AppKey("dsm.streams", StreamRegistry)
 
 # The data plane: Upstream, cache, journal and the data services (once Open Cloud is up).
 DATA = web.AppKey("dsm.data", DataPlane)

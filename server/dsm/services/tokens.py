@@ -106,6 +106,7 @@ class TokenStore:
         self._monotonic = monotonic
         self._touch_interval = touch_interval
         self._last_touch: dict[str, float] = {}
+        self._revoke_listeners: list[Callable[[str], None]] = []
 
     @classmethod
     def open(
@@ -147,8 +148,8 @@ class TokenStore:
             return None
         if row["revoked_at"] is not None:
             return None
-        self._touch(token_id)
-        return self.get(token_id)
+        # Re-read only when the touch wrote last_used_at: one query per request otherwise.
+        return self.get(token_id) if self._touch(token_id) else _info(row)
 
     def get(self, token_id: str) -> TokenInfo:
         row = self._row(token_id)
@@ -173,7 +174,40 @@ class TokenStore:
                 (_iso(self._now()), token_id),
             )
         self._last_touch.pop(token_id, None)
+        for listener in list(self._revoke_listeners):
+            listener(token_id)
         return self.get(token_id)
+
+    def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(token_id)` after each revocation made through this store.
+
+        Revocations by another process (`dsm tokens revoke`) are not seen here: compare
+        `data_version()` and ask `revoked_among()`. Returns a function that unsubscribes.
+        """
+        self._revoke_listeners.append(listener)
+        return lambda: self._revoke_listeners.remove(listener)
+
+    def is_active(self, token_id: str) -> bool:
+        """Whether the token exists and is not revoked (read from the file: any process)."""
+        row = self._row(token_id)
+        return row is not None and row["revoked_at"] is None
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the file (PRAGMA data_version)."""
+        row = self._db.conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def revoked_among(self, token_ids: set[str]) -> set[str]:
+        """Which of these token ids are revoked now (ids not in the table count as revoked)."""
+        if not token_ids:
+            return set()
+        ids = sorted(token_ids)
+        marks = ",".join("?" for _ in ids)
+        rows = self._query(
+            f"SELECT token_id FROM tokens WHERE revoked_at IS NULL AND token_id IN ({marks})",
+            tuple(ids),
+        )
+        return set(ids) - {row["token_id"] for row in rows}
 
     def set_role(self, token_id: str, role: Role) -> TokenInfo:
         current = self.get(token_id)
@@ -186,11 +220,12 @@ class TokenStore:
             conn.execute("UPDATE tokens SET role = ? WHERE token_id = ?", (role.value, token_id))
         return self.get(token_id)
 
-    def _touch(self, token_id: str) -> None:
+    def _touch(self, token_id: str) -> bool:
+        """Record the token's use (at most once per interval); True when it wrote."""
         mono = self._monotonic()
         last = self._last_touch.get(token_id)
         if last is not None and mono - last < self._touch_interval:
-            return
+            return False
         self._last_touch[token_id] = mono
         try:
             with self._db.transaction() as conn:
@@ -202,6 +237,8 @@ class TokenStore:
             # Informational only: a busy file (e.g. `dsm tokens` writing) must not fail the
             # request the token is authenticating.
             log.warning("could not record last use of token %s: %s", token_id, exc)
+            return False
+        return True
 
     def _row(self, token_id: str) -> sqlite3.Row | None:
         rows = self._query("SELECT * FROM tokens WHERE token_id = ?", (token_id,))
