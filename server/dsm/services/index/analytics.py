@@ -13,6 +13,7 @@ import math
 import re
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 from shared_schema.analytics import (
@@ -425,7 +426,11 @@ class Analytics:
             total += delta
             keys += new
             points.append(
-                SupplyPoint(at=to_datetime(start + (day + 1) * DAY), total=total, entries=keys)
+                SupplyPoint(
+                    at=datetime.fromtimestamp(start + (day + 1) * DAY, UTC),
+                    total=total,
+                    entries=keys,
+                )
             )
         revisions = int(self.store.one(f"SELECT count(*) FROM revisions WHERE {where}", params)[0])
         note = (

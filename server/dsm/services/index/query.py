@@ -195,13 +195,14 @@ def parse(query: str) -> Node:
     try:
         tree = _parser().parse(query)
     except UnexpectedCharacters as exc:
-        char = query[exc.pos_in_stream]
+        pos = exc.pos_in_stream or 0
+        char = query[pos]
         raise query_error(
             query,
             'A string is never closed (a closing " is missing).'
             if char == '"'
             else f"Unexpected character {char!r}",
-            exc.pos_in_stream,
+            pos,
             1,
             _describe(set(exc.allowed or ())),
         ) from None
@@ -243,6 +244,10 @@ def _string(token: Token, query: str) -> str:
     return value
 
 
+def _kids(tree: Tree[Any]) -> list[Any]:
+    return list(tree.children)
+
+
 @v_args(tree=True)
 class _Build(Transformer[Token, Node]):
     def __init__(self, query: str) -> None:
@@ -251,19 +256,19 @@ class _Build(Transformer[Token, Node]):
 
     # paths and subjects
     def head(self, tree: Tree[Token]) -> str:
-        token = tree.children[0]
+        token = _kids(tree)[0]
         assert isinstance(token, Token)
         return _string(token, self.query) if token.type == "STRING" else str(token)
 
     def segment(self, tree: Tree[Token]) -> str | int:
-        token = tree.children[0]
+        token = _kids(tree)[0]
         assert isinstance(token, Token)
         if token.type == "INT":
             return int(token)
         return _string(token, self.query) if token.type == "STRING" else str(token)
 
     def path(self, tree: Tree[Any]) -> Subject:
-        parts: list[str | int] = list(tree.children)
+        parts: list[str | int] = list(_kids(tree))
         start = tree.meta.start_pos
         text = self.query[start : tree.meta.end_pos]
         root = parts[0]
@@ -278,7 +283,7 @@ class _Build(Transformer[Token, Node]):
         return Subject("value", FieldPath(tuple(parts)), position=start, text=text)
 
     def length(self, tree: Tree[Any]) -> Subject:
-        inner: Subject = tree.children[0]
+        inner: Subject = _kids(tree)[0]
         if inner.path is None and inner.root not in JSON_COLUMNS:
             raise query_error(
                 self.query, f"len() takes a field of the value, not {inner.text}", inner.position
@@ -288,7 +293,7 @@ class _Build(Transformer[Token, Node]):
         )
 
     def value(self, tree: Tree[Token]) -> Literal:
-        token = tree.children[0]
+        token = _kids(tree)[0]
         assert isinstance(token, Token)
         pos = token.start_pos or 0
         if token.type == "SIGNED_NUMBER":
@@ -306,43 +311,43 @@ class _Build(Transformer[Token, Node]):
 
     # predicates
     def compare(self, tree: Tree[Any]) -> Predicate:
-        subject, op, literal = tree.children
+        subject, op, literal = _kids(tree)
         return Predicate("compare", subject, ("=" if op == "==" else str(op), literal))
 
     def between(self, tree: Tree[Any]) -> Predicate:
-        subject, low, high = tree.children
+        subject, low, high = _kids(tree)
         return Predicate("between", subject, (low, high))
 
     def has(self, tree: Tree[Any]) -> Predicate:
-        subject, literal = tree.children
+        subject, literal = _kids(tree)
         return Predicate("has", subject, (literal,))
 
     def regex(self, tree: Tree[Any]) -> Predicate:
-        subject, token = tree.children
+        subject, token = _kids(tree)
         return Predicate(
             "regex", subject, (Literal(_string(token, self.query), token.start_pos or 0),)
         )
 
     def one_of(self, tree: Tree[Any]) -> Predicate:
-        subject, *literals = tree.children
+        subject, *literals = _kids(tree)
         return Predicate("one_of", subject, tuple(literals))
 
     def is_type(self, tree: Tree[Any]) -> Predicate:
-        subject, token = tree.children
+        subject, token = _kids(tree)
         return Predicate("is_type", subject, (str(token).lower(),))
 
     def exists(self, tree: Tree[Any]) -> Predicate:
-        return Predicate("exists", tree.children[0], ())
+        return Predicate("exists", _kids(tree)[0], ())
 
     # boolean structure
     def or_expr(self, tree: Tree[Any]) -> BoolOp:
-        return BoolOp("or", tuple(tree.children))
+        return BoolOp("or", tuple(_kids(tree)))
 
     def and_expr(self, tree: Tree[Any]) -> BoolOp:
-        return BoolOp("and", tuple(tree.children))
+        return BoolOp("and", tuple(_kids(tree)))
 
     def negate(self, tree: Tree[Any]) -> BoolOp:
-        return BoolOp("not", (tree.children[0],))
+        return BoolOp("not", (_kids(tree)[0],))
 
 
 # -- compiling ---------------------------------------------------------------------------------

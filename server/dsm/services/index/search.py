@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -165,7 +166,7 @@ class SearchEngine:
                     ),
                     revision=revision,
                     updated_at=to_datetime(updated),
-                    crawled_at=to_datetime(crawled),
+                    crawled_at=to_datetime(crawled) or datetime.now(UTC),
                     size_bytes=size,
                     user_ids=list(user_ids or []),
                     preview=preview[:PREVIEW_CHARS],
