@@ -650,7 +650,9 @@ class IndexService:
                 if event.type != EventType.ENTRY_CHANGED.value:
                     continue
                 try:
-                    await self.apply_change(EntryChangedPayload.model_validate(event.payload))
+                    await self.apply_change(
+                        EntryChangedPayload.model_validate(event.payload, strict=False)
+                    )
                 except Exception:
                     log.exception("could not index the write of event %d", event.seq)
 
