@@ -25,9 +25,11 @@ from .http.appkeys import (
     CONFIG,
     DATA,
     EVENTS,
+    INDEX,
     INSTANCE_ID,
     METRICS,
     PAIRING,
+    SAMPLE_GAME,
     SERVER_BACKEND,
     SESSIONS,
     TOKEN_STORE,
@@ -38,6 +40,8 @@ from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
 from .http.routes import bind_all
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
+from .services.index.sample import SampleGameService
+from .services.index.service import open_index
 from .services.metrics import Metrics
 from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, PairingService, announce_on_console
 from .services.sessions import SessionRegistry
@@ -124,6 +128,26 @@ def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) 
     return lifecycle
 
 
+def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
+    """The search index over the data plane's read path; follows its writes. Needs the plane."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        plane = app[DATA]
+        app[SAMPLE_GAME] = SampleGameService(plane.upstream)
+        async with open_index(
+            config.data_dir,
+            data_key,
+            upstream=plane.upstream,
+            reads=plane.reads,
+            journal=plane.writes.journal,
+            events=app[EVENTS],
+        ) as index:
+            app[INDEX] = index
+            yield
+
+    return lifecycle
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -148,6 +172,7 @@ def create_app(
             metrics,
             sessions,
             data_plane(config, keys, data_key),
+            search_index(config, data_key),
         ]
     )
     bind_all(app)
