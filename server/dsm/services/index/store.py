@@ -743,7 +743,8 @@ def walk_structure(
             pointer = prefix + "/" + name.replace("~", "~0").replace("/", "~1")
             yield pointer, _kind(child), in_array
             yield from walk_structure(child, pointer, in_array)
-    elif isinstance(structure, list) and structure:
+    elif isinstance(structure, list) and structure and structure[0] != "NULL":
+        # ["NULL"] is what json_structure gives an empty array: it has no items to describe.
         pointer = prefix + "/*"
         yield pointer, _kind(structure[0]), True
         yield from walk_structure(structure[0], pointer, True)
