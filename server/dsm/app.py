@@ -134,6 +134,8 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         plane = app[DATA]
         app[SAMPLE_GAME] = SampleGameService(plane.upstream)
+        if config.sample_game_seed is not None:
+            app[SAMPLE_GAME].load_on_start(config.sample_game_seed)
         async with open_index(
             config.data_dir,
             data_key,

@@ -553,6 +553,9 @@ class Compiler:
                     self.query, "true and false only compare with = or !=", literal.position
                 )
             column, pointer = self._json_only(s, "A true/false comparison")
+            typed = self.typed.get(pointer) if column == "value" else None
+            if typed is not None and typed[1] == "BOOLEAN":
+                return f"({typed[0]} {cmp} {self._p(value)})"
             return (
                 f"(json_type({column}, {self._p(pointer)}) = 'BOOLEAN' AND "
                 f"json_extract({column}, {self._p(pointer)})::BOOLEAN {cmp} {self._p(value)})"

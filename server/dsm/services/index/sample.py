@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from shared_schema.common import Backend
@@ -12,6 +13,8 @@ from ...emulator import sample_game
 from ...emulator.context import EMULATOR, EmulatorContext
 from ..errors import ServiceError
 from ..upstream import Upstream
+
+log = logging.getLogger("dsm.sample_game")
 
 
 @dataclass
@@ -52,6 +55,15 @@ class SampleGameService:
             players=first.players if first else None,
             datastores=first.datastores if first else [],
         )
+
+    def load_on_start(self, seed: int) -> None:
+        """`dsm serve --sample-game`: load it unless it is there already (never on live data)."""
+        status = self.status()
+        if not status.available:
+            log.warning("--sample-game ignored: %s", status.reason)
+        elif not status.loaded:
+            self.load(SampleGameRequest(seed=seed))
+            log.info("sample game loaded into the embedded emulator (seed %d)", seed)
 
     def load(self, request: SampleGameRequest) -> SampleGameStatus:
         ctx = self._context()

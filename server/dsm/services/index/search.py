@@ -131,14 +131,14 @@ class SearchEngine:
         order, order_params = self._order(sort, descending)
         select_params = [pointer for _, pointer in shown.values()]
         extra = "".join(f", json_extract({column}, ?)::VARCHAR" for column, _ in shown.values())
+        # The page and the count are separate queries: ORDER BY .. LIMIT stays a top-N scan.
         sql = f"""SELECT datastore, scope, key, revision, updated_at, crawled_at, size_bytes,
-                         user_ids, left(value::VARCHAR, {PREVIEW_CHARS + 1}), universe_id{extra},
-                         count(*) OVER () AS total
+                         user_ids, left(value::VARCHAR, {PREVIEW_CHARS + 1}), universe_id{extra}
                   FROM entries WHERE {where.sql}
                   ORDER BY {order} LIMIT ? OFFSET ?"""
         rows = self.store.rows(sql, select_params + where.params + order_params + [limit, offset])
-        if rows:
-            total = int(rows[0][-1])
+        if offset == 0 and len(rows) < limit:
+            total = len(rows)
         else:
             total = int(
                 self.store.one(f"SELECT count(*) FROM entries WHERE {where.sql}", where.params)[0]

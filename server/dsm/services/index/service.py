@@ -141,7 +141,9 @@ class IndexService:
     # -- IndexWriter (what crawls write through) ----------------------------------------
 
     async def ingest(self, backend: Backend, entries: list[IndexedEntry], crawl_id: str) -> int:
-        return await self.worker.run(self.store.ingest, backend, entries, crawl_id=crawl_id)
+        return await self.worker.run(
+            self.store.ingest, backend, entries, crawl_id=crawl_id, listed=False
+        )
 
     async def add_revisions(self, backend: Backend, entries: list[IndexedEntry]) -> int:
         return await self.worker.run(self.store.add_revisions, backend, entries)

@@ -154,7 +154,7 @@ class IndexedEntry:
 class TypedField:
     pointer: str
     column: str
-    sql_type: str  # DOUBLE or VARCHAR
+    sql_type: str  # DOUBLE, VARCHAR or BOOLEAN
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,7 @@ class IndexStore:
         self.protection = ProtectionInfo(IndexProtection.FILE_PERMISSIONS, "not opened yet")
         self.typed: dict[str, TypedField] = {}
         self.generation = 0  # bumps on every change; search cursors and caches key on it
+        self._structures: dict[Scope, tuple[int, list[tuple[Any, int]]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -349,8 +350,12 @@ class IndexStore:
         *,
         crawled_at: float | None = None,
         crawl_id: str = "write",
+        listed: bool = True,
     ) -> int:
-        """Upsert `entries` (their latest revision), remember each revision, mark them listed."""
+        """Upsert `entries` (their latest revision), remember each revision, mark them listed.
+
+        A crawl passes `listed=False`: it recorded the keys when it listed them.
+        """
         if not entries:
             return 0
         now = time.time() if crawled_at is None else crawled_at
@@ -393,16 +398,17 @@ class IndexStore:
                          AND r.scope = s.scope AND r.key = s.key AND r.revision = s.revision)""",
                 [backend.value, now, backend.value],
             )
-            con.execute(
-                """INSERT INTO listed
+            if listed:
+                con.execute(
+                    """INSERT INTO listed
                    SELECT ?, s.universe_id, s.datastore, s.scope, s.key, ?
                    FROM temp.staged s
                    WHERE NOT EXISTS (
                        SELECT 1 FROM listed l WHERE l.backend = ?
                          AND l.universe_id = s.universe_id AND l.datastore = s.datastore
                          AND l.scope = s.scope AND l.key = s.key)""",
-                [backend.value, crawl_id, backend.value],
-            )
+                    [backend.value, crawl_id, backend.value],
+                )
             con.execute("DROP TABLE temp.staged")
             con.execute("COMMIT")
         except BaseException:
@@ -545,8 +551,8 @@ class IndexStore:
                 json.dumps(snapshot),
             ],
         )
+        # Typed columns change no value: the structures just computed stay valid.
         self.refresh_typed_columns()
-        self.generation += 1
         return removed
 
     def scrub_user(self, user_id: int) -> int:
@@ -580,6 +586,11 @@ class IndexStore:
             return (
                 f"CASE WHEN json_type({value}, {pointer}) IN ('BIGINT', 'UBIGINT', 'DOUBLE') "
                 f"THEN json_extract({value}, {pointer})::DOUBLE END"
+            )
+        if field.sql_type == "BOOLEAN":
+            return (
+                f"CASE WHEN json_type({value}, {pointer}) = 'BOOLEAN' "
+                f"THEN json_extract({value}, {pointer})::BOOLEAN END"
             )
         return (
             f"CASE WHEN json_type({value}, {pointer}) = 'VARCHAR' "
@@ -617,7 +628,18 @@ class IndexStore:
     # ------------------------------------------------------------------ schema snapshot
 
     def structures(self, scope: Scope) -> list[tuple[Any, int]]:
-        """Each distinct value structure (json_structure) in scope with how many entries have it."""
+        """Each distinct value structure (json_structure) in scope with how many entries have it.
+
+        The slowest aggregate here (it parses every value), so it is kept until the index changes.
+        """
+        held = self._structures.get(scope)
+        if held is not None and held[0] == self.generation:
+            return held[1]
+        found = self._structures_now(scope)
+        self._structures[scope] = (self.generation, found)
+        return found
+
+    def _structures_now(self, scope: Scope) -> list[tuple[Any, int]]:
         where, params = scope.where()
         rows = self.con.execute(
             f"""SELECT json_structure(value)::VARCHAR AS s, count(*) FROM entries
@@ -743,7 +765,8 @@ def walk_structure(
             pointer = prefix + "/" + name.replace("~", "~0").replace("/", "~1")
             yield pointer, _kind(child), in_array
             yield from walk_structure(child, pointer, in_array)
-    elif isinstance(structure, list) and structure:
+    elif isinstance(structure, list) and structure and structure[0] != "NULL":
+        # ["NULL"] is what json_structure gives an empty array: it has no items to describe.
         pointer = prefix + "/*"
         yield pointer, _kind(structure[0]), True
         yield from walk_structure(structure[0], pointer, True)
@@ -765,6 +788,8 @@ def _typed_sql_type(info: dict[str, Any]) -> str | None:
         return "DOUBLE"
     if types.get("string", 0) / present >= 0.5:
         return "VARCHAR"
+    if types.get("boolean", 0) / present >= 0.5:
+        return "BOOLEAN"
     return None
 
 
