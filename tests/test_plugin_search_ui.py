@@ -306,3 +306,29 @@ async def test_progression_shows_the_cost_before_reading_history(
     assert history and history[0]["state"] == "done"
     segments = [n for root in d.h.tree() for n in root.walk() if n.rendered and n.name == "Segment"]
     assert segments
+
+
+async def test_a_histogram_bar_searches_exactly_its_entries(
+    harness: LuauHarness,  # noqa: F811
+    server: Server,
+) -> None:
+    token = await load_and_crawl(server)
+    d = await PluginDriver.open(harness, server)
+    await open_search(d)
+    await d.click("AnalyticsButton")
+    await d.wait_text("PlayerData ·")
+    await d.click("FieldsTab")
+    await d.type("FieldInput", "xp", enter=True)
+    await d.wait_text("Distribution of xp")
+    status, dist = await server.call(
+        "POST", "/analytics/distribution", token, json={"universe_id": 1, "field": "xp"}
+    )
+    assert status == 200
+    counts = [b["count"] for b in dist["histogram"]]
+    tallest = counts.index(max(counts))
+    await d.click(chart_bars(d, "FieldChart")[tallest].name)
+    # Search opens with the query for that bin, and finds as many entries as the bar counts.
+    await d.wait_text("Index: sample game")
+    noun = "match" if counts[tallest] == 1 else "matches"
+    await d.wait_text(f"{counts[tallest]} {noun} · ")
+    assert d.has_text("xp >= ")
