@@ -17,6 +17,7 @@ from .common import Backend
 from .constraints import NonNegativeInt, PositiveInt, UtcDateTime
 from .data import DataStoreState
 from .entries import EntryOperation, EntryState, StoreKind
+from .index import CrawlInfo
 from .sessions import SessionInfo
 
 
@@ -28,6 +29,7 @@ class EventType(StrEnum):
     SESSION_LEFT = "session.left"
     THROTTLE_CHANGED = "throttle.changed"
     BACKEND_CHANGED = "backend.changed"
+    INDEX_CRAWL = "index.crawl"  # a crawl of the search index progressed or finished
 
 
 # Longer polls risk Studio's HttpService request timeout.
@@ -145,4 +147,5 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.SESSION_LEFT: SessionLeftPayload,
     EventType.THROTTLE_CHANGED: ThrottleChangedPayload,
     EventType.BACKEND_CHANGED: BackendChangedPayload,
+    EventType.INDEX_CRAWL: CrawlInfo,
 }

@@ -853,6 +853,24 @@ def test_renderer_draws_the_demo_widget() -> None:
     assert px((288, 160)) == (120, 120, 120) or px((289, 140)) == (120, 120, 120)  # scroll thumb
 
 
+def test_renderer_turns_rotated_frames_about_their_centre(h: LuauHarness) -> None:
+    # A line-chart segment: 80 x 4 centred at (50, 50), turned 90 degrees -> a vertical bar.
+    h.eval(
+        "local gui = Instance.new('ScreenGui') gui.Name = 'Probe' gui.Parent = game:GetService('CoreGui')\n"
+        "local f = Instance.new('Frame') f.AnchorPoint = Vector2.new(0.5, 0.5)\n"
+        "f.Position = UDim2.fromOffset(50, 50) f.Size = UDim2.fromOffset(80, 4)\n"
+        "f.BorderSizePixel = 0 f.BackgroundColor3 = Color3.fromRGB(255, 0, 0) f.Rotation = 90\n"
+        "local g = Instance.new('Frame') g.Size = UDim2.fromOffset(100, 100)\n"
+        "g.BackgroundTransparency = 1 g.Parent = gui f.Parent = g"
+    )
+    node = next(n for n in h.tree() if n.name == "Probe")
+    assert next(c for c in node.walk() if c.rotation == 90)
+    image = render_harness(h, root="Probe").convert("RGB")
+    assert image.getpixel((50, 15)) == (255, 0, 0)
+    assert image.getpixel((50, 85)) == (255, 0, 0)
+    assert image.getpixel((15, 50)) != (255, 0, 0)  # where the unturned frame would be
+
+
 def test_render_harness_needs_an_enabled_widget(h: LuauHarness) -> None:
     with pytest.raises(HarnessError, match="nothing to render"):
         render_harness(h)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from tools.luau_harness import LuauHarness
 from tools.preview_scenarios import SCENARIOS, Scenario
@@ -58,13 +59,14 @@ async def seed_players(server: Server, token: str, count: int = 30) -> None:
 Run = Callable[[LuauHarness], Awaitable[None]]
 
 
-def _with_server(body: Callable[[PluginDriver, str], Awaitable[None]]) -> Run:
-    """A scenario body run against a fresh server (a temporary data dir) with a teammate token."""
+def _with_server(body: Callable[[PluginDriver, str], Awaitable[None]], **config: Any) -> Run:
+    """A scenario body run against a fresh server (a temporary data dir) with a teammate token;
+    `config` goes to the server's ServerConfig."""
 
     async def run(h: LuauHarness) -> None:
         data_dir = Path(tempfile.mkdtemp(prefix="dsm-preview-"))
         try:
-            async with running_server(data_dir) as server:
+            async with running_server(data_dir, **config) as server:
                 teammate = await server.pair("Teammate (Alex)")
                 driver = await PluginDriver.open(h, server)
                 await body(driver, teammate)
@@ -172,6 +174,102 @@ for _name, (_description, _body) in PLUGIN_SCENARIOS.items():
     SCENARIOS[_name] = Scenario(_description, _with_server(_body), plugin_root=PLUGIN_SRC)
 
 
+# -- search and analytics over the sample game ----------------------------------------------------
+
+
+async def _sample_game_indexed(d: PluginDriver) -> None:
+    """Like a new user: the empty emulator offers the sample game; load it, then open Search
+    (the plugin indexes it) and wait for the index to hold it."""
+    await d.pair()
+    await d.click("Universe_1")
+    await d.wait_for(lambda: d.rendered("LoadSampleGameButton"), "no sample game offer")
+    await d.click("LoadSampleGameButton")
+    await d.wait_text("PlayerData")
+    await d.click("SearchButton")
+    await d.wait_text("Index: sample game", timeout=30)
+    await d.wait_text("matches")
+
+
+async def _search_error(d: PluginDriver, teammate: str) -> None:
+    await _sample_game_indexed(d)
+    await d.type("QueryInput", 'coins > > 5 and inventory has "sword"', enter=False)
+    await d.h.advance_async(1)
+    await d.wait_text("Column 9:")
+
+
+async def _search_verified(d: PluginDriver, teammate: str) -> None:
+    await _sample_game_indexed(d)
+    await d.type("QueryInput", 'coins > 20000 and inventory has "sword"', enter=False)
+    await d.type("SortInput", "-coins", enter=True)
+    await d.wait_text("coins = ")
+    await d.click("VerifyLiveButton")
+    await d.wait_text("verified")
+
+
+async def _analytics(d: PluginDriver, tab: str, ready: str) -> None:
+    await _sample_game_indexed(d)
+    await d.click("AnalyticsButton")
+    await d.wait_text("PlayerData ·", timeout=30)
+    if tab != "SchemaTab":
+        await d.click(tab)
+    await d.wait_text(ready, timeout=30)
+
+
+async def _analytics_schema(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "SchemaTab", "integer")
+
+
+async def _analytics_field(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "SchemaTab", "integer")
+    row = d.row_with("FieldRow", "xp")
+    pane = d.element("SchemaPane").node()
+    await d.h.scroll_to_async("SchemaPane", row.node().y - pane.y - 40)
+    await d.click(d.row_with("FieldRow", "xp"))
+    await d.wait_text("Distribution of xp", timeout=30)
+
+
+async def _analytics_economy(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "EconomyTab", "total supply")
+
+
+async def _analytics_anomalies(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "AnomaliesTab", "Each anomaly")
+
+
+SAMPLE_GAME_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[None]]]] = {
+    "plugin-search-error": (
+        "a value query checked as it is typed: the problem marked where the server says",
+        _search_error,
+    ),
+    "plugin-search": (
+        "search results over the sample game, sorted, verified live against Open Cloud",
+        _search_verified,
+    ),
+    "plugin-analytics-schema": (
+        "the schema: every field's types and shares, presence, examples, drift",
+        _analytics_schema,
+    ),
+    "plugin-analytics-field": (
+        "one field's histogram and percentiles, captioned with source, coverage and age",
+        _analytics_field,
+    ),
+    "plugin-analytics-economy": (
+        "a currency: supply, holders, Gini, richest 1%, holdings on log10 bins",
+        _analytics_economy,
+    ),
+    "plugin-analytics-anomalies": (
+        "anomalies by kind, each with its reason and a link to the entry",
+        _analytics_anomalies,
+    ),
+}
+
+for _name, (_description, _body) in SAMPLE_GAME_SCENARIOS.items():
+    # A generous request budget so the crawl is not paced for minutes.
+    SCENARIOS[_name] = Scenario(
+        _description, _with_server(_body, budget_rpm=1_000_000), plugin_root=PLUGIN_SRC
+    )
+
+
 async def _server_down(h: LuauHarness) -> None:
     h.plugin_settings[PORT_SETTING] = free_port()
     h.plugin_settings[WIDGET_SETTING] = False
@@ -185,7 +283,7 @@ SCENARIOS["plugin-server-down"] = Scenario(
     _server_down,
     plugin_root=PLUGIN_SRC,
 )
-PLUGIN_SCENARIO_NAMES = ["plugin-server-down", *PLUGIN_SCENARIOS]
+PLUGIN_SCENARIO_NAMES = ["plugin-server-down", *PLUGIN_SCENARIOS, *SAMPLE_GAME_SCENARIOS]
 
 
 def render_all(names: list[str], out_dir: Path, theme: str = "Dark") -> list[Path]:

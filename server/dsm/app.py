@@ -26,9 +26,11 @@ from .http.appkeys import (
     CONFIG,
     DATA,
     EVENTS,
+    INDEX,
     INSTANCE_ID,
     METRICS,
     PAIRING,
+    SAMPLE_GAME,
     SERVER_BACKEND,
     SESSIONS,
     STREAMS,
@@ -41,6 +43,8 @@ from .http.guards import CLIENT_MAX_SIZE, BoundPort, body_deadline_middleware, g
 from .http.routes import bind_all
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
+from .services.index.sample import SampleGameService
+from .services.index.service import open_index
 from .services.metrics import Metrics
 from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, announce_on_console, open_pairing
 from .services.revocation import watched_streams
@@ -144,6 +148,28 @@ def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) 
     return lifecycle
 
 
+def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
+    """The search index over the data plane's read path; follows its writes. Needs the plane."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        plane = app[DATA]
+        app[SAMPLE_GAME] = SampleGameService(plane.upstream)
+        if config.sample_game_seed is not None:
+            app[SAMPLE_GAME].load_on_start(config.sample_game_seed)
+        async with open_index(
+            config.data_dir,
+            data_key,
+            upstream=plane.upstream,
+            reads=plane.reads,
+            journal=plane.writes.journal,
+            events=app[EVENTS],
+        ) as index:
+            app[INDEX] = index
+            yield
+
+    return lifecycle
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -174,6 +200,7 @@ def create_app(
             sessions,
             event_streams,
             data_plane(config, keys, data_key),
+            search_index(config, data_key),
         ]
     )
     bind_all(app)

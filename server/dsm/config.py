@@ -34,5 +34,7 @@ class ServerConfig:
     session_ttl_seconds: float = 45.0
     event_buffer_size: int = 2048
     pairing_code_ttl_seconds: float = 300.0
+    # `dsm serve --sample-game`: load the emulator's generated sample game with this seed.
+    sample_game_seed: int | None = None
     # Tokens from pairing get this role; `dsm tokens role ID admin` grants more on purpose.
     pairing_role: Role = Role.EDITOR

@@ -16,6 +16,8 @@ from shared_schema.common import Backend
 from ..config import ServerConfig
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
+from ..services.index.sample import SampleGameService
+from ..services.index.service import IndexService
 from ..services.metrics import Metrics
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
@@ -48,5 +50,9 @@ STREAMS = web.AppKey("dsm.streams", StreamRegistry)
 DATA = web.AppKey("dsm.data", DataPlane)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
+
+# The search index (search, analytics, crawls) and the emulator's sample game offer.
+INDEX = web.AppKey("dsm.index", IndexService)
+SAMPLE_GAME = web.AppKey("dsm.sample_game", SampleGameService)
 
 PRINCIPAL = web.RequestKey("dsm.principal", Principal)
