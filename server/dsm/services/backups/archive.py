@@ -420,7 +420,10 @@ class ArchiveWriter:
         self._seq = 0
         self._frames: list[int] = []
         self._buffer = bytearray()
-        self._items: list[DirectoryItem] = []
+        # This chunk's directory, packed as items arrive (a chunk can hold ~20k small entries).
+        self._items = bytearray()
+        self._item_count = 0
+        self._packer = msgpack.Packer(use_bin_type=True)
         self._stream = hashlib.sha256()
         self._stream_bytes = 0
         self._tally: dict[tuple[StoreKind, str], _Tally] = {}
@@ -442,16 +445,16 @@ class ArchiveWriter:
             raise ArchiveError("this archive was already finished or aborted")
         record = encode_record(entry)
         framed = _LEN.pack(len(record)) + record
-        self._items.append(
-            DirectoryItem(
-                ordinal=self.entries,
-                offset=self._stream_bytes,
-                length=len(framed),
-                name=entry.name,
-                sha256=hashlib.sha256(framed).digest(),
-                state=state_digest(entry),
-            )
+        item = DirectoryItem(
+            ordinal=self.entries,
+            offset=self._stream_bytes,
+            length=len(framed),
+            name=entry.name,
+            sha256=hashlib.sha256(framed).digest(),
+            state=state_digest(entry),
         )
+        self._items += self._packer.pack(item.encode())
+        self._item_count += 1
         self.entries += 1
         self._stream.update(framed)
         self._stream_bytes += len(framed)
@@ -472,7 +475,7 @@ class ArchiveWriter:
         """Write the last chunk, the manifest and the footer; fsync; move into place."""
         if self._file is None:
             raise ArchiveError("this archive was already finished or aborted")
-        if self._buffer or self._items:
+        if self._buffer or self._item_count:
             self._flush()
         universe_id, backend, selection, schedule, note = self._meta
         reuse = self._reuse
@@ -522,10 +525,11 @@ class ArchiveWriter:
         self._frames.append(self._offset)
         self._frame(_DATA, self._compressor.compress(bytes(self._buffer)))
         self._frames.append(self._offset)
-        items = msgpack.packb([item.encode() for item in self._items], use_bin_type=True)
-        self._frame(_DIRECTORY, self._compressor.compress(items))
+        items = self._packer.pack_array_header(self._item_count) + self._items
+        self._frame(_DIRECTORY, self._compressor.compress(bytes(items)))
         self._buffer.clear()
         self._items.clear()
+        self._item_count = 0
 
     def _frame(self, kind: bytes, plaintext: bytes) -> None:
         assert self._file is not None
