@@ -654,14 +654,14 @@ class ArchiveReader:
         head = self._file.read(_FRAME.size)
         expected = _FRAME.pack(kind, seq, length)
         if head != expected:
-            raise _BadFrame("its frame header does not match the manifest")
+            raise _BadFrame("frame header does not match the manifest")
         body = self._file.read(length)
         if len(body) != length:
-            raise _BadFrame("it is cut short")
+            raise _BadFrame("cut short")
         try:
             return self._aead.decrypt(body[:_NONCE], body[_NONCE:], self._header_digest + head)
         except InvalidTag:
-            raise _BadFrame("it failed authentication: altered or damaged bytes") from None
+            raise _BadFrame("failed authentication: altered or damaged bytes") from None
 
     def _frame_span(self, index: int) -> tuple[int, int]:
         frames = self.manifest.frames
@@ -686,7 +686,7 @@ class ArchiveReader:
             )
             return [DirectoryItem.decode(item) for item in raw]
         except Exception as exc:  # malformed inside an authentic frame: a writer bug
-            raise _BadFrame(f"its content is malformed ({type(exc).__name__})") from None
+            raise _BadFrame(f"malformed content ({type(exc).__name__})") from None
 
     def _data(self, block: int) -> bytes:
         cached = self._chunks.get(block)
@@ -698,7 +698,7 @@ class ArchiveReader:
         try:
             data = self._decompressor.decompress(plain, max_output_size=self.manifest.chunk_bytes)
         except zstandard.ZstdError as exc:
-            raise _BadFrame(f"it does not decompress ({exc})") from None
+            raise _BadFrame(f"does not decompress ({exc})") from None
         self._chunks[block] = data
         while len(self._chunks) > 4:
             self._chunks.popitem(last=False)
@@ -713,7 +713,9 @@ class ArchiveReader:
                 yield from self._directory(block)
             except _BadFrame as exc:
                 raise _damaged(
-                    "directory", f"the directory of block {block} is damaged: {exc}", block=block
+                    "directory",
+                    f"the directory of block {block} is unreadable ({exc})",
+                    block=block,
                 ) from None
 
     def read(self, item: DirectoryItem) -> ArchiveEntry:
@@ -727,7 +729,7 @@ class ArchiveReader:
             except _BadFrame as exc:
                 raise _damaged(
                     "block",
-                    f"entry {item.name} cannot be read: block {block} {exc}",
+                    f"entry {item.name} cannot be read: block {block} is unreadable ({exc})",
                     entry=item.name,
                     block=block,
                 ) from None
@@ -792,7 +794,7 @@ class ArchiveReader:
             first = _name_at(data, start)
         except (_BadFrame, _Malformed):
             pass
-        message = f"the directory of block {block} is damaged: {exc}"
+        message = f"the directory of block {block} is unreadable ({exc})"
         if first is not None:
             message += f"; its checksums are lost, starting with entry {first}"
         return _damaged("directory", message, entry=first, block=block)
@@ -819,7 +821,7 @@ class _BadFrame(Exception):
 
 
 def _lost_block(block: int, exc: _BadFrame, touched: list[DirectoryItem]) -> ArchiveDamagedError:
-    message = f"block {block} of the archive {exc}"
+    message = f"block {block} of the archive is unreadable ({exc})"
     if not touched:
         return _damaged("block", message, block=block)
     first = touched[0].name
