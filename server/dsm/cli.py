@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, cli_budget, cli_index, cli_keys, cli_plugin, cli_tokens
+from . import __version__, cli_backup, cli_budget, cli_index, cli_keys, cli_plugin, cli_tokens
 from .config import DEFAULT_PORT, ServerConfig
 from .emulator import sample_game
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_budget.register(sub)
     cli_plugin.register(sub)
     cli_index.register(sub)
+    cli_backup.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "emulator":
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_plugin.run(args)
     if args.command in ("search", "index", "analytics", "report"):
         return cli_index.run(args)
+    if args.command == "backup":
+        return cli_backup.run(args)
     parser.error(f"unknown command {args.command}")
 
 
