@@ -95,18 +95,33 @@ class Server:
         self, method: str, path: str, token: str | None, **kwargs: Any
     ) -> tuple[int, Any]:
         """`method` on /api/v1 + `path`; the body parsed when it is JSON, else the text."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if method in ("POST", "PUT", "PATCH", "DELETE") and "json" not in kwargs:
-            kwargs["json"] = {}
-        async with self.http.request(
-            method, self.url("/api/v1" + path), headers=headers, **kwargs
-        ) as resp:
-            text = await resp.text()
-            self.transcript.append(text)
-            body = None
-            if text and resp.content_type == "application/json":
-                body = json.loads(text)
-            return resp.status, body if body is not None else text
+        return await api_call(
+            self.http, self.base_url, method, path, token, transcript=self.transcript, **kwargs
+        )
+
+
+async def api_call(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    method: str,
+    path: str,
+    token: str | None,
+    *,
+    transcript: list[str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """One API call to the server at `base_url` (any process); (status, parsed JSON or text)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if method in ("POST", "PUT", "PATCH", "DELETE") and "json" not in kwargs:
+        kwargs["json"] = {}
+    async with http.request(method, base_url + "/api/v1" + path, headers=headers, **kwargs) as resp:
+        text = await resp.text()
+        if transcript is not None:
+            transcript.append(text)
+        body = None
+        if text and resp.content_type == "application/json":
+            body = json.loads(text)
+        return resp.status, body if body is not None else text
 
 
 @asynccontextmanager

@@ -137,12 +137,20 @@ class ItemContext:
     final_pass: bool = False  # the last retry of held sessions: skip what is still held
     journal_ids: list[int] = field(default_factory=list)
     attempts: int = 0
+    # Set once a write is about to be sent: from then on a pause lets the item finish; before,
+    # it may be cut (nothing was sent, the item just stays pending).
+    writing: bool = False
 
     @property
     def plane(self) -> DataPlane:
         return self.env.plane
 
     def key(self, step: str) -> str:
+        """The idempotency key for the write this step is about to send."""
+        self.writing = True
+        return self._key(step)
+
+    def _key(self, step: str) -> str:
         """The idempotency key of this step's current attempt.
 
         Attempt n's key is `<job>-<item>-<step><n>`. An attempt the journal records as FAILED
@@ -167,7 +175,7 @@ class ItemContext:
     def applied(self, step: str) -> JournalRecord | None:
         """The journaled write of this step if it already landed; raises StepUnknown when it
         was sent but its outcome could not be settled."""
-        record = self.plane.writes.journal.find_by_idempotency_key(self.key(step))
+        record = self.plane.writes.journal.find_by_idempotency_key(self._key(step))
         if record is None:
             return None
         self._note(record)
@@ -269,9 +277,7 @@ class JobKindHandler:
     async def sample(self, spec: JobSpec, item: ItemRecord, env: JobEnv) -> JobSample:
         raise NotImplementedError
 
-    async def samples(
-        self, spec: JobSpec, items: list[ItemRecord], env: JobEnv
-    ) -> list[JobSample]:
+    async def samples(self, spec: JobSpec, items: list[ItemRecord], env: JobEnv) -> list[JobSample]:
         """The plan's samples (a kind may share one resource across them)."""
         return [await self.sample(spec, item, env) for item in items]
 

@@ -109,14 +109,19 @@ class JobRun:
         self._stopped = asyncio.Event()
         self._failure: JobStop | None = None
         self._finished_at: deque[float] = deque()
+        self._inflight: dict[asyncio.Task[None], ItemContext] = {}
         self.deferred = 0
 
     # ------------------------------------------------------------------------ control
 
     def stop(self, reason: StopReason) -> None:
+        """Stop feeding items; items that have not begun a write are cut and stay pending."""
         if self._stop is None:
             self._stop = reason
         self._stopped.set()
+        for task, ctx in list(self._inflight.items()):
+            if not ctx.writing:
+                task.cancel()
 
     def stopping(self) -> bool:
         return self._stop is not None or self._failure is not None
@@ -210,17 +215,30 @@ class JobRun:
 
         async def work() -> None:
             while (entry := await queue.get()) is not None:
-                if not self.stopping():
-                    item, payload = entry
-                    await self._item(item, payload, retry=retry, final=final)
+                if self.stopping():
+                    continue
+                item, payload = entry
+                ctx = ItemContext(
+                    self.spec, item, self.env, self.actor, self._resources, payload,
+                    final_pass=final,
+                )  # fmt: skip
+                task = asyncio.create_task(self._item(ctx))
+                self._inflight[task] = ctx
+                try:
+                    await asyncio.wait([task])
+                except asyncio.CancelledError:
+                    task.cancel()  # the run itself is cut (shutdown): so is its item
+                    raise
+                finally:
+                    self._inflight.pop(task, None)
+                if not task.cancelled():
+                    task.result()
 
         await asyncio.gather(produce(), *(work() for _ in range(self.workers)))
         self.flush()
 
-    async def _item(self, item: ItemRecord, payload: Any, *, retry: bool, final: bool) -> None:
-        ctx = ItemContext(
-            self.spec, item, self.env, self.actor, self._resources, payload, final_pass=final
-        )
+    async def _item(self, ctx: ItemContext) -> None:
+        item = ctx.item
         transient = 0
         while True:
             try:

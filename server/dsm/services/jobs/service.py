@@ -591,6 +591,8 @@ class JobService:
 
     async def start(self, caller: Principal, job_id: str, confirm: str | None) -> JobView:
         record = self._get(job_id)
+        spec, handler = spec_of(record), handler_for(record.kind)
+        self._require_role(caller, spec, handler)
         state = JobState(record.state)
         if state in (JobState.QUEUED, JobState.RUNNING):
             return self.view(record)
@@ -598,8 +600,6 @@ class JobService:
             raise ServiceError(
                 ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a planned job starts."
             )
-        spec, handler = spec_of(record), handler_for(record.kind)
-        self._require_role(caller, spec, handler)
         self._require_confirmation(spec, handler, confirm)
         if not record.plan_complete:
             # Still counting: it starts by itself when the plan is ready.

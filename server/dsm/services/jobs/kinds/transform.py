@@ -149,9 +149,7 @@ class TransformKind(JobKindHandler):
         notes.notes.append(held_note(spec.params.held_sessions.value))
         return notes
 
-    async def samples(
-        self, spec: JobSpec, items: list[ItemRecord], env: JobEnv
-    ) -> list[JobSample]:
+    async def samples(self, spec: JobSpec, items: list[ItemRecord], env: JobEnv) -> list[JobSample]:
         pool = JqPool(spec.params.program, size=1)  # one worker process for every sample
         try:
             return [await self._sample(spec, item, env, pool) for item in items]
