@@ -61,8 +61,7 @@ async def value(env: Env, key: str, store: str = "Players", **kw: Any) -> Any:
 
 async def test_delete_plans_runs_and_rolls_back_exactly(env: Env) -> None:
     players = {f"p{i}": {"coins": i, "name": f"player {i}"} for i in range(8)}
-    await jobs.seed(env.call, env.admin, U, "Players", players, attributes={"v": 2},
-                    user_ids=[7])  # fmt: skip
+    await jobs.seed(env.call, env.admin, U, "Players", players, attributes={"v": 2}, user_ids=[7])
     await jobs.seed(env.call, env.admin, U, "Players", {"keep": {"coins": 99}})
     status, job = await jobs.create(
         env.call, env.admin, {"kind": "delete", "selection": selection(prefix="p")}
@@ -101,9 +100,11 @@ async def test_delete_plans_runs_and_rolls_back_exactly(env: Env) -> None:
 
 async def rollback_and_wait(env: Env, job_id: str) -> dict[str, Any]:
     status, rollback = await env.call(
-        "POST", f"/jobs/{job_id}/rollback", env.admin,
+        "POST",
+        f"/jobs/{job_id}/rollback",
+        env.admin,
         json={"dry_run": False, "idempotency_key": idem()},
-    )  # fmt: skip
+    )
     assert status == 200, rollback
     assert rollback["kind"] == "rollback" and rollback["rollback_of"] == job_id
     return await jobs.wait(env.call, env.admin, rollback["id"])
@@ -112,18 +113,24 @@ async def rollback_and_wait(env: Env, job_id: str) -> dict[str, Any]:
 async def test_rollback_skips_entries_changed_since_and_lists_them(env: Env) -> None:
     await jobs.seed(env.call, env.admin, U, "Players", {"a": {"n": 1}, "b": {"n": 2}})
     job = await jobs.run(
-        env.call, env.admin,
+        env.call,
+        env.admin,
         {"kind": "transform", "selection": selection(), "params": {"program": ".n += 10"}},
-    )  # fmt: skip
+    )
     assert job["progress"]["applied"] == 2
     # Someone writes `b` after the job: the rollback must leave that write alone.
     view = await jobs.read_value(env.call, env.admin, U, "Players", "b")
     assert view is not None
     status, _ = await env.call(
-        "PUT", entry_path(U, "Players", "b"), env.admin,
-        json={"value_json": '{"n":500}', "expected_revision": view["revision"],
-              "idempotency_key": idem()},
-    )  # fmt: skip
+        "PUT",
+        entry_path(U, "Players", "b"),
+        env.admin,
+        json={
+            "value_json": '{"n":500}',
+            "expected_revision": view["revision"],
+            "idempotency_key": idem(),
+        },
+    )
     assert status == 200
     rollback = await rollback_and_wait(env, job["id"])
     assert rollback["progress"]["applied"] == 1 and rollback["progress"]["skipped"] == 1
@@ -136,8 +143,12 @@ async def test_held_sessions_are_skipped_or_retried_until_released(env: Env) -> 
     import time
 
     def profile(holder: list[Any] | None, coins: int) -> str:
-        meta: dict[str, Any] = {"ProfileCreateTime": 1, "SessionLoadCount": 3,
-                                "LastUpdate": time.time(), "MetaTags": {}}  # fmt: skip
+        meta: dict[str, Any] = {
+            "ProfileCreateTime": 1,
+            "SessionLoadCount": 3,
+            "LastUpdate": time.time(),
+            "MetaTags": {},
+        }
         if holder is not None:
             meta["ActiveSession"] = holder
         return json.dumps(
@@ -147,12 +158,13 @@ async def test_held_sessions_are_skipped_or_retried_until_released(env: Env) -> 
                 "GlobalUpdates": [0, []],
                 "RobloxMetaData": {},
                 "UserIds": [],
-            }  # fmt: skip
+            }
         )
 
     held = [123, "server-a", "guid-1"]
-    await jobs.seed(env.call, env.admin, U, "Profiles",
-                    {"held": profile(held, 5), "free": profile(None, 6)})  # fmt: skip
+    await jobs.seed(
+        env.call, env.admin, U, "Profiles", {"held": profile(held, 5), "free": profile(None, 6)}
+    )
     job = await jobs.run(
         env.call, env.admin, {"kind": "delete", "selection": selection("Profiles")}
     )
@@ -179,20 +191,30 @@ async def test_held_sessions_retry_applies_once_released(tmp_path: Path) -> None
         call = server.call
         await jobs.seed(call, token, U, "Profiles", {"held": profile([1, "srv", "g"])})
         status, job = await jobs.create(
-            call, token,
-            {"kind": "transform", "dry_run": False, "selection": selection("Profiles"),
-             "params": {"program": ".coins += 1", "held_sessions": "retry"}},
-        )  # fmt: skip
+            call,
+            token,
+            {
+                "kind": "transform",
+                "dry_run": False,
+                "selection": selection("Profiles"),
+                "params": {"program": ".coins += 1", "held_sessions": "retry"},
+            },
+        )
         assert status == 200, job
         await jobs.wait(call, token, job["id"], ("running",))
         # The game server releases the session (its last save keeps the data).
         view = await jobs.read_value(call, token, U, "Profiles", "held")
         assert view is not None
         status, answer = await call(
-            "PUT", entry_path(U, "Profiles", "held"), token,
-            json={"value_json": profile(None), "expected_revision": view["revision"],
-                  "idempotency_key": idem()},
-        )  # fmt: skip
+            "PUT",
+            entry_path(U, "Profiles", "held"),
+            token,
+            json={
+                "value_json": profile(None),
+                "expected_revision": view["revision"],
+                "idempotency_key": idem(),
+            },
+        )
         assert status == 200, answer
         job = await jobs.wait(call, token, job["id"])
         assert job["state"] == "succeeded" and job["progress"]["applied"] == 1, job
@@ -204,15 +226,22 @@ async def test_held_sessions_retry_applies_once_released(tmp_path: Path) -> None
 
 
 async def test_copy_keeps_metadata_across_store_scope_and_universe(env: Env) -> None:
-    await jobs.seed(env.call, env.admin, U, "Players", {"a": {"n": 1}, "b": {"n": 2}},
-                    attributes={"tier": "gold"}, user_ids=[11, 12])  # fmt: skip
+    await jobs.seed(
+        env.call,
+        env.admin,
+        U,
+        "Players",
+        {"a": {"n": 1}, "b": {"n": 2}},
+        attributes={"tier": "gold"},
+        user_ids=[11, 12],
+    )
     await jobs.seed(env.call, env.admin, U2, "Backup", {"b": {"n": 200}}, scope="beta")
     body = {
         "kind": "copy",
         "selection": selection(),
         "params": {"target": {"universe_id": U2, "datastore": "Backup", "scope": "beta"}},
     }
-    job = await jobs.run(env.call, env.editor, body)  # fmt: skip
+    job = await jobs.run(env.call, env.editor, body)
     assert job["state"] == "succeeded" and job["progress"]["applied"] == 1, job
     [skipped] = await jobs.items(env.call, env.admin, job["id"], state="skipped")
     assert skipped["key"] == "b" and skipped["skip_code"] == "exists"
@@ -236,28 +265,34 @@ async def test_copy_on_exists_fail_stops_the_job(env: Env) -> None:
     await jobs.seed(env.call, env.admin, U, "Players", {"a": 1})
     await jobs.seed(env.call, env.admin, U, "Other", {"a": 2})
     job = await jobs.run(
-        env.call, env.admin,
-        {"kind": "copy", "selection": selection(),
-         "params": {"target": {"datastore": "Other"}, "on_exists": "fail"}},
-    )  # fmt: skip
+        env.call,
+        env.admin,
+        {
+            "kind": "copy",
+            "selection": selection(),
+            "params": {"target": {"datastore": "Other"}, "on_exists": "fail"},
+        },
+    )
     assert job["state"] == "failed" and job["failure"]["code"] == "ALREADY_EXISTS", job
     assert await value(env, "a", "Other") == 2
 
 
 async def test_copy_refuses_a_target_that_is_the_source(env: Env) -> None:
     status, answer = await jobs.create(
-        env.call, env.admin,
+        env.call,
+        env.admin,
         {"kind": "copy", "selection": selection(), "params": {"target": {"datastore": "Players"}}},
-    )  # fmt: skip
+    )
     assert status == 400 and "source itself" in answer["error"]["message"]
 
 
 async def test_move_deletes_sources_and_rolls_back_both_sides(env: Env) -> None:
     await jobs.seed(env.call, env.admin, U, "Players", {"a": {"n": 1}, "b": {"n": 2}})
     job = await jobs.run(
-        env.call, env.admin,
+        env.call,
+        env.admin,
         {"kind": "move", "selection": selection(), "params": {"target": {"scope": "archive"}}},
-    )  # fmt: skip
+    )
     assert job["state"] == "succeeded" and job["progress"]["applied"] == 2, job
     assert await value(env, "a") is None
     assert await value(env, "a", scope="archive") == {"n": 1}
@@ -274,12 +309,12 @@ async def test_move_deletes_sources_and_rolls_back_both_sides(env: Env) -> None:
 async def test_export_writes_every_entry_to_a_file(env: Env, format: str) -> None:
     big = 12345678901234567890
     values = {f"k{i}": f'{{"n":{i},"big":{big},"s":"x\\ny"}}' for i in range(30)}
-    await jobs.seed(env.call, env.admin, U, "Players", values, attributes={"a": 1},
-                    user_ids=[5])  # fmt: skip
+    await jobs.seed(env.call, env.admin, U, "Players", values, attributes={"a": 1}, user_ids=[5])
     job = await jobs.run(
-        env.call, env.editor,
+        env.call,
+        env.editor,
         {"kind": "export", "selection": selection(), "params": {"format": format}},
-    )  # fmt: skip
+    )
     assert job["state"] == "succeeded" and job["progress"]["applied"] == 30, job
     assert job["writes"] is False and job["actions"] == []
     path = Path(job["output_path"])
@@ -301,10 +336,14 @@ async def test_export_writes_every_entry_to_a_file(env: Env, format: str) -> Non
     assert not list(path.parent.glob(".*.partial.jsonl"))
     # Exports never overwrite: the same file name again is refused before anything runs.
     status, answer = await jobs.create(
-        env.call, env.editor,
-        {"kind": "export", "selection": selection(),
-         "params": {"format": format, "file_name": path.name}},
-    )  # fmt: skip
+        env.call,
+        env.editor,
+        {
+            "kind": "export",
+            "selection": selection(),
+            "params": {"format": format, "file_name": path.name},
+        },
+    )
     assert status == 409 and answer["error"]["code"] == "ALREADY_EXISTS"
 
 
@@ -352,9 +391,10 @@ async def test_import_csv_create_only_leaves_existing_keys(env: Env) -> None:
     upload = await jobs.upload(env.call, env.admin, data, "players.csv")
     await jobs.seed(env.call, env.admin, U, "Players", {"b": {"coins": 50}})
     job = await jobs.run(
-        env.call, env.admin,
+        env.call,
+        env.admin,
         {"kind": "import", "selection": selection(), "params": {"upload_id": upload}},
-    )  # fmt: skip
+    )
     assert job["progress"]["applied"] == 1 and job["progress"]["skipped"] == 1, job
     assert await value(env, "a") == {"coins": 1, "name": "ann"}
     assert await value(env, "b") == {"coins": 50}
@@ -364,9 +404,11 @@ async def test_uploads_are_checked_chunk_by_chunk(env: Env) -> None:
     import base64
 
     status, info = await env.call(
-        "POST", "/uploads", env.admin,
+        "POST",
+        "/uploads",
+        env.admin,
         json={"file_name": "x.jsonl", "size_bytes": 70000, "chunk_bytes": 65536},
-    )  # fmt: skip
+    )
     assert status == 200 and info["chunks"] == 2 and info["missing"] == [0, 1]
     upload = info["upload_id"]
     path = f"/uploads/{upload}/chunks"
@@ -403,17 +445,27 @@ async def test_uploads_are_checked_chunk_by_chunk(env: Env) -> None:
 
 
 async def test_transform_changes_skips_and_reports(env: Env) -> None:
-    await jobs.seed(env.call, env.admin, U, "Players", {
-        "a": {"coins": 1, "legacy": True},
-        "b": {"coins": "many"},  # the program fails here: reported, left alone
-        "c": '{"coins":2,"id":9007199254740993}',  # jq would round id: left alone
-        "d": {"gems": 3},  # nothing to change
-    })  # fmt: skip
+    await jobs.seed(
+        env.call,
+        env.admin,
+        U,
+        "Players",
+        {
+            "a": {"coins": 1, "legacy": True},
+            "b": {"coins": "many"},  # the program fails here: reported, left alone
+            "c": '{"coins":2,"id":9007199254740993}',  # jq would round id: left alone
+            "d": {"gems": 3},  # nothing to change
+        },
+    )
     job = await jobs.run(
-        env.call, env.admin,
-        {"kind": "transform", "selection": selection(),
-         "params": {"program": "if .coins then .coins += 1 else . end | del(.legacy)"}},
-    )  # fmt: skip
+        env.call,
+        env.admin,
+        {
+            "kind": "transform",
+            "selection": selection(),
+            "params": {"program": "if .coins then .coins += 1 else . end | del(.legacy)"},
+        },
+    )
     assert job["state"] == "succeeded", job
     outcomes = {i["key"]: i for i in await jobs.items(env.call, env.admin, job["id"])}
     assert outcomes["a"]["state"] == "applied"
@@ -427,24 +479,34 @@ async def test_transform_changes_skips_and_reports(env: Env) -> None:
 
 
 async def test_transform_edits_only_the_data_of_a_session_wrapper(env: Env) -> None:
-    wrapper = ('{"Data":{"coins":5},"MetaData":{"ProfileCreateTime":1,"SessionLoadCount":2,'
-               '"LastUpdate":1,"MetaTags":{"big":12345678901234567890}},'
-               '"GlobalUpdates":[0,[]],"RobloxMetaData":{},"UserIds":[]}')  # fmt: skip
+    wrapper = (
+        '{"Data":{"coins":5},"MetaData":{"ProfileCreateTime":1,"SessionLoadCount":2,'
+        '"LastUpdate":1,"MetaTags":{"big":12345678901234567890}},'
+        '"GlobalUpdates":[0,[]],"RobloxMetaData":{},"UserIds":[]}'
+    )
     await jobs.seed(env.call, env.admin, U, "Profiles", {"p": wrapper})
     status, job = await jobs.create(
-        env.call, env.admin,
-        {"kind": "transform", "selection": selection("Profiles"),
-         "params": {"program": ".coins += 1"}},
-    )  # fmt: skip
+        env.call,
+        env.admin,
+        {
+            "kind": "transform",
+            "selection": selection("Profiles"),
+            "params": {"program": ".coins += 1"},
+        },
+    )
     assert status == 200
     [sample] = job["plan"]["samples"]
     assert sample["action"] == "write" and "not in use" in sample["session"]
     assert [p["path"] for p in sample["patch"]] == ["/Data/coins"]
     job = await jobs.run(
-        env.call, env.admin,
-        {"kind": "transform", "selection": selection("Profiles"),
-         "params": {"program": ".coins += 1"}},
-    )  # fmt: skip
+        env.call,
+        env.admin,
+        {
+            "kind": "transform",
+            "selection": selection("Profiles"),
+            "params": {"program": ".coins += 1"},
+        },
+    )
     assert job["progress"]["applied"] == 1, job
     view = await jobs.read_value(env.call, env.admin, U, "Profiles", "p")
     assert view is not None
@@ -453,9 +515,10 @@ async def test_transform_edits_only_the_data_of_a_session_wrapper(env: Env) -> N
 
 async def test_transform_with_a_broken_program_is_refused(env: Env) -> None:
     status, answer = await jobs.create(
-        env.call, env.admin,
+        env.call,
+        env.admin,
         {"kind": "transform", "selection": selection(), "params": {"program": ".coins *="}},
-    )  # fmt: skip
+    )
     assert status == 400 and "does not compile" in answer["error"]["message"]
 
 
@@ -464,14 +527,29 @@ async def test_transform_with_a_broken_program_is_refused(env: Env) -> None:
 
 async def test_set_metadata_keeps_values_byte_for_byte(env: Env) -> None:
     text = '{"b":1,"a":12345678901234567890}'
-    await jobs.seed(env.call, env.admin, U, "Players", {"a": text, "b": text},
-                    attributes={"old": 1, "keep": 2}, user_ids=[1, 2])  # fmt: skip
+    await jobs.seed(
+        env.call,
+        env.admin,
+        U,
+        "Players",
+        {"a": text, "b": text},
+        attributes={"old": 1, "keep": 2},
+        user_ids=[1, 2],
+    )
     job = await jobs.run(
-        env.call, env.editor,
-        {"kind": "set_metadata", "selection": selection(keys=[{"key": "a"}]),
-         "params": {"set_attributes": {"new": True}, "remove_attributes": ["old"],
-                    "add_user_ids": [3], "remove_user_ids": [1]}},
-    )  # fmt: skip
+        env.call,
+        env.editor,
+        {
+            "kind": "set_metadata",
+            "selection": selection(keys=[{"key": "a"}]),
+            "params": {
+                "set_attributes": {"new": True},
+                "remove_attributes": ["old"],
+                "add_user_ids": [3],
+                "remove_user_ids": [1],
+            },
+        },
+    )
     assert job["progress"]["applied"] == 1, job
     view = await jobs.read_value(env.call, env.admin, U, "Players", "a")
     assert view is not None and view["value_json"] == text
@@ -487,16 +565,18 @@ async def test_ordered_delete_and_copy_state_the_race(env: Env) -> None:
     base = f"/universes/{U}/ordered/Board/scopes/global/entries"
     for entry_id, score in (("ann", 10), ("bob", 20), ("cid", 30)):
         status, answer = await env.call(
-            "POST", base, env.admin,
+            "POST",
+            base,
+            env.admin,
             json={"id": entry_id, "value": score, "idempotency_key": idem()},
-        )  # fmt: skip
+        )
         assert status == 200, answer
-    ordered = {"universe_id": U, "store_kind": "ordered", "datastores": ["Board"],
-               "min_value": 15}  # fmt: skip
+    ordered = {"universe_id": U, "store_kind": "ordered", "datastores": ["Board"], "min_value": 15}
     status, job = await jobs.create(
-        env.call, env.admin,
+        env.call,
+        env.admin,
         {"kind": "copy", "selection": ordered, "params": {"target": {"datastore": "Board2"}}},
-    )  # fmt: skip
+    )
     assert status == 200 and job["plan"]["items"] == 2
     assert any("overwritten" in w for w in job["plan"]["warnings"])
     await env.call("POST", f"/jobs/{job['id']}/start", env.admin, json={})
@@ -515,9 +595,10 @@ async def test_ordered_delete_and_copy_state_the_race(env: Env) -> None:
 async def test_ordered_stores_refuse_kinds_that_need_values(env: Env) -> None:
     ordered = {"universe_id": U, "store_kind": "ordered", "datastores": ["Board"]}
     status, answer = await jobs.create(
-        env.call, env.admin,
+        env.call,
+        env.admin,
         {"kind": "transform", "selection": ordered, "params": {"program": "."}},
-    )  # fmt: skip
+    )
     assert status == 400 and "standard data stores only" in answer["error"]["message"]
 
 
@@ -531,8 +612,9 @@ async def test_roles(env: Env) -> None:
     status, answer = await jobs.create(env.call, env.editor, body)
     assert status == 403 and "admin role" in answer["error"]["message"]
     for kind, params in (("transform", {"program": "."}), ("move", {"target": {"scope": "x"}})):
-        status, _ = await jobs.create(env.call, env.editor,
-                                      {"kind": kind, "selection": selection(), "params": params})  # fmt: skip
+        status, _ = await jobs.create(
+            env.call, env.editor, {"kind": kind, "selection": selection(), "params": params}
+        )
         assert status == 403, kind
     status, job = await jobs.create(env.call, env.admin, body)
     assert status == 200
@@ -562,10 +644,15 @@ async def test_pause_resume_and_cancel(tmp_path: Path) -> None:
         call = server.call
         await jobs.seed(call, token, U, "Players", {f"k{i:02}": {"n": i} for i in range(40)})
         status, job = await jobs.create(
-            call, token,
-            {"kind": "transform", "dry_run": False, "selection": selection(),
-             "params": {"program": ".n += 1"}},
-        )  # fmt: skip
+            call,
+            token,
+            {
+                "kind": "transform",
+                "dry_run": False,
+                "selection": selection(),
+                "params": {"program": ".n += 1"},
+            },
+        )
         assert status == 200, job
         await jobs.wait(call, token, job["id"], ("running",))
         status, paused = await call("POST", f"/jobs/{job['id']}/pause", token)
@@ -608,11 +695,11 @@ async def test_pause_resume_and_cancel(tmp_path: Path) -> None:
 
 
 async def test_job_events_on_the_stream(env: Env) -> None:
-    status, now = await env.call("GET", "/events", env.admin, params={"timeout": "0"})
+    _, now = await env.call("GET", "/events", env.admin, params={"timeout": "0"})
     cursor = now["next_cursor"]
     await jobs.seed(env.call, env.admin, U, "Players", {"a": 1})
     job = await jobs.run(env.call, env.admin, {"kind": "delete", "selection": selection()})
-    status, batch = await env.call(
+    _, batch = await env.call(
         "GET", "/events", env.admin, params={"cursor": str(cursor), "timeout": "0"}
     )
     mine = [e for e in batch["events"] if e["payload"].get("job_id") == job["id"]]
@@ -620,5 +707,5 @@ async def test_job_events_on_the_stream(env: Env) -> None:
     assert states[0] == "planned" and states[-1] == "succeeded" and "running" in states
     progress = [e["payload"] for e in mine if e["type"] == "job.progress"]
     assert progress and progress[-1]["progress"]["done"] == 1
-    status, text = await env.call("GET", "/metrics", env.admin)
+    _status, text = await env.call("GET", "/metrics", env.admin)
     assert 'dsm_job_items_total{kind="delete",outcome="applied"} 1.0' in text
