@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -30,8 +29,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from benchmarks.client_throughput import max_in_window
-from benchmarks.support import running_emulator
-from dsm.emulator.context import EmulatorConfig, EmulatorContext
+from benchmarks.support import player_key, running_emulator, seed_emulator
 from dsm.opencloud.client import OpenCloudClient
 from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
@@ -42,25 +40,6 @@ CCU = 100
 RESERVE = 0.5
 SOURCE, TARGET, LOOP_TARGET = 2, 1, 3
 SHARE = int((300 + 20 * CCU) * (1 - RESERVE))  # writes a minute this server may send
-
-
-def seed(data_dir: Path, entries: int) -> None:
-    """Write the source entries straight into the emulator's store (no budget spent)."""
-    ctx = EmulatorContext(EmulatorConfig(data_dir=data_dir))
-    try:
-        for i in range(entries):
-            value = json.dumps({"coins": i, "name": f"player {i}", "inventory": list(range(10))})
-            ctx.standard.write(
-                str(SOURCE),
-                "Players",
-                "global",
-                f"player_{i:05}",
-                value,
-                attributes='{"v":1}',
-                user_ids=[i],
-            )
-    finally:
-        ctx.close()
 
 
 class Recorder:
@@ -135,7 +114,7 @@ async def plain_loop(base_url: str, entries: int) -> tuple[float, int]:
     async with OpenCloudClient(api_key="bench-key", base_url=base_url) as client:
         started = time.monotonic()
         for i in range(entries):
-            key = f"player_{i:05}"
+            key = player_key(i)
             entry = await client.get_entry(SOURCE, "Players", key)
             assert entry.value_json is not None
             await client.create_entry(
@@ -152,7 +131,7 @@ async def plain_loop(base_url: str, entries: int) -> tuple[float, int]:
 async def main(entries: int, loop_entries: int) -> None:
     with tempfile.TemporaryDirectory(prefix="dsm-bench-copy-") as tmp:
         root = Path(tmp)
-        seed(root / "opencloud", entries)
+        seed_emulator(root / "opencloud", SOURCE, "Players", entries)
         args = [
             "--data",
             str(root / "opencloud"),

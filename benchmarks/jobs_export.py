@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -22,8 +21,7 @@ from pathlib import Path
 import aiohttp
 from pydantic import SecretStr
 
-from benchmarks.support import running_emulator
-from dsm.emulator.context import EmulatorConfig, EmulatorContext
+from benchmarks.support import player_key, running_emulator, seed_emulator
 from dsm.opencloud.client import OpenCloudClient
 from dsm.services.tokens import TokenStore
 from dsm.storage.crypto import new_key
@@ -34,18 +32,6 @@ from tools.testing.server import ServerProcess, api_call
 
 U = 1
 WORKERS = 32
-
-
-def seed(data_dir: Path, entries: int) -> None:
-    ctx = EmulatorContext(EmulatorConfig(data_dir=data_dir))
-    try:
-        for i in range(entries):
-            value = json.dumps({"coins": i, "name": f"player {i}", "inventory": list(range(10))})
-            ctx.standard.write(
-                str(U), "Big", "global", f"player_{i:06}", value, attributes='{"v":1}', user_ids=[i]
-            )
-    finally:
-        ctx.close()
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -112,7 +98,7 @@ async def plain_reads(base_url: str, entries: int) -> float:
 
         async def worker() -> None:
             for i in keys:
-                await client.get_entry(U, "Big", f"player_{i:06}")
+                await client.get_entry(U, "Big", player_key(i))
 
         await asyncio.gather(*(worker() for _ in range(WORKERS)))
         return time.monotonic() - started
@@ -122,7 +108,7 @@ async def main(entries: int, format: str) -> None:
     with tempfile.TemporaryDirectory(prefix="dsm-bench-export-") as tmp:
         root = Path(tmp)
         began = time.monotonic()
-        seed(root / "opencloud", entries)
+        seed_emulator(root / "opencloud", U, "Big", entries)
         print(f"seeded {entries:,} entries in {time.monotonic() - began:.0f} s")
         args = ["--data", str(root / "opencloud"), "--limits", "off"]
         async with running_emulator(args) as base_url:
