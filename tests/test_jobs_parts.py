@@ -11,11 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from dsm.opencloud.ratelimit import Priority, current_priority
-from dsm.services.jobs.formats import ExportEntry
-from dsm.services.jobs.kinds.export import ExportRun
+from dsm.services.jobs.formats import ExportEntry, JsonLinesWriter
+from dsm.services.jobs.kinds.export import ExportRun, publish
 from dsm.services.jobs.store import JobRecord, JobStore, NewItem, Outcome, new_job_id, now_ms
 from shared_schema.common import Role
-from shared_schema.jobs import CopyParams, DeleteParams, JobCreateRequest
+from shared_schema.jobs import CopyParams, DeleteParams, ExportFormat, JobCreateRequest
 from tools.testing import jobs
 from tools.testing.server import running_server
 
@@ -134,3 +134,24 @@ async def test_a_jobs_open_cloud_calls_yield_to_the_plugins(tmp_path: Path) -> N
         assert job["state"] == "succeeded"
         # Listing, samples and every item: all background; nothing else called Open Cloud.
         assert len(seen) >= 5 and set(seen) == {Priority.BACKGROUND}
+
+
+@pytest.mark.parametrize("format", list(ExportFormat))
+def test_an_export_file_is_published_whole_once_and_never_over_another(
+    tmp_path: Path, format: ExportFormat
+) -> None:
+    spool = tmp_path / ".job.partial.jsonl"
+    with open(spool, "w", encoding="utf-8") as out:
+        writer = JsonLinesWriter(out)
+        for key in ("a", "b"):
+            writer.write(ExportEntry(key=key, value_json='{"n":12345678901234567890}'))
+    final = tmp_path / f"out.{format.value}"
+    publish(spool, final, format)
+    first = final.read_bytes()
+    publish(spool, final, format)  # a restart after the link, before the job was marked done
+    assert final.read_bytes() == first and b"12345678901234567890" in first
+    other = tmp_path / f"other.{format.value}"
+    other.write_text("someone else's file")
+    with pytest.raises(FileExistsError):
+        publish(spool, other, format)
+    assert other.read_text() == "someone else's file"
