@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from dsm.http.appkeys import JOBS
+from dsm.opencloud.client import OpenCloudClient
 from shared_schema.common import Role
 from tools.testing import jobs
 from tools.testing.server import Server, entry_path, idem, running_server
@@ -642,56 +644,63 @@ async def test_pause_resume_and_cancel(tmp_path: Path) -> None:
     # 600 writes a minute: slow enough to pause in the middle.
     async with running_server(tmp_path, budget_rpm=600) as server:
         token = await server.pair("admin", role=Role.ADMIN)
-        call = server.call
-        await jobs.seed(call, token, U, "Players", {f"k{i:02}": {"n": i} for i in range(40)})
-        status, job = await jobs.create(
-            call,
-            token,
-            {
+        call, service = server.call, server.app[JOBS]
+        emulator = server.upstream.emulator
+        assert emulator is not None
+        async with OpenCloudClient(api_key="direct", base_url=emulator.base_url) as direct:
+            # Written and read straight on the emulator, so only the job spends the budget.
+            await asyncio.gather(
+                *(
+                    direct.create_entry(U, "Players", f"k{i:02}", json.dumps({"n": i}))
+                    for i in range(40)
+                )
+            )
+            body = {
                 "kind": "transform",
                 "dry_run": False,
                 "selection": selection(),
                 "params": {"program": ".n += 1"},
-            },
-        )
-        assert status == 200, job
-        await jobs.wait(call, token, job["id"], ("running",))
-        status, paused = await call("POST", f"/jobs/{job['id']}/pause", token)
-        assert (
-            status == 200
-            and paused["state"] == "paused"
-            and paused["actions"]
-            == [
-                "resume",
-                "cancel",
-            ]
-        )
-        # Items already writing finish (at most one per worker); nothing more starts, though
-        # at 10 a second 15 more would be done in the 1.5 s waited here if it went on.
-        await asyncio.sleep(1.5)
-        status, view = await call("GET", f"/jobs/{job['id']}", token)
-        done = view["progress"]["done"]
-        assert view["state"] == "paused" and done < 40
-        assert done <= paused["progress"]["done"] + 12
-        status, _ = await call("POST", f"/jobs/{job['id']}/resume", token)
-        assert status == 200
-        while view["progress"]["done"] < done + 3:  # it goes on where it stopped
-            await asyncio.sleep(0.05)
-            status, view = await call("GET", f"/jobs/{job['id']}", token)
-        status, cancelled = await call("POST", f"/jobs/{job['id']}/cancel", token)
-        assert cancelled["state"] == "cancelled" and cancelled["actions"] == ["rollback"]
-        assert cancelled["finished_at"]
-        await asyncio.sleep(0.5)
-        status, view = await call("GET", f"/jobs/{job['id']}", token)
-        pending = await jobs.items(call, token, job["id"], state="pending")
-        applied = view["progress"]["applied"]
-        assert applied + len(pending) == 40 and len(pending) > 0
-        # Every applied item was applied exactly once.
-        values = [await jobs.read_value(call, token, U, "Players", f"k{i:02}") for i in range(40)]
-        bumped = sum(
-            1 for i, v in enumerate(values) if v and json.loads(v["value_json"])["n"] == i + 1
-        )
-        assert bumped == applied
+            }
+            status, job = await jobs.create(call, token, body)
+            assert status == 200, job
+            job_id = job["id"]
+            await jobs.wait(call, token, job_id, ("running",))
+            status, paused = await call("POST", f"/jobs/{job_id}/pause", token)
+            assert status == 200 and paused["state"] == "paused"
+            assert paused["actions"] == ["resume", "cancel"]
+            while service.is_running(job_id):  # items already writing finish; no more start
+                await asyncio.sleep(0.02)
+            status, view = await call("GET", f"/jobs/{job_id}", token)
+            done = view["progress"]["done"]
+            assert view["state"] == "paused" and done < 40
+            assert done <= paused["progress"]["done"] + 12  # at most one per worker
+            await asyncio.sleep(0.3)
+            assert (await call("GET", f"/jobs/{job_id}", token))[1]["progress"]["done"] == done
+
+            status, _ = await call("POST", f"/jobs/{job_id}/resume", token)
+            assert status == 200
+            while view["progress"]["done"] < done + 3:  # it goes on where it stopped
+                await asyncio.sleep(0.05)
+                status, view = await call("GET", f"/jobs/{job_id}", token)
+            status, cancelled = await call("POST", f"/jobs/{job_id}/cancel", token)
+            assert cancelled["state"] == "cancelled" and cancelled["actions"] == ["rollback"]
+            assert cancelled["finished_at"]
+            while service.is_running(job_id):
+                await asyncio.sleep(0.02)
+            status, view = await call("GET", f"/jobs/{job_id}", token)
+            pending = await jobs.items(call, token, job_id, state="pending")
+            applied = view["progress"]["applied"]
+            assert applied + len(pending) == 40 and len(pending) > 0
+            # Every applied item was applied exactly once, and no other.
+            entries = await asyncio.gather(
+                *(direct.get_entry(U, "Players", f"k{i:02}") for i in range(40))
+            )
+            bumped = {
+                e.key
+                for i, e in enumerate(entries)
+                if json.loads(e.value_json or "null")["n"] == i + 1
+            }
+            assert bumped == {f"k{i:02}" for i in range(40)} - {p["key"] for p in pending}
 
 
 async def test_job_events_on_the_stream(env: Env) -> None:

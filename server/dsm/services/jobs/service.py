@@ -156,6 +156,10 @@ class JobService:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def is_running(self, job_id: str) -> bool:
+        """Whether a run of the job is in progress (a paused job's last items may still be)."""
+        return job_id in self._tasks
+
     # ---------------------------------------------------------------------------- views
 
     def _get(self, job_id: str) -> JobRecord:
