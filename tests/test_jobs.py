@@ -389,6 +389,49 @@ async def test_import_reports_bad_lines_and_imports_the_valid_ones(env: Env) -> 
     assert [i["line"] for i in outcomes] == [1, 2, 7]
 
 
+async def test_an_import_file_full_of_bad_lines_is_reported_line_by_line(env: Env) -> None:
+    kinds_of_bad = [
+        "{not json",
+        '{"key":"","value":1}',
+        '{"value":1}',
+        '{"key":"k","value":NaN}',
+        '{"key":"k","value":1,"attributes":[1]}',
+        '{"key":"k","value":1,"user_ids":[-1]}',
+        '{"key":"k","value":1,"extra":true}',
+        "BYTES-NOT-UTF-8",
+    ]
+    lines = []
+    for i in range(3000):
+        if i % 100 == 0:
+            lines.append(f'{{"key":"good_{i}","value":{i}}}')
+        else:
+            lines.append(kinds_of_bad[i % len(kinds_of_bad)])
+    data = "\n".join(lines).encode().replace(b"BYTES-NOT-UTF-8", b"\xff\xfe")
+    upload = await jobs.upload(env.call, env.admin, data, "broken.jsonl")
+    status, job = await jobs.create(
+        env.call,
+        env.admin,
+        {"kind": "import", "selection": selection(), "params": {"upload_id": upload}},
+    )
+    assert status == 200, job
+    plan = job["plan"]
+    assert plan["items"] == 30 and plan["bad_line_count"] == 2970
+    assert len(plan["bad_lines"]) == 1000  # the first thousand, by line number
+    numbers = [b["line"] for b in plan["bad_lines"]]
+    assert numbers == sorted(numbers) and numbers[:3] == [2, 3, 4]
+    messages = " | ".join(b["message"] for b in plan["bad_lines"][:8])
+    for expected in (
+        "not a JSON object",
+        "key must be at least 1 byte",
+        'needs "key"',
+        "unknown field(s) extra",
+        "not UTF-8",
+    ):
+        assert expected in messages, (expected, messages)
+    assert plan["blocking"] and job["actions"] == ["cancel"]
+    assert await value(env, "good_0") is None  # nothing written
+
+
 async def test_import_csv_create_only_leaves_existing_keys(env: Env) -> None:
     data = b"key,value.coins,value.name\na,1,ann\nb,2,bob\n"
     upload = await jobs.upload(env.call, env.admin, data, "players.csv")
