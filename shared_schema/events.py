@@ -18,13 +18,15 @@ from .constraints import NonNegativeInt, PositiveInt, UtcDateTime
 from .data import DataStoreState
 from .entries import EntryOperation, EntryState, StoreKind
 from .index import CrawlInfo
+from .jobs import JobProgressPayload, JobStatePayload
 from .sessions import SessionInfo
 
 
 class EventType(StrEnum):
     ENTRY_CHANGED = "entry.changed"
     DATASTORE_CHANGED = "datastore.changed"
-    JOB_PROGRESS = "job.progress"  # reserved: no payload is defined yet
+    JOB_PROGRESS = "job.progress"  # a job's progress (planning or running)
+    JOB_STATE = "job.state"  # a job changed state, or its plan is complete
     SESSION_JOINED = "session.joined"
     SESSION_LEFT = "session.left"
     THROTTLE_CHANGED = "throttle.changed"
@@ -148,4 +150,6 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.THROTTLE_CHANGED: ThrottleChangedPayload,
     EventType.BACKEND_CHANGED: BackendChangedPayload,
     EventType.INDEX_CRAWL: CrawlInfo,
+    EventType.JOB_PROGRESS: JobProgressPayload,
+    EventType.JOB_STATE: JobStatePayload,
 }

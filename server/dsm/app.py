@@ -28,6 +28,7 @@ from .http.appkeys import (
     EVENTS,
     INDEX,
     INSTANCE_ID,
+    JOBS,
     METRICS,
     PAIRING,
     SAMPLE_GAME,
@@ -45,6 +46,7 @@ from .services.dataplane import open_data_plane
 from .services.events import EventBus
 from .services.index.sample import SampleGameService
 from .services.index.service import open_index
+from .services.jobs.service import open_jobs
 from .services.metrics import Metrics
 from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, announce_on_console, open_pairing
 from .services.revocation import watched_streams
@@ -170,6 +172,21 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
     return lifecycle
 
 
+# Needs the data plane (the write path every job item goes through), events and metrics.
+jobs = provide(
+    JOBS,
+    lambda app: open_jobs(
+        app[CONFIG].data_dir,
+        app[DATA],
+        app[EVENTS],
+        app[METRICS],
+        plan_wait=app[CONFIG].job_plan_wait_seconds,
+        held_wait=app[CONFIG].job_held_wait_seconds,
+        held_retry=app[CONFIG].job_held_retry_seconds,
+    ),
+)
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -201,6 +218,7 @@ def create_app(
             event_streams,
             data_plane(config, keys, data_key),
             search_index(config, data_key),
+            jobs,
         ]
     )
     bind_all(app)

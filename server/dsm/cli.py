@@ -12,7 +12,16 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, cli_backup, cli_budget, cli_index, cli_keys, cli_plugin, cli_tokens
+from . import (
+    __version__,
+    cli_backup,
+    cli_budget,
+    cli_index,
+    cli_jobs,
+    cli_keys,
+    cli_plugin,
+    cli_tokens,
+)
 from .config import DEFAULT_PORT, ServerConfig
 from .emulator import sample_game
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
@@ -181,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_keys.register(sub)
     cli_tokens.register(sub)
     cli_budget.register(sub)
+    cli_jobs.register(sub)
     cli_plugin.register(sub)
     cli_index.register(sub)
     cli_backup.register(sub)
@@ -214,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_tokens.run(args)
     if args.command == "budget":
         return cli_budget.run(args)
+    if args.command == "jobs":
+        return cli_jobs.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
     if args.command in ("search", "index", "analytics", "report"):

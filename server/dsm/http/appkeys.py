@@ -18,6 +18,7 @@ from ..services.dataplane import DataPlane
 from ..services.events import EventBus
 from ..services.index.sample import SampleGameService
 from ..services.index.service import IndexService
+from ..services.jobs.service import JobService
 from ..services.metrics import Metrics
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
@@ -48,6 +49,8 @@ STREAMS = web.AppKey("dsm.streams", StreamRegistry)
 
 # The data plane: Upstream, cache, journal and the data services (once Open Cloud is up).
 DATA = web.AppKey("dsm.data", DataPlane)
+# Bulk jobs (delete, copy, export, import, ...), uploads for imports; needs the data plane.
+JOBS = web.AppKey("dsm.jobs", JobService)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
 

@@ -10,6 +10,7 @@ from . import (
     routes_data,
     routes_events,
     routes_index,
+    routes_jobs,
     routes_memory,
     routes_meta,
     routes_metrics,
@@ -29,6 +30,7 @@ HANDLERS: dict[str, Handler] = {
     **routes_ordered.HANDLERS,
     **routes_memory.HANDLERS,
     **routes_index.HANDLERS,
+    **routes_jobs.HANDLERS,
 }
 
 
