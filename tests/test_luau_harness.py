@@ -757,7 +757,9 @@ def test_import_file_dialog_waits_for_the_user_and_hands_back_a_file(h: LuauHarn
     # Studio's File is not creatable and its Size is read-only for a plugin.
     with pytest.raises(LuauError, match="Unable to create an Instance of type"):
         h.eval('Instance.new("File")')
-    h.eval('task.spawn(function() _G.f = game:GetService("StudioService"):PromptImportFileAsync() end)')
+    h.eval(
+        'task.spawn(function() _G.f = game:GetService("StudioService"):PromptImportFileAsync() end)'
+    )
     h.pick_import_file("any.bin", b"\x00")
     with pytest.raises(LuauError, match="read only"):
         h.eval("_G.f.Size = 3")

@@ -17,9 +17,12 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+from dsm.emulator.clock import ManualClock
 from tools.luau_harness import LuauHarness
 from tools.preview_scenarios import SCENARIOS, Scenario
 from tools.testing.plugin import (
@@ -31,9 +34,11 @@ from tools.testing.plugin import (
     PluginDriver,
     free_port,
     player,
+    profile_save,
     write_entry,
 )
 from tools.testing.server import Server, running_server
+from tools.testing.upstream import server_on_emulator
 
 SCREENS = ROOT / "docs" / "screens"
 
@@ -172,6 +177,38 @@ for _name, (_description, _body) in PLUGIN_SCENARIOS.items():
     SCENARIOS[_name] = Scenario(_description, _with_server(_body), plugin_root=PLUGIN_SRC)
 
 
+async def _session_lock(h: LuauHarness) -> None:
+    """A ProfileStore save held by a game server: three hourly saves by the holder after an
+    earlier session elsewhere (Open Cloud's clock is the emulator's, moved an hour a save)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="dsm-preview-"))
+    now = time.time()
+    clock = ManualClock(datetime.fromtimestamp(now - 3 * 3600 - 40, UTC).replace(microsecond=0))
+    try:
+        async with server_on_emulator(data_dir, clock) as server:
+            game = await server.pair("Game server")
+            saves = [("job-7f3a", 1, 120, 4000), ("job-9c21", 2, 340, 7300)]
+            saves += [("job-9c21", 2, 410, 3700), ("job-9c21", 2, 455, 40)]
+            for index, (job, loads, coins, ago) in enumerate(saves):
+                if index:
+                    clock.advance(hours=1)
+                value = profile_save(job, loads, coins, ago, now=now)
+                await write_entry(server, game, "PlayerData", "Player_1", value)
+            d = await PluginDriver.open(h, server)
+            await d.pair("Universe 1 at ")
+            await d.open_entry("PlayerData", "Player_1")
+            await d.wait_text("Held since ")
+            await h.step_async()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+SCENARIOS["plugin-session-lock"] = Scenario(
+    "a ProfileStore save held by a game server: who holds it, since when; only Data is edited",
+    _session_lock,
+    plugin_root=PLUGIN_SRC,
+)
+
+
 async def _server_down(h: LuauHarness) -> None:
     h.plugin_settings[PORT_SETTING] = free_port()
     h.plugin_settings[WIDGET_SETTING] = False
@@ -185,7 +222,7 @@ SCENARIOS["plugin-server-down"] = Scenario(
     _server_down,
     plugin_root=PLUGIN_SRC,
 )
-PLUGIN_SCENARIO_NAMES = ["plugin-server-down", *PLUGIN_SCENARIOS]
+PLUGIN_SCENARIO_NAMES = ["plugin-server-down", *PLUGIN_SCENARIOS, "plugin-session-lock"]
 
 
 def render_all(names: list[str], out_dir: Path, theme: str = "Dark") -> list[Path]:

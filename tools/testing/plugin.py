@@ -204,6 +204,26 @@ def player(index: int) -> dict[str, Any]:
     }
 
 
+def profile_save(job: str, loads: int, coins: int, saved_ago: float, *, now: float) -> str:
+    """A ProfileStore save as the library writes it, its session held by server `job` of place
+    1818 for the `loads`-th time, last saved `saved_ago` seconds before `now` (Unix seconds)."""
+    return json.dumps(
+        {
+            "Data": {"Coins": coins, "Inventory": ["sword"]},
+            "MetaData": {
+                "ProfileCreateTime": 1_700_000_000,
+                "SessionLoadCount": loads,
+                "ActiveSession": [1818, job, f"{{G-{loads}}}"],
+                "LastUpdate": int(now - saved_ago),
+                "MetaTags": {},
+            },
+            "RobloxMetaData": {},
+            "UserIds": [42],
+            "GlobalUpdates": [0, []],
+        }
+    )
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
