@@ -17,13 +17,15 @@ from .common import Backend
 from .constraints import NonNegativeInt, PositiveInt, UtcDateTime
 from .data import DataStoreState
 from .entries import EntryOperation, EntryState, StoreKind
+from .jobs import JobProgressPayload, JobStatePayload
 from .sessions import SessionInfo
 
 
 class EventType(StrEnum):
     ENTRY_CHANGED = "entry.changed"
     DATASTORE_CHANGED = "datastore.changed"
-    JOB_PROGRESS = "job.progress"  # reserved: no payload is defined yet
+    JOB_PROGRESS = "job.progress"  # a job's progress (planning or running)
+    JOB_STATE = "job.state"  # a job changed state, or its plan is complete
     SESSION_JOINED = "session.joined"
     SESSION_LEFT = "session.left"
     THROTTLE_CHANGED = "throttle.changed"
@@ -146,4 +148,6 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.SESSION_LEFT: SessionLeftPayload,
     EventType.THROTTLE_CHANGED: ThrottleChangedPayload,
     EventType.BACKEND_CHANGED: BackendChangedPayload,
+    EventType.JOB_PROGRESS: JobProgressPayload,
+    EventType.JOB_STATE: JobStatePayload,
 }

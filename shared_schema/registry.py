@@ -32,7 +32,7 @@ from .auth import (
     TokenList,
 )
 from .common import Role, Source
-from .constraints import Name, PositiveInt
+from .constraints import Name, NonNegativeInt, PositiveInt
 from .data import (
     DataStoreInfo,
     DataStoreListQuery,
@@ -76,6 +76,44 @@ from .events import (
     ThrottleChangedPayload,
 )
 from .hello import Hello
+from .jobs import (
+    BadLineView,
+    BudgetCategoryView,
+    BudgetSetRequest,
+    BudgetView,
+    CopyParams,
+    CopyTarget,
+    DeleteParams,
+    ExportParams,
+    ImportParams,
+    JobCreateRequest,
+    JobEstimate,
+    JobFailure,
+    JobId,
+    JobItemPage,
+    JobItemQuery,
+    JobItemView,
+    JobListQuery,
+    JobPage,
+    JobPlan,
+    JobProgress,
+    JobProgressPayload,
+    JobRollbackRequest,
+    JobSample,
+    JobStartRequest,
+    JobStatePayload,
+    JobSummary,
+    JobView,
+    SampleImage,
+    SelectedKey,
+    Selection,
+    SetMetadataParams,
+    TransformParams,
+    UploadChunkRequest,
+    UploadCreateRequest,
+    UploadId,
+    UploadInfo,
+)
 from .journal import JournalItem, JournalPage, JournalQuery, UndoRequest
 from .memory import (
     QueueItemView,
@@ -175,6 +213,40 @@ MODELS: tuple[type[BaseModel], ...] = (
     QueuePeekQuery,
     QueueItemView,
     QueuePeek,
+    JobProgressPayload,
+    JobStatePayload,
+    SelectedKey,
+    Selection,
+    DeleteParams,
+    CopyTarget,
+    CopyParams,
+    ExportParams,
+    ImportParams,
+    TransformParams,
+    SetMetadataParams,
+    JobCreateRequest,
+    JobStartRequest,
+    JobRollbackRequest,
+    BudgetCategoryView,
+    BudgetView,
+    BudgetSetRequest,
+    SampleImage,
+    JobSample,
+    BadLineView,
+    JobEstimate,
+    JobPlan,
+    JobProgress,
+    JobFailure,
+    JobSummary,
+    JobView,
+    JobListQuery,
+    JobPage,
+    JobItemQuery,
+    JobItemView,
+    JobItemPage,
+    UploadCreateRequest,
+    UploadChunkRequest,
+    UploadInfo,
 )
 
 MODELS_BY_NAME: dict[str, type[BaseModel]] = {model.__name__: model for model in MODELS}
@@ -204,6 +276,9 @@ PATH_PARAMS: dict[str, PathParam] = {
     "sorted_map": PathParam(_Opaque, "Memory store sorted map name."),
     "item_id": PathParam(_Opaque, "Sorted map item id."),
     "queue": PathParam(_Opaque, "Memory store queue name."),
+    "job_id": PathParam(JobId, "A job's id (from POST /jobs or GET /jobs)."),
+    "upload_id": PathParam(UploadId, "An upload's id (from POST /uploads)."),
+    "chunk_index": PathParam(NonNegativeInt, "A chunk's index, from 0."),
 }
 
 _PATH_PARAM = re.compile(r"\{([a-z_]+)\}")
@@ -257,6 +332,9 @@ _DS = "/universes/{universe_id}/datastores/{datastore}"
 _ENTRY = _DS + "/entries/{key}"
 _ORDERED = "/universes/{universe_id}/ordered/{ordered_store}/scopes/{scope}/entries"
 _MEMORY = "/universes/{universe_id}/memory"
+_JOB = "/jobs/{job_id}"
+_UPLOAD = "/uploads/{upload_id}"
+_BUDGET = "/universes/{universe_id}/budget"
 
 ROUTES: tuple[Route, ...] = (
     Route("hello", "GET", "/hello", None, "Server identity, protocol version and schema hash.",
@@ -345,6 +423,52 @@ ROUTES: tuple[Route, ...] = (
     Route("peek_queue", "GET", _MEMORY + "/queues/{queue}/peek", _E,
           "Read queue items (they become invisible to game servers for a while).",
           (QueuePeek,), query=QueuePeekQuery),
+    Route("get_budget", "GET", _BUDGET, _V,
+          "The Open Cloud budget in force for a universe, and the CCU it assumes.",
+          (BudgetView,), no_store=True),
+    # Admin: too high a CCU lets this server crowd out the game's own servers.
+    Route("set_budget", "PUT", _BUDGET, _A, "Set the concurrent users a universe's budget assumes.",
+          (BudgetView,), body=BudgetSetRequest, no_store=True),
+    Route("reset_budget", "DELETE", _BUDGET, _A,
+          "Forget a universe's CCU: it uses the server default again.", (BudgetView,),
+          no_store=True),
+    # Creating a job needs editor; delete, move, import and transform need admin (checked by
+    # the jobs service, which knows the kind). A key list and a jq program can be large.
+    Route("create_job", "POST", "/jobs", _E,
+          "Plan a bulk job (dry run), or plan and start it with dry_run false.", (JobView,),
+          body=JobCreateRequest, large_body=True, no_store=True),
+    Route("list_jobs", "GET", "/jobs", _V, "Jobs, newest first.", (JobPage,), query=JobListQuery,
+          no_store=True),
+    Route("get_job", "GET", _JOB, _V, "One job with its plan and progress.", (JobView,),
+          no_store=True),
+    Route("list_job_items", "GET", _JOB + "/items", _V,
+          "A job's items with their outcomes, in order, paged.", (JobItemPage,),
+          query=JobItemQuery, no_store=True),
+    Route("start_job", "POST", _JOB + "/start", _E, "Start a planned job.", (JobView,),
+          body=JobStartRequest, no_store=True),
+    Route("pause_job", "POST", _JOB + "/pause", _E,
+          "Pause a job; it stays paused across restarts.", (JobView,), no_store=True),
+    Route("resume_job", "POST", _JOB + "/resume", _E, "Resume a paused job.", (JobView,),
+          no_store=True),
+    Route("cancel_job", "POST", _JOB + "/cancel", _E,
+          "Cancel a job; what it already wrote stays (roll it back to undo).", (JobView,),
+          no_store=True),
+    Route("rollback_job", "POST", _JOB + "/rollback", _E,
+          "Plan (or start) a job restoring what this job wrote, conditionally.", (JobView,),
+          body=JobRollbackRequest, no_store=True),
+    # Admin, like imports (the only thing uploads are for).
+    Route("create_upload", "POST", "/uploads", _A,
+          "Announce a file (an import) to be sent in chunks.", (UploadInfo,),
+          body=UploadCreateRequest, no_store=True),
+    Route("get_upload", "GET", _UPLOAD, _A, "An upload's state and missing chunks.",
+          (UploadInfo,), no_store=True),
+    Route("put_upload_chunk", "PUT", _UPLOAD + "/chunks/{chunk_index}", _A,
+          "Send one chunk (base64); sending the same chunk again is harmless.", (UploadInfo,),
+          body=UploadChunkRequest, large_body=True, no_store=True),
+    Route("complete_upload", "POST", _UPLOAD + "/complete", _A,
+          "Check that every chunk arrived (and the file's SHA-256); then imports can use it.",
+          (UploadInfo,), no_store=True),
+    Route("delete_upload", "DELETE", _UPLOAD, _A, "Delete an upload.", status=204),
     Route("openapi", "GET", "/openapi.json", _V, "This API's OpenAPI 3.1 description."),
 )  # fmt: skip
 

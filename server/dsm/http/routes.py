@@ -9,6 +9,7 @@ from shared_schema.registry import ROUTES_BY_ID
 from . import (
     routes_data,
     routes_events,
+    routes_jobs,
     routes_memory,
     routes_meta,
     routes_metrics,
@@ -27,6 +28,7 @@ HANDLERS: dict[str, Handler] = {
     **routes_data.HANDLERS,
     **routes_ordered.HANDLERS,
     **routes_memory.HANDLERS,
+    **routes_jobs.HANDLERS,
 }
 
 
