@@ -22,13 +22,17 @@ from pydantic import SecretStr
 from dsm.emulator.clock import ManualClock
 from dsm.emulator.context import EmulatorConfig
 from dsm.emulator.throttle import LimitsConfig
+from dsm.http.appkeys import TOKEN_STORE
 from dsm.services.jobs.session_locks import detect
 from dsm.storage.vault import ApiKeyRecord
+from shared_schema.common import Role
 from tools.luau_harness import LuauHarness
 from tools.testing.emulator import start_emulator
 from tools.testing.plugin import PLUGIN_SRC, PluginDriver, profile_save, write_entry
 from tools.testing.server import Server, entry_path, idem, running_server
 from tools.testing.upstream import server_on_emulator
+
+CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
 
 
 @pytest.fixture(params=["Deferred", "Immediate"])
@@ -178,3 +182,39 @@ async def test_a_data_part_that_is_not_json_holds_the_save(
     await d.click("WrapperTab")
     await d.wait_for(lambda: d.rendered("WrapperValue"), "no whole-value tab")
     assert "ActiveSession" in d.element("WrapperValue/RawScroll/RawText").text
+
+
+# -- the Open Cloud budget and the CCU it assumes ------------------------------------------------
+
+
+def make_admin(server: Server) -> None:
+    """What `dsm tokens role ID admin` does to the plugin's token (pairing gives editor)."""
+    store = server.app[TOKEN_STORE]
+    mine = [t for t in store.list_tokens() if t.name == CLIENT_NAME]
+    assert len(mine) == 1
+    store.set_role(mine[0].token_id, Role.ADMIN)
+
+
+async def test_the_status_bar_shows_the_budget_and_the_ccu_set_from_the_plugin(
+    harness: LuauHarness, server: Server
+) -> None:
+    d = await connected(harness, server)
+    await d.click("Universe_1")
+    await d.wait_text("Budget: CCU 0 (default) · 150 writes/min · 150 reads/min")
+    await d.click("JobsButton")
+    await d.wait_for(lambda: d.rendered("BudgetButton"), "no Jobs screen")
+    await d.click("BudgetButton")
+    await d.wait_text("CCU 0 (server default) · 50% kept for game servers")
+    assert d.has_text("300 + 20")  # the documented formula, from the server
+    await d.type("CcuInput", "2,500", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("admin")  # an editor may not raise the budget
+    make_admin(server)
+    await d.click("ConfirmButton")
+    await d.wait_text("CCU 2,500 (set for this universe)")
+    await d.wait_text("Budget: CCU 2,500 · 25,150 writes/min · 50,150 reads/min")
+    teammate = await server.pair("Teammate")
+    status, budget = await server.call("GET", "/universes/1/budget", teammate)
+    assert status == 200 and budget["ccu"] == 2500 and budget["ccu_source"] == "universe"
+    await d.click("DefaultCcuButton")
+    await d.wait_text("Budget: CCU 0 (default)")
