@@ -26,6 +26,7 @@ from .http.appkeys import (
     DATA,
     EVENTS,
     INSTANCE_ID,
+    JOBS,
     METRICS,
     PAIRING,
     SERVER_BACKEND,
@@ -38,6 +39,7 @@ from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
 from .http.routes import bind_all
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
+from .services.jobs.service import open_jobs
 from .services.metrics import Metrics
 from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, PairingService, announce_on_console
 from .services.sessions import SessionRegistry
@@ -124,6 +126,21 @@ def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) 
     return lifecycle
 
 
+# Needs the data plane (the write path every job item goes through), events and metrics.
+jobs = provide(
+    JOBS,
+    lambda app: open_jobs(
+        app[CONFIG].data_dir,
+        app[DATA],
+        app[EVENTS],
+        app[METRICS],
+        plan_wait=app[CONFIG].job_plan_wait_seconds,
+        held_wait=app[CONFIG].job_held_wait_seconds,
+        held_retry=app[CONFIG].job_held_retry_seconds,
+    ),
+)
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -148,6 +165,7 @@ def create_app(
             metrics,
             sessions,
             data_plane(config, keys, data_key),
+            jobs,
         ]
     )
     bind_all(app)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, cli_budget, cli_keys, cli_plugin, cli_tokens
+from . import __version__, cli_budget, cli_jobs, cli_keys, cli_plugin, cli_tokens
 from .config import DEFAULT_PORT, ServerConfig
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
 from .emulator.auth import load_keys
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_keys.register(sub)
     cli_tokens.register(sub)
     cli_budget.register(sub)
+    cli_jobs.register(sub)
     cli_plugin.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_tokens.run(args)
     if args.command == "budget":
         return cli_budget.run(args)
+    if args.command == "jobs":
+        return cli_jobs.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
     parser.error(f"unknown command {args.command}")

@@ -16,6 +16,7 @@ from shared_schema.common import Backend
 from ..config import ServerConfig
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
+from ..services.jobs.service import JobService
 from ..services.metrics import Metrics
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
@@ -43,6 +44,8 @@ EVENT_SOCKETS = web.AppKey("dsm.event_sockets", EventSockets)
 
 # The data plane: Upstream, cache, journal and the data services (once Open Cloud is up).
 DATA = web.AppKey("dsm.data", DataPlane)
+# Bulk jobs (delete, copy, export, import, ...), uploads for imports; needs the data plane.
+JOBS = web.AppKey("dsm.jobs", JobService)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
 

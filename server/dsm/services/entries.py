@@ -856,3 +856,9 @@ def _as_entry(ref: EntryRef, record: JournalRecord, image: EntryImage) -> DataSt
         attributes=meta.get("attributes") or None,
         user_ids=list(meta.get("user_ids") or []),
     )
+
+
+# The images and outcomes a bulk job journals for its own writes, exactly as this service does.
+entry_image = _image
+entry_outcome = _outcome
+get_or_none = _get_or_none
