@@ -112,6 +112,36 @@ class PluginDriver:
             raise HarnessError(f"{len(found)} drawn elements named {name!r}; texts: {self.texts()}")
         return found[0]
 
+    async def reveal(self, name: str) -> Element:
+        """The one element with this Name, scrolled into view inside its scrolling frame (as a
+        user scrolls to something below the fold)."""
+        for root in self.h.tree():
+            trail: list[Node] = []
+
+            def search(node: Node) -> list[Node] | None:
+                trail.append(node)
+                if node.path == name or node.path.endswith("/" + name):
+                    return list(trail)
+                for child in node.children:
+                    found = search(child)
+                    if found is not None:
+                        return found
+                trail.pop()
+                return None
+
+            path = search(root)
+            if path is None:
+                continue
+            target = path[-1]
+            scrollers = [n for n in path[:-1] if n.scroll is not None]
+            if scrollers:
+                frame = scrollers[-1]
+                assert frame.scroll is not None
+                y = frame.scroll.canvas_y + (target.y - frame.y) - 8
+                await self.h.scroll_to_async(self._by_id(frame.id), max(0.0, y))
+            return self._by_id(target.id)
+        raise HarnessError(f"no element named {name!r}; texts: {self.texts()}")
+
     # -- doing ------------------------------------------------------------------------------
 
     async def click(self, target: Element | str) -> None:
