@@ -116,20 +116,7 @@ class PluginDriver:
         """The one element with this Name, scrolled into view inside its scrolling frame (as a
         user scrolls to something below the fold)."""
         for root in self.h.tree():
-            trail: list[Node] = []
-
-            def search(node: Node) -> list[Node] | None:
-                trail.append(node)
-                if node.path == name or node.path.endswith("/" + name):
-                    return list(trail)
-                for child in node.children:
-                    found = search(child)
-                    if found is not None:
-                        return found
-                trail.pop()
-                return None
-
-            path = search(root)
+            path = _path_to(root, name)
             if path is None:
                 continue
             target = path[-1]
@@ -182,12 +169,40 @@ class PluginDriver:
         await self.click(self.row_with("KeyRow", key))
         await self.wait_text("Revision ")
 
+    async def tick(self, *keys: str) -> None:
+        """Tick keys in the open key list (the box at the start of each row)."""
+        for key in keys:
+            await self.wait_for(lambda k=key: self._has_row("KeyRow", k), f"no key row {key!r}")
+            row = self.row_with("KeyRow", key)
+            await self.click(next(c for c in row.children() if c.name == "Tick"))
+
+    async def plan_job(self, job: str, what: str = "keys") -> None:
+        """From the key list: Act on… `what` ("keys" ticked, "prefix", "scope"), choose the job
+        (its Keys.ACTIONS id, e.g. "delete"), Next: its form opens."""
+        await self.click("ActOnButton")
+        await self.wait_for(lambda: self.rendered("ActOnDialog"), "no Act on dialog")
+        await self.click(f"WhatChoice/Options/Option_{what}")
+        await self.click(f"Option_{job}")
+        await self.click("ConfirmButton")
+        await self.wait_for(lambda: self.rendered("JobFormDialog"), "no job form")
+
     def _has_row(self, row_name: str, text: str) -> bool:
         try:
             self.row_with(row_name, text)
         except HarnessError:
             return False
         return True
+
+
+def _path_to(node: Node, name: str) -> list[Node] | None:
+    """The nodes from `node` down to the first one named `name` (a Name path suffix)."""
+    if node.path == name or node.path.endswith("/" + name):
+        return [node]
+    for child in node.children:
+        found = _path_to(child, name)
+        if found is not None:
+            return [node, *found]
+    return None
 
 
 # -- data written through the server, as a game or a teammate would -------------------------------
