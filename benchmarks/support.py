@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
+
+from dsm.emulator.context import EmulatorConfig, EmulatorContext
+
+
+def seed_emulator(data_dir: Path, universe: int, datastore: str, entries: int) -> None:
+    """Write `entries` player-like entries (`player_000000` ...) straight into an emulator's
+    store, spending no budget; start the emulator on `data_dir` afterwards."""
+    ctx = EmulatorContext(EmulatorConfig(data_dir=data_dir))
+    try:
+        for i in range(entries):
+            value = json.dumps({"coins": i, "name": f"player {i}", "inventory": list(range(10))})
+            ctx.standard.write(
+                str(universe),
+                datastore,
+                "global",
+                player_key(i),
+                value,
+                attributes='{"v":1}',
+                user_ids=[i],
+            )
+    finally:
+        ctx.close()
+
+
+def player_key(i: int) -> str:
+    return f"player_{i:06}"
 
 
 def free_port() -> int:

@@ -333,7 +333,7 @@ async def test_export_writes_every_entry_to_a_file(env: Env, format: str) -> Non
             rows = db.execute("SELECT key, value_json FROM entries").fetchall()
         assert sorted(k for k, _ in rows) == sorted(values)
         assert all(json.loads(v)["big"] == big for _, v in rows)
-    assert not list(path.parent.glob(".*.partial.jsonl"))
+    assert not list(path.parent.glob(".*.partial.jsonl")) and not list(path.parent.glob(".*.tmp"))
     # Exports never overwrite: the same file name again is refused before anything runs.
     status, answer = await jobs.create(
         env.call,

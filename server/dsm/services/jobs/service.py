@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import EventType
 from shared_schema.jobs import (
@@ -211,51 +212,42 @@ class JobService:
             return stored
         return JobPlan(complete=False, items=record.item_count, planned_at=_at(record.created_ms))
 
-    def view(self, record: JobRecord) -> JobView:
+    def _shown(self, record: JobRecord) -> dict[str, Any]:
+        """What a job's summary shows (its view adds the rest)."""
         spec = spec_of(record)
         handler = handler_for(record.kind)
+        return {
+            "id": record.id,
+            "kind": record.kind,
+            "state": JobState(record.state),
+            "universe_id": record.universe,
+            "description": handler.describe(spec),
+            "created_by": record.actor_name,
+            "created_at": _at(record.created_ms),
+            "updated_at": _at(record.updated_ms),
+            "progress": self._progress(record),
+            "actions": self._actions(record, handler),
+            "failure": self._failure(record),
+            "output_path": record.output_path,
+        }
+
+    def view(self, record: JobRecord) -> JobView:
         return JobView(
-            id=record.id,
-            kind=record.kind,
-            state=JobState(record.state),
-            universe_id=record.universe,
-            store_kind=spec.store_kind,
-            description=handler.describe(spec),
+            **self._shown(record),
+            store_kind=StoreKind(record.store_kind),
             selection=record.selection,
             params=record.params,
-            created_by=record.actor_name,
-            created_at=_at(record.created_ms),
-            updated_at=_at(record.updated_ms),
             started_at=_time(record.started_ms),
             finished_at=_time(record.finished_ms),
             plan=self._plan(record),
-            progress=self._progress(record),
-            actions=self._actions(record, handler),
-            failure=self._failure(record),
-            output_path=record.output_path,
-            writes=handler.writes,
+            writes=handler_for(record.kind).writes,
             rollback_of=record.rollback_of,
             rolled_back_by=record.rolled_back_by,
             backend=self.plane.upstream.binding(record.universe).backend,
         )
 
     def summary(self, record: JobRecord) -> JobSummary:
-        spec = spec_of(record)
-        handler = handler_for(record.kind)
-        return JobSummary(
-            id=record.id,
-            kind=record.kind,
-            state=JobState(record.state),
-            universe_id=record.universe,
-            description=handler.describe(spec),
-            created_by=record.actor_name,
-            created_at=_at(record.created_ms),
-            updated_at=_at(record.updated_ms),
-            progress=self._progress(record),
-            actions=self._actions(record, handler),
-            failure=self._failure(record),
-            output_path=record.output_path,
-        )
+        return JobSummary(**self._shown(record))
 
     def get(self, job_id: str) -> JobView:
         return self.view(self._get(job_id))
@@ -437,6 +429,8 @@ class JobService:
             record = self.store.update(
                 job_id, plan=plan.model_dump(mode="json"), plan_complete=True
             )
+            if record.state != JobState.PLANNED.value:
+                return  # cancelled while its samples were read
             if record.start_when_planned and not plan.blocking:
                 self._queue(record, None, message="plan ready; starting")
             else:

@@ -39,7 +39,7 @@ from ..entries import EntryRef, entry_image, entry_outcome, get_or_none
 from ..errors import ServiceError
 from ..journaled import Intent, WriteTarget
 from ..ordered import OrderedRef
-from .kind import ItemContext, ItemResult
+from .kind import MAX_ATTEMPTS, ItemContext, ItemResult
 from .session_locks import SessionLock, detect
 from .store import ItemRecord
 
@@ -211,6 +211,18 @@ async def delete_ordered(ctx: ItemContext, ref: OrderedRef, step: str) -> int:
     result = await ctx.plane.ordered.delete(ctx.actor, ref, ctx.key(step))
     ctx.journal_ids.append(result.journal_id)
     return result.journal_id
+
+
+def missing(what: str = "It") -> ItemResult:
+    return ItemResult.skipped(SkipCode.NOT_FOUND, f"{what} does not exist.")
+
+
+def kept_writing(what: str = "it") -> ItemResult:
+    """The item's result after every attempt found the entry changed since it was read."""
+    return ItemResult.failed(
+        ErrorCode.CONFLICT,
+        f"A game server kept writing {what} while the job tried {MAX_ATTEMPTS} times.",
+    )
 
 
 def conflict(error: ServiceError) -> bool:

@@ -48,6 +48,8 @@ from ..writes import (
     delete_ordered,
     held,
     image_of,
+    kept_writing,
+    missing,
     overwrite_entry,
     read_entry,
     read_ordered,
@@ -246,7 +248,7 @@ class CopyKind(JobKindHandler):
             for _ in range(MAX_ATTEMPTS):
                 source = await read_entry(ctx, item.universe, item.datastore, item.scope, key)
                 if source is None or source.value_json is None:
-                    return ItemResult.skipped(SkipCode.NOT_FOUND, "The source does not exist.")
+                    return missing("The source")
                 if self.moves and (r := held(ctx, session_of(source), params.held_sessions)):
                     return r
                 try:
@@ -275,7 +277,7 @@ class CopyKind(JobKindHandler):
                         continue
                     raise
             else:
-                return _kept_changing()
+                return kept_writing("the target")
         if not self.moves:
             return ItemResult.applied()
         return await self._delete_source(ctx, copied)
@@ -328,7 +330,7 @@ class CopyKind(JobKindHandler):
         if ctx.applied("c") is None:
             source = await read_ordered(ctx, item.universe, item.datastore, item.scope, key)
             if source is None:
-                return ItemResult.skipped(SkipCode.NOT_FOUND, "The source does not exist.")
+                return missing("The source")
             ref = OrderedRef(universe, store, scope, key)
             overwrite = params.on_exists is OnExists.OVERWRITE
             try:
@@ -354,14 +356,6 @@ class CopyKind(JobKindHandler):
             )
         await delete_ordered(ctx, OrderedRef(item.universe, item.datastore, item.scope, key), "d")
         return ItemResult.applied()
-
-
-def _kept_changing() -> ItemResult:
-    return ItemResult.failed(
-        ErrorCode.CONFLICT,
-        f"The target kept changing while the job tried {MAX_ATTEMPTS} times (a game server is "
-        "writing it).",
-    )
 
 
 class MoveKind(CopyKind):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from shared_schema.common import Role
 from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
-from shared_schema.jobs import DeleteParams, JobKind, JobSample, SampleAction, SkipCode
+from shared_schema.jobs import DeleteParams, JobKind, JobSample, SampleAction
 
 from ...entries import EntryRef
 from ...errors import ServiceError
@@ -36,6 +36,8 @@ from ..writes import (
     delete_ordered,
     held,
     image_of,
+    kept_writing,
+    missing,
     read_entry,
     read_ordered,
     sample,
@@ -107,14 +109,14 @@ class DeleteKind(JobKindHandler):
                 await delete_ordered(ctx, ref, "d")
             except ServiceError as error:
                 if error.code is ErrorCode.NOT_FOUND:
-                    return ItemResult.skipped(SkipCode.NOT_FOUND, "It does not exist.")
+                    return missing()
                 raise
             return ItemResult.applied()
         entry_ref = EntryRef(item.universe, item.datastore, item.scope, item.key)
         for _ in range(MAX_ATTEMPTS):
             current = await read_entry(ctx, item.universe, item.datastore, item.scope, item.key)
             if current is None:
-                return ItemResult.skipped(SkipCode.NOT_FOUND, "It does not exist.")
+                return missing()
             if (
                 result := held(ctx, session_of(current), ctx.spec.params.held_sessions)
             ) is not None:
@@ -123,15 +125,12 @@ class DeleteKind(JobKindHandler):
                 await delete_entry(ctx, entry_ref, current.revision_id, "d")
             except ServiceError as error:
                 if error.code is ErrorCode.NOT_FOUND:
-                    return ItemResult.skipped(SkipCode.NOT_FOUND, "It does not exist.")
+                    return missing()
                 if conflict(error):
                     continue  # a game server wrote it meanwhile: read it again
                 raise
             return ItemResult.applied()
-        return ItemResult.failed(
-            ErrorCode.CONFLICT,
-            f"A game server kept writing it while the job tried {MAX_ATTEMPTS} times.",
-        )
+        return kept_writing()
 
 
 def held_note(policy: str) -> str:

@@ -10,6 +10,7 @@ through the CSV or SQLite writer otherwise). An existing file is never overwritt
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -39,6 +40,7 @@ from ..kind import (
     JobEnv,
     JobKindHandler,
     JobSpec,
+    JobStop,
     PlanNotes,
     RunResources,
     register,
@@ -170,31 +172,46 @@ class ExportKind(JobKindHandler):
         resources.checkpoint()
         await resources.close()
         final = output_path(spec, env)
-        convert(resources.spool, final, spec.params.format)
-        resources.spool.unlink()
+        if spec.record.output_path is None or not final.exists():
+            try:
+                # Off the event loop: a million lines take a while to convert.
+                await asyncio.to_thread(publish, resources.spool, final, spec.params.format)
+            except FileExistsError:
+                raise JobStop(
+                    ErrorCode.ALREADY_EXISTS,
+                    f"{final} was created by something else while the job ran; the export is "
+                    f"kept in {resources.spool}. Rename it, or export again with another name.",
+                ) from None
+            # Published: a restart from here on does not build it again.
+            env.store.update(spec.id, output_path=str(final))
+        for leftover in (resources.spool, building_path(final, spec.params.format)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
         return {"output_path": str(final)}
 
 
-def convert(spool: Path, final: Path, format: ExportFormat) -> None:
-    """The spool as the output file; refuses to replace a file that exists."""
-    if format is ExportFormat.JSONL:
-        os.link(spool, final)  # FileExistsError rather than overwrite
-        return
-    if final.exists():
-        raise FileExistsError(final)
-    if format is ExportFormat.CSV:
-        with open(final, "x", encoding="utf-8", newline="") as out, CsvWriter(out) as writer:
-            for entry in _spooled(spool):
-                writer.write(entry)
-        return
-    try:
-        with SqliteWriter(final) as db:
-            for entry in _spooled(spool):
-                db.write(entry)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            final.unlink()
-        raise
+def building_path(final: Path, format: ExportFormat) -> Path:
+    return final.with_name(f".{final.name}.tmp")
+
+
+def publish(spool: Path, final: Path, format: ExportFormat) -> None:
+    """Build the output beside `final`, then link it into place: never over an existing file,
+    and a crash in between leaves either no output or the whole of it. The caller removes the
+    spool and the built file once it has recorded that the output is published."""
+    building = spool if format is ExportFormat.JSONL else building_path(final, format)
+    if final.exists() and building.exists() and os.path.samefile(building, final):
+        return  # linked just before a crash
+    if building != spool:
+        building.unlink(missing_ok=True)
+        if format is ExportFormat.CSV:
+            with open(building, "w", encoding="utf-8", newline="") as out, CsvWriter(out) as csv:
+                for entry in _spooled(spool):
+                    csv.write(entry)
+        else:
+            with SqliteWriter(building) as db:
+                for entry in _spooled(spool):
+                    db.write(entry)
+    os.link(building, final)  # FileExistsError rather than replace someone's file
 
 
 def _spooled(spool: Path) -> Iterator[ExportEntry]:

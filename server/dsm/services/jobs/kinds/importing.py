@@ -56,6 +56,7 @@ from ..writes import (
     create_entry,
     held,
     image_of,
+    kept_writing,
     overwrite_entry,
     read_entry,
     sample,
@@ -267,10 +268,7 @@ class ImportKind(JobKindHandler):
                 if error.code is ErrorCode.ALREADY_EXISTS or conflict(error):
                     continue  # written meanwhile by someone else: read it and decide again
                 raise
-        return ItemResult.failed(
-            ErrorCode.CONFLICT,
-            f"A game server kept writing it while the job tried {MAX_ATTEMPTS} times.",
-        )
+        return kept_writing()
 
 
 def _current(entry: Any) -> CurrentEntry | None:

@@ -35,6 +35,8 @@ from ..writes import (
     conflict,
     held,
     image_of,
+    kept_writing,
+    missing,
     overwrite_entry,
     read_entry,
     sample,
@@ -116,7 +118,7 @@ class SetMetadataKind(JobKindHandler):
         for _ in range(MAX_ATTEMPTS):
             entry = await read_entry(ctx, item.universe, item.datastore, item.scope, item.key)
             if entry is None or entry.value_json is None:
-                return ItemResult.skipped(SkipCode.NOT_FOUND, "It does not exist.")
+                return missing()
             attributes, user_ids = new_metadata(entry, params)
             if _same(entry, attributes, user_ids):
                 return ItemResult.skipped(SkipCode.UNCHANGED, "Its metadata is already as asked.")
@@ -132,10 +134,7 @@ class SetMetadataKind(JobKindHandler):
                     continue
                 raise
             return ItemResult.applied()
-        return ItemResult.failed(
-            ErrorCode.CONFLICT,
-            f"A game server kept writing it while the job tried {MAX_ATTEMPTS} times.",
-        )
+        return kept_writing()
 
 
 def _same(entry: DataStoreEntry, attributes: dict[str, Any] | None, user_ids: list[int]) -> bool:

@@ -47,6 +47,8 @@ from ..writes import (
     conflict,
     held,
     image_of,
+    kept_writing,
+    missing,
     overwrite_entry,
     read_entry,
     sample,
@@ -188,7 +190,7 @@ class TransformKind(JobKindHandler):
         for _ in range(MAX_ATTEMPTS):
             entry = await read_entry(ctx, item.universe, item.datastore, item.scope, item.key)
             if entry is None or entry.value_json is None:
-                return ItemResult.skipped(SkipCode.NOT_FOUND, "It does not exist.")
+                return missing()
             if (result := held(ctx, session_of(entry), params.held_sessions)) is not None:
                 return result
             computed = await compute(pool, entry, params.wrapped)
@@ -206,10 +208,7 @@ class TransformKind(JobKindHandler):
                     continue  # a game server wrote it: run the program on the newer value
                 raise
             return ItemResult.applied()
-        return ItemResult.failed(
-            ErrorCode.CONFLICT,
-            f"A game server kept writing it while the job tried {MAX_ATTEMPTS} times.",
-        )
+        return kept_writing()
 
 
 register(TransformKind())
