@@ -29,17 +29,20 @@ from pydantic import SecretStr
 from dsm.emulator.clock import ManualClock
 from dsm.emulator.context import EmulatorConfig
 from dsm.emulator.throttle import LimitsConfig
-from dsm.http.appkeys import TOKEN_STORE
 from dsm.services.jobs.session_locks import detect
 from dsm.storage.vault import ApiKeyRecord
-from shared_schema.common import Role
 from tools.luau_harness import LuauHarness
 from tools.testing.emulator import start_emulator
-from tools.testing.plugin import PLUGIN_SRC, PluginDriver, player, profile_save, write_entry
+from tools.testing.plugin import (
+    PLUGIN_SRC,
+    PluginDriver,
+    make_admin,
+    player,
+    profile_save,
+    write_entry,
+)
 from tools.testing.server import Server, entry_path, idem, running_server
 from tools.testing.upstream import server_on_emulator
-
-CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
 
 
 @pytest.fixture(params=["Deferred", "Immediate"])
@@ -192,14 +195,6 @@ async def test_a_data_part_that_is_not_json_holds_the_save(
 
 
 # -- the Open Cloud budget and the CCU it assumes ------------------------------------------------
-
-
-def make_admin(server: Server) -> None:
-    """What `dsm tokens role ID admin` does to the plugin's token (pairing gives editor)."""
-    store = server.app[TOKEN_STORE]
-    mine = [t for t in store.list_tokens() if t.name == CLIENT_NAME]
-    assert len(mine) == 1
-    store.set_role(mine[0].token_id, Role.ADMIN)
 
 
 async def test_the_status_bar_shows_the_budget_and_the_ccu_set_from_the_plugin(

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dsm.http.appkeys import TOKEN_STORE
+from shared_schema.common import Role
 from tools.luau_harness import HarnessError, LuauHarness, Node
 from tools.luau_harness.ui import Element
 
@@ -23,6 +25,7 @@ SETTING = "DataStoreManagerPro."
 PORT_SETTING = SETTING + "serverPort"
 WIDGET_SETTING = SETTING + "widgetEnabled"
 TOOLBAR_BUTTON = "Data Stores"
+CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
 
 
 class PluginDriver:
@@ -236,6 +239,15 @@ async def write_entry(
     assert status == 200, view
     result: dict[str, Any] = view
     return result
+
+
+def make_admin(server: Server) -> None:
+    """What `dsm tokens role ID admin` does to the plugin's token (pairing gives editor; delete,
+    move, import and transform jobs need admin)."""
+    store = server.app[TOKEN_STORE]
+    mine = [t for t in store.list_tokens() if t.name == CLIENT_NAME]
+    assert len(mine) == 1, [t.name for t in store.list_tokens()]
+    store.set_role(mine[0].token_id, Role.ADMIN)
 
 
 def player(index: int) -> dict[str, Any]:
