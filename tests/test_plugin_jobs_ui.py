@@ -497,3 +497,34 @@ async def test_an_export_says_where_the_server_wrote_the_file(
     assert path.name == "before-update.jsonl" and path.is_file()
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert sorted(line["key"] for line in lines) == [f"Player_{i}" for i in range(1, 5)]
+
+
+async def test_item_outcomes_page_in_and_filter_to_the_failures(
+    harness: LuauHarness, job_server: Server
+) -> None:
+    server = job_server
+    teammate = await server.pair("Teammate")
+    await seed(server, teammate, 130)  # more than one page of items (JobItems.PAGE_SIZE = 100)
+    d = await open_as_admin(harness, server, "Emulator universe 1")
+    await d.open_store("PlayerData")
+    await d.plan_job("transform", what="scope")
+    program = 'if .level > 50 then error("level \\(.level) is too high") else .coins += 1 end'
+    await d.type("ProgramInput", program, enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("130 entries selected.", timeout=30)
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=60)
+    failing = [i for i in range(1, 131) if player(i)["level"] > 50]
+    assert d.has_text(f"130 of 130 · {len(failing)} failed")
+
+    await d.click("ItemsTab")
+    await d.wait_text("100 items · scroll for more")
+    await harness.scroll_to_async(d.element("JobItemList"), 100 * 38)
+    await d.wait_text("130 items")
+    await d.click("Option_failed")
+    await d.wait_text(f"{len(failing)} failed items")
+    outcomes = [t for t in d.texts() if t.startswith("failed")]
+    assert outcomes and all("is too high" in t for t in outcomes), outcomes
+    # Failed entries were left as they were.
+    view = await stored(server, teammate, "PlayerData", f"Player_{failing[0]}")
+    assert json.loads(view["value_json"]) == player(failing[0])
