@@ -27,7 +27,7 @@ import pytest
 from pydantic import SecretStr
 
 from dsm.emulator.clock import ManualClock
-from dsm.emulator.context import EmulatorConfig
+from dsm.emulator.context import EMULATOR, EmulatorConfig
 from dsm.emulator.throttle import LimitsConfig
 from dsm.services.jobs.session_locks import detect
 from dsm.storage.vault import ApiKeyRecord
@@ -242,6 +242,18 @@ async def seed(server: Server, token: str, count: int, datastore: str = "PlayerD
         await write_entry(server, token, datastore, f"Player_{index}", player(index))
 
 
+def game_writes(server: Server, count: int, datastore: str = "PlayerData") -> None:
+    """Players saved straight into Open Cloud (the embedded emulator), as a game server does:
+    not through this server, so not paced by its budget share."""
+    assert server.upstream.emulator is not None
+    opencloud = server.upstream.emulator.runner.app[EMULATOR].standard
+    for index in range(1, count + 1):
+        value = json.dumps(player(index), separators=(",", ":"))  # Open Cloud stores it compact
+        opencloud.write(
+            "1", datastore, "global", f"Player_{index}", value, attributes=None, user_ids=[]
+        )
+
+
 async def job_state(server: Server, token: str, job_id: str) -> dict[str, Any]:
     status, job = await server.call("GET", f"/jobs/{job_id}", token)
     assert status == 200, job
@@ -273,7 +285,7 @@ async def test_a_delete_is_planned_first_then_run_then_rolled_back_exactly(
 ) -> None:
     server = job_server
     teammate = await server.pair("Teammate")
-    await seed(server, teammate, 5)
+    game_writes(server, 5)
     before = {k: await stored(server, teammate, "PlayerData", k) for k in ("Player_1", "Player_2")}
     d = await open_as_admin(harness, server, "Emulator universe 1")
     await d.open_store("PlayerData")
@@ -336,7 +348,7 @@ async def test_a_running_job_is_paused_resumed_and_cancelled(
     # Slow enough to catch it running: 40 reads and writes at 2 a second each.
     async with running_server(tmp_path, budget_rpm=240, job_plan_wait_seconds=2) as server:
         teammate = await server.pair("Teammate")
-        await seed(server, teammate, 40)
+        game_writes(server, 40)  # server-side writes are paced too: 40 would take 15 s
         d = await open_as_admin(harness, server, "Emulator universe 1")
         await d.open_store("PlayerData")
         await d.wait_text("40 keys")
@@ -370,22 +382,29 @@ async def test_a_running_job_is_paused_resumed_and_cancelled(
         await d.wait_text("Cancelled ·", timeout=20)
         job = await job_state(server, teammate, job_id)
         assert job["state"] == "cancelled"
-        # Every entry went up by one exactly once, or not at all; the job records each one it
-        # wrote (items already in flight at the cancel land and are recorded a moment later).
+        # Items in flight at the cancel land and are recorded a moment later; then the job's
+        # items say exactly which entries it wrote (reads are paced too, so only two are read).
         deadline = time.monotonic() + 10
+        last: Any = None
         while True:
-            bumped = 0
-            for index in range(1, 41):
-                view = await stored(server, teammate, "PlayerData", f"Player_{index}")
-                coins = json.loads(view["value_json"])["coins"]
-                assert coins in (player(index)["coins"], player(index)["coins"] + 1)
-                bumped += coins != player(index)["coins"]
-            job = await job_state(server, teammate, job_id)
-            if bumped == job["progress"]["applied"] or time.monotonic() > deadline:
+            status, page = await server.call(
+                "GET", f"/jobs/{job_id}/items", teammate, params={"limit": 100}
+            )
+            assert status == 200, page
+            outcomes = [(i["key"], i["state"]) for i in page["items"]]
+            if outcomes == last or time.monotonic() > deadline:
                 break
-            await asyncio.sleep(0.2)
-        assert bumped == job["progress"]["applied"]
-        assert paused < bumped < 40
+            last = outcomes
+            await asyncio.sleep(0.5)
+        applied = [key for key, state in outcomes if state == "applied"]
+        job = await job_state(server, teammate, job_id)
+        assert len(applied) == job["progress"]["applied"]
+        assert paused < len(applied) < 40
+        pending = [key for key, state in outcomes if state == "pending"]
+        for key, bump in ((applied[-1], 1), (pending[0], 0)):
+            index = int(key.removeprefix("Player_"))
+            view = await stored(server, teammate, "PlayerData", key)
+            assert json.loads(view["value_json"])["coins"] == player(index)["coins"] + bump
 
 
 IMPORT_FILE = (
@@ -402,7 +421,7 @@ async def test_an_import_file_with_bad_lines_lists_them_by_line_number(
 ) -> None:
     server = job_server
     teammate = await server.pair("Teammate")
-    await seed(server, teammate, 1)
+    game_writes(server, 1)
     d = await open_as_admin(harness, server, "Emulator universe 1")
     await d.open_store("PlayerData")
     await d.click("ImportButton")
@@ -482,8 +501,7 @@ async def test_an_export_says_where_the_server_wrote_the_file(
     harness: LuauHarness, job_server: Server
 ) -> None:
     server = job_server
-    teammate = await server.pair("Teammate")
-    await seed(server, teammate, 4)
+    game_writes(server, 4)
     d = await connected(harness, server)
     await d.open_store("PlayerData")
     await d.plan_job("export", what="scope")
@@ -504,7 +522,7 @@ async def test_item_outcomes_page_in_and_filter_to_the_failures(
 ) -> None:
     server = job_server
     teammate = await server.pair("Teammate")
-    await seed(server, teammate, 130)  # more than one page of items (JobItems.PAGE_SIZE = 100)
+    game_writes(server, 130)  # more than one page of items (JobItems.PAGE_SIZE = 100)
     d = await open_as_admin(harness, server, "Emulator universe 1")
     await d.open_store("PlayerData")
     await d.plan_job("transform", what="scope")
