@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from dsm.http.appkeys import JOBS
+from dsm.opencloud.client import OpenCloudClient
 from shared_schema.common import Role
 from tools.testing import jobs
 from tools.testing.server import Server, entry_path, idem, running_server
@@ -387,6 +389,49 @@ async def test_import_reports_bad_lines_and_imports_the_valid_ones(env: Env) -> 
     assert [i["line"] for i in outcomes] == [1, 2, 7]
 
 
+async def test_an_import_file_full_of_bad_lines_is_reported_line_by_line(env: Env) -> None:
+    kinds_of_bad = [
+        "{not json",
+        '{"key":"","value":1}',
+        '{"value":1}',
+        '{"key":"k","value":NaN}',
+        '{"key":"k","value":1,"attributes":[1]}',
+        '{"key":"k","value":1,"user_ids":[-1]}',
+        '{"key":"k","value":1,"extra":true}',
+        "BYTES-NOT-UTF-8",
+    ]
+    lines = []
+    for i in range(3000):
+        if i % 100 == 0:
+            lines.append(f'{{"key":"good_{i}","value":{i}}}')
+        else:
+            lines.append(kinds_of_bad[i % len(kinds_of_bad)])
+    data = "\n".join(lines).encode().replace(b"BYTES-NOT-UTF-8", b"\xff\xfe")
+    upload = await jobs.upload(env.call, env.admin, data, "broken.jsonl")
+    status, job = await jobs.create(
+        env.call,
+        env.admin,
+        {"kind": "import", "selection": selection(), "params": {"upload_id": upload}},
+    )
+    assert status == 200, job
+    plan = job["plan"]
+    assert plan["items"] == 30 and plan["bad_line_count"] == 2970
+    assert len(plan["bad_lines"]) == 1000  # the first thousand, by line number
+    numbers = [b["line"] for b in plan["bad_lines"]]
+    assert numbers == sorted(numbers) and numbers[:3] == [2, 3, 4]
+    messages = " | ".join(b["message"] for b in plan["bad_lines"][:8])
+    for expected in (
+        "not a JSON object",
+        "key must be at least 1 byte",
+        'needs "key"',
+        "unknown field(s) extra",
+        "not UTF-8",
+    ):
+        assert expected in messages, (expected, messages)
+    assert plan["blocking"] and job["actions"] == ["cancel"]
+    assert await value(env, "good_0") is None  # nothing written
+
+
 async def test_import_csv_create_only_leaves_existing_keys(env: Env) -> None:
     data = b"key,value.coins,value.name\na,1,ann\nb,2,bob\n"
     upload = await jobs.upload(env.call, env.admin, data, "players.csv")
@@ -642,56 +687,63 @@ async def test_pause_resume_and_cancel(tmp_path: Path) -> None:
     # 600 writes a minute: slow enough to pause in the middle.
     async with running_server(tmp_path, budget_rpm=600) as server:
         token = await server.pair("admin", role=Role.ADMIN)
-        call = server.call
-        await jobs.seed(call, token, U, "Players", {f"k{i:02}": {"n": i} for i in range(40)})
-        status, job = await jobs.create(
-            call,
-            token,
-            {
+        call, service = server.call, server.app[JOBS]
+        emulator = server.upstream.emulator
+        assert emulator is not None
+        async with OpenCloudClient(api_key="direct", base_url=emulator.base_url) as direct:
+            # Written and read straight on the emulator, so only the job spends the budget.
+            await asyncio.gather(
+                *(
+                    direct.create_entry(U, "Players", f"k{i:02}", json.dumps({"n": i}))
+                    for i in range(40)
+                )
+            )
+            body = {
                 "kind": "transform",
                 "dry_run": False,
                 "selection": selection(),
                 "params": {"program": ".n += 1"},
-            },
-        )
-        assert status == 200, job
-        await jobs.wait(call, token, job["id"], ("running",))
-        status, paused = await call("POST", f"/jobs/{job['id']}/pause", token)
-        assert (
-            status == 200
-            and paused["state"] == "paused"
-            and paused["actions"]
-            == [
-                "resume",
-                "cancel",
-            ]
-        )
-        # Items already writing finish (at most one per worker); nothing more starts, though
-        # at 10 a second 15 more would be done in the 1.5 s waited here if it went on.
-        await asyncio.sleep(1.5)
-        status, view = await call("GET", f"/jobs/{job['id']}", token)
-        done = view["progress"]["done"]
-        assert view["state"] == "paused" and done < 40
-        assert done <= paused["progress"]["done"] + 12
-        status, _ = await call("POST", f"/jobs/{job['id']}/resume", token)
-        assert status == 200
-        while view["progress"]["done"] < done + 3:  # it goes on where it stopped
-            await asyncio.sleep(0.05)
-            status, view = await call("GET", f"/jobs/{job['id']}", token)
-        status, cancelled = await call("POST", f"/jobs/{job['id']}/cancel", token)
-        assert cancelled["state"] == "cancelled" and cancelled["actions"] == ["rollback"]
-        assert cancelled["finished_at"]
-        await asyncio.sleep(0.5)
-        status, view = await call("GET", f"/jobs/{job['id']}", token)
-        pending = await jobs.items(call, token, job["id"], state="pending")
-        applied = view["progress"]["applied"]
-        assert applied + len(pending) == 40 and len(pending) > 0
-        # Every applied item was applied exactly once.
-        values = [await jobs.read_value(call, token, U, "Players", f"k{i:02}") for i in range(40)]
-        bumped = sum(
-            1 for i, v in enumerate(values) if v and json.loads(v["value_json"])["n"] == i + 1
-        )
-        assert bumped == applied
+            }
+            status, job = await jobs.create(call, token, body)
+            assert status == 200, job
+            job_id = job["id"]
+            await jobs.wait(call, token, job_id, ("running",))
+            status, paused = await call("POST", f"/jobs/{job_id}/pause", token)
+            assert status == 200 and paused["state"] == "paused"
+            assert paused["actions"] == ["resume", "cancel"]
+            while service.is_running(job_id):  # items already writing finish; no more start
+                await asyncio.sleep(0.02)
+            status, view = await call("GET", f"/jobs/{job_id}", token)
+            done = view["progress"]["done"]
+            assert view["state"] == "paused" and done < 40
+            assert done <= paused["progress"]["done"] + 12  # at most one per worker
+            await asyncio.sleep(0.3)
+            assert (await call("GET", f"/jobs/{job_id}", token))[1]["progress"]["done"] == done
+
+            status, _ = await call("POST", f"/jobs/{job_id}/resume", token)
+            assert status == 200
+            while view["progress"]["done"] < done + 3:  # it goes on where it stopped
+                await asyncio.sleep(0.05)
+                status, view = await call("GET", f"/jobs/{job_id}", token)
+            status, cancelled = await call("POST", f"/jobs/{job_id}/cancel", token)
+            assert cancelled["state"] == "cancelled" and cancelled["actions"] == ["rollback"]
+            assert cancelled["finished_at"]
+            while service.is_running(job_id):
+                await asyncio.sleep(0.02)
+            status, view = await call("GET", f"/jobs/{job_id}", token)
+            pending = await jobs.items(call, token, job_id, state="pending")
+            applied = view["progress"]["applied"]
+            assert applied + len(pending) == 40 and len(pending) > 0
+            # Every applied item was applied exactly once, and no other.
+            entries = await asyncio.gather(
+                *(direct.get_entry(U, "Players", f"k{i:02}") for i in range(40))
+            )
+            bumped = {
+                e.key
+                for i, e in enumerate(entries)
+                if json.loads(e.value_json or "null")["n"] == i + 1
+            }
+            assert bumped == {f"k{i:02}" for i in range(40)} - {p["key"] for p in pending}
 
 
 async def test_job_events_on_the_stream(env: Env) -> None:

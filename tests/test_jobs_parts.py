@@ -3,6 +3,7 @@ and the priority of a job's Open Cloud calls."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from dsm.opencloud.ratelimit import Priority, current_priority
 from dsm.services.jobs.formats import ExportEntry, JsonLinesWriter
 from dsm.services.jobs.kinds.export import ExportRun, publish
+from dsm.services.jobs.kinds.transform import JqPool
 from dsm.services.jobs.store import JobRecord, JobStore, NewItem, Outcome, new_job_id, now_ms
 from shared_schema.common import Role
 from shared_schema.jobs import CopyParams, DeleteParams, ExportFormat, JobCreateRequest
@@ -155,3 +157,21 @@ def test_an_export_file_is_published_whole_once_and_never_over_another(
     with pytest.raises(FileExistsError):
         publish(spool, other, format)
     assert other.read_text() == "someone else's file"
+
+
+async def test_a_cut_transform_never_hands_its_answer_to_the_next_value() -> None:
+    pool = JqPool("if .slow then ([range(3000000)] | length) else .n end", size=1)
+    try:
+        assert (await pool.apply('{"n":1}'))[2] == "1"  # the worker process is up
+        slow = asyncio.ensure_future(pool.apply('{"slow":true}'))
+        await asyncio.sleep(0.05)
+        slow.cancel()  # a pause cuts the item while jq works on it
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        # The worker is still answering the cut value: it is not free for the next one yet.
+        assert pool._free.qsize() == 0
+        kind, _, value = await pool.apply('{"n":7}')
+        assert (kind, value) == ("changed", "7")
+        assert pool._free.qsize() == 1
+    finally:
+        await pool.close()

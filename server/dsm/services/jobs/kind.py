@@ -172,15 +172,24 @@ class ItemContext:
             "read and its write (a game server is writing it).",
         )
 
-    def applied(self, step: str) -> JournalRecord | None:
-        """The journaled write of this step if it already landed; raises StepUnknown when it
-        was sent but its outcome could not be settled."""
-        record = self.plane.writes.journal.find_by_idempotency_key(self._key(step))
+    async def applied(self, step: str) -> JournalRecord | None:
+        """The journaled write of this step if it already landed (before a crash, say).
+
+        A write whose outcome was left open is settled first by re-reading its key; one that
+        still cannot be settled raises StepUnknown: it is never sent again.
+        """
+        journal = self.plane.writes.journal
+        record = journal.find_by_idempotency_key(self._key(step))
         if record is None:
             return None
+        if record.status in (Status.INTENT, Status.UNKNOWN):
+            await self.plane.journal.settle(record)
+            record = journal.get(record.id).record
         self._note(record)
         if record.status is Status.APPLIED:
             return record
+        if record.status is Status.FAILED:
+            return None  # it did not land: the next key(step) is a new attempt
         raise StepUnknown(
             f"Journal item {record.id} of this job was sent but its outcome is not known "
             f"({record.reason or record.status.value}); it is not sent again. Open the entry to "

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared_schema.common import Backend
 from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import EventType
@@ -156,6 +157,10 @@ class JobService:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def is_running(self, job_id: str) -> bool:
+        """Whether a run of the job is in progress (a paused job's last items may still be)."""
+        return job_id in self._tasks
+
     # ---------------------------------------------------------------------------- views
 
     def _get(self, job_id: str) -> JobRecord:
@@ -243,8 +248,14 @@ class JobService:
             writes=handler_for(record.kind).writes,
             rollback_of=record.rollback_of,
             rolled_back_by=record.rolled_back_by,
-            backend=self.plane.upstream.binding(record.universe).backend,
+            backend=self._backend(record.universe),
         )
+
+    def _backend(self, universe: int) -> Backend:
+        try:
+            return self.plane.upstream.binding(universe).backend
+        except ServiceError:  # its key was removed since: still show the job
+            return self.plane.upstream.backend
 
     def summary(self, record: JobRecord) -> JobSummary:
         return JobSummary(**self._shown(record))

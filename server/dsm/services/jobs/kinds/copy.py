@@ -243,7 +243,7 @@ class CopyKind(JobKindHandler):
         item, params = ctx.item, ctx.spec.params
         universe, store, scope, key = target_of(ctx.spec, item)
         target = standard_target(universe, store, scope, key)
-        copied = ctx.applied("c")
+        copied = await ctx.applied("c")
         if copied is None:
             for _ in range(MAX_ATTEMPTS):
                 source = await read_entry(ctx, item.universe, item.datastore, item.scope, key)
@@ -283,7 +283,7 @@ class CopyKind(JobKindHandler):
         return await self._delete_source(ctx, copied)
 
     async def _delete_source(self, ctx: ItemContext, copied: Any) -> ItemResult:
-        if ctx.applied("d") is not None:
+        if await ctx.applied("d") is not None:
             return ItemResult.applied()
         item = ctx.item
         copy_image = ctx.plane.writes.journal.get(copied.id).after
@@ -327,7 +327,7 @@ class CopyKind(JobKindHandler):
         item, params = ctx.item, ctx.spec.params
         universe, store, scope, key = target_of(ctx.spec, item)
         copied_value: int | None = None
-        if ctx.applied("c") is None:
+        if await ctx.applied("c") is None:
             source = await read_ordered(ctx, item.universe, item.datastore, item.scope, key)
             if source is None:
                 return missing("The source")
@@ -340,7 +340,7 @@ class CopyKind(JobKindHandler):
                     return self._exists(ctx, key, _place(universe, store, scope))
                 raise
             copied_value = source.value
-        if not self.moves or ctx.applied("d") is not None:
+        if not self.moves or await ctx.applied("d") is not None:
             return ItemResult.applied()
         source = await read_ordered(ctx, item.universe, item.datastore, item.scope, key)
         if source is None:

@@ -100,7 +100,7 @@ class DeleteKind(JobKindHandler):
         return sample(item, SampleAction.DELETE, "would delete", before=before, lock=lock)
 
     async def execute(self, ctx: ItemContext) -> ItemResult:
-        if ctx.applied("d") is not None:
+        if await ctx.applied("d") is not None:
             return ItemResult.applied()
         item = ctx.item
         if ctx.spec.store_kind is StoreKind.ORDERED:

@@ -237,7 +237,7 @@ class ImportKind(JobKindHandler):
             return ItemResult.failed(
                 ErrorCode.NOT_FOUND, f"Line {ctx.item.line} is no longer in the uploaded file."
             )
-        if ctx.applied("w") is not None:
+        if await ctx.applied("w") is not None:
             return ItemResult.applied()
         item, params = ctx.item, ctx.spec.params
         target = standard_target(item.universe, item.datastore, item.scope, item.key)

@@ -167,7 +167,7 @@ class RollbackKind(JobKindHandler):
 
     async def execute(self, ctx: ItemContext) -> ItemResult:
         journal_id = int((ctx.item.data or {})["journal_id"])
-        if ctx.applied("u") is not None:
+        if await ctx.applied("u") is not None:
             return ItemResult.applied()
         locks: KeyLocks = ctx.resources
         async with locks.holding(ctx.item):

@@ -111,7 +111,7 @@ class SetMetadataKind(JobKindHandler):
                       after=after, lock=lock)  # fmt: skip
 
     async def execute(self, ctx: ItemContext) -> ItemResult:
-        if ctx.applied("w") is not None:
+        if await ctx.applied("w") is not None:
             return ItemResult.applied()
         item, params = ctx.item, ctx.spec.params
         target = standard_target(item.universe, item.datastore, item.scope, item.key)

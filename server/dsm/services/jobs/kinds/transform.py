@@ -12,8 +12,6 @@ the item reads again and runs the program on the newer value.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import ClassVar
 
 from shared_schema.common import Role
@@ -70,17 +68,17 @@ class JqPool(RunResources):
         for worker in self._all:
             self._free.put_nowait(worker)
 
-    @asynccontextmanager
-    async def worker(self) -> AsyncIterator[JqTransform]:
-        worker = await self._free.get()
-        try:
-            yield worker
-        finally:
-            self._free.put_nowait(worker)
-
     async def apply(self, value_json: str) -> tuple[str, str, str | None]:
-        async with self.worker() as jq:
-            outcome = await asyncio.to_thread(jq.apply, value_json)
+        jq = await self._free.get()
+        running = asyncio.ensure_future(asyncio.to_thread(jq.apply, value_json))
+        try:
+            outcome = await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # The item was cut (a pause): its thread still talks to this worker, so the worker
+            # goes back to the pool only when that answer is in, never in the middle of it.
+            running.add_done_callback(lambda _: self._free.put_nowait(jq))
+            raise
+        self._free.put_nowait(jq)
         return outcome.kind, outcome.message, outcome.value_json
 
     async def close(self) -> None:
@@ -182,7 +180,7 @@ class TransformKind(JobKindHandler):
         return JqPool(spec.params.program)
 
     async def execute(self, ctx: ItemContext) -> ItemResult:
-        if ctx.applied("w") is not None:
+        if await ctx.applied("w") is not None:
             return ItemResult.applied()
         item, params = ctx.item, ctx.spec.params
         pool: JqPool = ctx.resources
