@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ class PluginDriver:
     async def tick(self, *keys: str) -> None:
         """Tick keys in the open key list (the box at the start of each row)."""
         for key in keys:
-            await self.wait_for(lambda k=key: self._has_row("KeyRow", k), f"no key row {key!r}")
+            await self.wait_for(partial(self._has_row, "KeyRow", key), f"no key row {key!r}")
             row = self.row_with("KeyRow", key)
             await self.click(next(c for c in row.children() if c.name == "Tick"))
 
