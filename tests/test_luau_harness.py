@@ -722,6 +722,49 @@ def test_plugin_toolbar_widget_and_settings(src: Path) -> None:
         assert settings["unloaded"] is True and h.widgets() == []
 
 
+def test_import_file_dialog_waits_for_the_user_and_hands_back_a_file(h: LuauHarness) -> None:
+    h.eval(
+        """
+        _G.picked = {}
+        task.spawn(function()
+            local studio = game:GetService("StudioService")
+            for round = 1, 2 do
+                local file = studio:PromptImportFileAsync({ "jsonl", "CSV" })
+                if file == nil then
+                    table.insert(_G.picked, "cancelled")
+                else
+                    local bytes = file:GetBinaryContents()
+                    table.insert(_G.picked, { file.Name, file.Size, #bytes, bytes, file.ClassName })
+                end
+            end
+        end)
+        """
+    )
+    assert h.import_prompt == ["jsonl", "csv"]
+    with pytest.raises(HarnessError, match="cannot be picked"):
+        h.pick_import_file("notes.txt", b"x")
+    assert h.import_prompt == ["jsonl", "csv"]  # still open after a refused pick
+    contents = b'{"key":"a"}\n\xff\x00 binary\n'
+    h.pick_import_file("players.JSONL", contents)
+    assert h.import_prompt == ["jsonl", "csv"]  # the second round asked again
+    h.cancel_import_prompt()
+    assert h.import_prompt is None
+    picked = from_lua(h.eval("return _G.picked")[0])
+    assert picked[0][:3] == ["players.JSONL", len(contents), len(contents)]
+    assert picked[0][4] == "File" and picked[1] == "cancelled"
+    with pytest.raises(HarnessError, match="no import file dialog is open"):
+        h.cancel_import_prompt()
+    # Studio's File is not creatable and its Size is read-only for a plugin.
+    with pytest.raises(LuauError, match="Unable to create an Instance of type"):
+        h.eval('Instance.new("File")')
+    h.eval(
+        'task.spawn(function() _G.f = game:GetService("StudioService"):PromptImportFileAsync() end)'
+    )
+    h.pick_import_file("any.bin", b"\x00")
+    with pytest.raises(LuauError, match="read only"):
+        h.eval("_G.f.Size = 3")
+
+
 def test_theme_colors_and_switching(h: LuauHarness) -> None:
     h.eval(
         "settings().Studio.ThemeChanged:Connect(function() print('theme', settings().Studio.Theme.Name) end)"

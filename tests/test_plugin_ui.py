@@ -891,6 +891,9 @@ async def test_status_bar_shows_teammates_and_budget(harness: LuauHarness, serve
     teammate = await server.pair("Teammate")
     d = await connected(harness, server)
     await d.wait_text("No teammates connected")
+    # The event stream pins "now" before it opens its socket: a teammate joining earlier is
+    # already in the session list, not an event, so join only once it is listening.
+    await d.wait_for(lambda: harness.open_web_streams == 1, "the event stream is not open")
     status, session = await server.call(
         "POST", "/sessions", teammate, json={"client_name": "Alex's Studio"}
     )
