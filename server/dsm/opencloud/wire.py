@@ -30,10 +30,16 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def raw_object_fields(text: str) -> dict[str, str]:
     """Map each top-level key of a JSON object to the exact source text of its value."""
+    return {key: raw for key, (_, raw) in object_fields(text).items()}
+
+
+def object_fields(text: str) -> dict[str, tuple[Any, str]]:
+    """Map each top-level key of a JSON object to its decoded value and its exact source text
+    (one pass: a caller that needs some fields decoded does not parse them twice)."""
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] != "{":
         raise WireFormatError("expected a JSON object")
-    fields: dict[str, str] = {}
+    fields: dict[str, tuple[Any, str]] = {}
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "}":
         return fields
@@ -49,10 +55,10 @@ def raw_object_fields(text: str) -> dict[str, str]:
             raise WireFormatError("expected ':' after a key")
         start = _skip_ws(text, pos + 1)
         try:
-            _, end = _DECODER.raw_decode(text, start)
+            value, end = _DECODER.raw_decode(text, start)
         except json.JSONDecodeError as exc:
             raise WireFormatError(f"bad JSON value for {key!r}: {exc.msg}") from None
-        fields[key] = text[start:end]
+        fields[key] = (value, text[start:end])
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
