@@ -23,11 +23,16 @@ Each figure is a nearest-rank percentile of real timings; nothing is estimated.
     straight to that emulator, interleaved, from this process; reported as added latency. The
     server runs apart from the client as it does for Studio, so work it does after answering
     (the cache copy) is not charged to the answer; --ccu is at its maximum so its pacing never
-    holds a read. With --baseline REV, the server as of that git revision (git archive, run
-    from the extracted tree) is measured too, the two taking turns (ROUNDS servers each).
+    holds a read. Each read through the server is paired with the straight read sent right
+    before it (so what the server does after answering happens in the gap, not during the
+    straight read), and the median of the differences is reported beside p50 - p50 (it follows
+    a shared machine's drift less); so is the server process's CPU time per read (/proc), which
+    does not depend on how busy the machine is. With --baseline REV, the server as of that git
+    revision (git archive, run from the extracted tree) is measured too, the two taking turns
+    (ROUNDS servers each).
 
     .venv/bin/python -m benchmarks.server_latency [--samples 1000] [--universes 50]
-        [--baseline 698f92c]
+        [--baseline 698f92c] [--part a|b]
 """
 
 from __future__ import annotations
@@ -38,12 +43,14 @@ import functools
 import io
 import json
 import math
+import statistics
 import subprocess
 import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
@@ -237,12 +244,21 @@ async def read_through(
     assert kind != "CACHED", "a cached answer: Open Cloud was not read"
 
 
+@dataclass
+class Through:
+    """Part (b) for one server tree: paired timings and the server's CPU time per read."""
+
+    through: list[float] = field(default_factory=list)
+    straight: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # per server started: CPU seconds per read
+
+
 async def part_b(
     root: Path, trees: list[tuple[str, Path | None]], universes: range, samples: int, gap: float
-) -> dict[str, tuple[list[float], list[float]]]:
-    """(through, straight) timings per tree, the trees taking turns in rounds."""
+) -> dict[str, Through]:
+    """Timings per tree, the trees taking turns in rounds."""
     rounds = ROUNDS
-    found: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label, _ in trees}
+    found = {label: Through() for label, _ in trees}
     async with (
         running_emulator(["--limits", "off"]) as emulator,
         aiohttp.ClientSession(headers={"x-api-key": "bench"}) as straight_http,
@@ -267,11 +283,19 @@ async def part_b(
                     for i in range(WARMUP):
                         await through(universes[i % len(universes)])
                         await straight(universes[i % len(universes)])
-                    for i in range(samples // rounds):
+                    got = found[label]
+                    cpu_before = server.cpu_seconds()
+                    count = samples // rounds
+                    for i in range(count):
                         universe = universes[i % len(universes)]
-                        found[label][0].append(await timed(functools.partial(through, universe)))
-                        found[label][1].append(await timed(functools.partial(straight, universe)))
+                        # Straight first: what the server does after answering (its cache copy)
+                        # then happens in the gap, not while the emulator answers the pair.
+                        got.straight.append(await timed(functools.partial(straight, universe)))
+                        got.through.append(await timed(functools.partial(through, universe)))
                         await asyncio.sleep(gap)
+                    cpu_after = server.cpu_seconds()
+                    if cpu_before is not None and cpu_after is not None:
+                        got.cpu.append((cpu_after - cpu_before) / count)
     return found
 
 
@@ -290,7 +314,12 @@ def source_tree(revision: str, into: Path) -> Path:
 
 
 async def main(
-    samples: int, cached_samples: int, universe_count: int, gap_ms: float, baseline: str | None
+    samples: int,
+    cached_samples: int,
+    universe_count: int,
+    gap_ms: float,
+    baseline_rev: str | None,
+    part: str | None,
 ) -> None:
     universes = range(1000, 1000 + universe_count)
     gap = gap_ms / 1000
@@ -302,54 +331,79 @@ async def main(
           f"{INTERACTIVE_BURST})")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="dsm-bench-") as tmp:
         root = Path(tmp)
-        print("\n(a1) cache-hit read through the API, as built: upstream stopped, same entry")
-        cached_body, a1, waits_a1 = await part_a1(root / "a1", cached_samples)
-        print(f"  (every answer CACHED; body {len(cached_body)} bytes)")
-        print(
-            f"  {len(waits_a1) / len(a1):.2f} Open Cloud attempts per read (after the first "
-            "failure the server skips Open Cloud for a while and answers from the cache)"
-        )
-        async with bare_app(cached_body) as url, aiohttp.ClientSession() as http:
+        if part != "b":
+            await cached_reads(root, samples, cached_samples, universes, gap)
+        if part == "a":
+            return
+        await uncached_reads(root, samples, universes, gap, baseline_rev)
 
-            async def bare() -> None:
-                async with http.get(url) as resp:
-                    await resp.read()
 
-            for _ in range(WARMUP):
-                await bare()
-            baseline = [await timed(bare) for _ in range(samples)]
-        b50, b99 = describe("bare aiohttp handler, same-sized body", baseline)
-        c50, c99 = describe("server, CACHED (client retries on)", a1)
-        print(f"  ratio server/bare: p50 x{c50 / b50:,.0f}   p99 x{c99 / b99:,.0f}")
+async def cached_reads(
+    root: Path, samples: int, cached_samples: int, universes: range, gap: float
+) -> None:
+    print("\n(a1) cache-hit read through the API, as built: upstream stopped, same entry")
+    cached_body, a1, waits_a1 = await part_a1(root / "a1", cached_samples)
+    print(f"  (every answer CACHED; body {len(cached_body)} bytes)")
+    print(
+        f"  {len(waits_a1) / len(a1):.2f} Open Cloud attempts per read (after the first "
+        "failure the server skips Open Cloud for a while and answers from the cache)"
+    )
+    async with bare_app(cached_body) as url, aiohttp.ClientSession() as http:
 
-        print("\n(a2) the same cache hit with the client's retries off (patched in this process)")
-        a2, waits_a2 = await part_a2(root / "a2", universes, samples, gap)
-        describe("bare aiohttp handler, same-sized body", baseline)
-        d50, d99 = describe("server, CACHED (one attempt, then cache)", a2)
-        print(f"  ratio server/bare: p50 x{d50 / b50:.1f}   p99 x{d99 / b99:.1f}")
-        print(
-            f"  rate-limiter wait during the run: {sum(waits_a2):.3f} s over {len(waits_a2)} calls"
-        )
+        async def bare() -> None:
+            async with http.get(url) as resp:
+                await resp.read()
 
-        print(
-            "\n(b) uncached read: through `dsm serve` (a child process, --upstream to a `dsm "
-            "emulator`) vs the same read sent straight to that emulator, interleaved"
-        )
-        trees: list[tuple[str, Path | None]] = [("current", None)]
-        if baseline is not None:
-            trees.insert(0, (f"baseline {baseline}", source_tree(baseline, root / "baseline")))
-        found = await part_b(root / "b", trees, universes, samples, gap)
-        added_p50: dict[str, float] = {}
-        for label, (through, straight) in found.items():
-            print(f"  {label}:")
-            s50, s99 = describe("straight to the emulator (v2 GET entry)", straight)
-            t50, t99 = describe("through the server (GET /api/v1/.../entries)", through)
-            added_p50[label] = t50 - s50
-            print(f"    added by the server: p50 +{(t50 - s50) * 1000:.3f} ms   "
-                  f"p99 +{(t99 - s99) * 1000:.3f} ms")  # fmt: skip
-        if baseline is not None:
-            before, after = added_p50.values()
-            print(f"  added p50, baseline / current: x{before / max(after, 1e-6):.2f}")
+        for _ in range(WARMUP):
+            await bare()
+        baseline = [await timed(bare) for _ in range(samples)]
+    b50, b99 = describe("bare aiohttp handler, same-sized body", baseline)
+    c50, c99 = describe("server, CACHED (client retries on)", a1)
+    print(f"  ratio server/bare: p50 x{c50 / b50:,.0f}   p99 x{c99 / b99:,.0f}")
+
+    print("\n(a2) the same cache hit with the client's retries off (patched in this process)")
+    a2, waits_a2 = await part_a2(root / "a2", universes, samples, gap)
+    describe("bare aiohttp handler, same-sized body", baseline)
+    d50, d99 = describe("server, CACHED (one attempt, then cache)", a2)
+    print(f"  ratio server/bare: p50 x{d50 / b50:.1f}   p99 x{d99 / b99:.1f}")
+    print(f"  rate-limiter wait during the run: {sum(waits_a2):.3f} s over {len(waits_a2)} calls")
+
+
+async def uncached_reads(
+    root: Path, samples: int, universes: range, gap: float, baseline_rev: str | None
+) -> None:
+    print(
+        "\n(b) uncached read: through `dsm serve` (a child process, --upstream to a `dsm "
+        "emulator`) vs the same read sent straight to that emulator, interleaved"
+    )
+    trees: list[tuple[str, Path | None]] = [("current", None)]
+    if baseline_rev is not None:
+        before = source_tree(baseline_rev, root / "baseline")
+        trees.insert(0, (f"baseline {baseline_rev}", before))
+    found = await part_b(root / "b", trees, universes, samples, gap)
+    added: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for label, got in found.items():
+        print(f"  {label}:")
+        s50, s99 = describe("straight to the emulator (v2 GET entry)", got.straight)
+        t50, t99 = describe("through the server (GET /api/v1/.../entries)", got.through)
+        # Each read through the server is paired with the straight one sent right after it:
+        # the median of the differences follows the machine's drift less than p50 - p50.
+        pairs = [a - b for a, b in zip(got.through, got.straight, strict=True)]
+        added[label] = percentile(pairs, 0.5)
+        print(f"    added by the server: p50 +{(t50 - s50) * 1000:.3f} ms   "
+              f"p99 +{(t99 - s99) * 1000:.3f} ms   "
+              f"median of paired differences +{added[label] * 1000:.3f} ms")  # fmt: skip
+        if got.cpu:
+            cpu[label] = statistics.median(got.cpu)
+            print(f"    server CPU per read: {cpu[label] * 1000:.3f} ms (median of "
+                  f"{len(got.cpu)} servers, /proc utime + stime)")  # fmt: skip
+    if baseline_rev is not None:
+        (before, after), labels = list(added.values()), list(added)
+        print(f"  added (paired), {labels[0]} / current: x{before / max(after, 1e-6):.2f}")
+        if len(cpu) == 2:
+            before_cpu, after_cpu = cpu.values()
+            print(f"  server CPU per read, {labels[0]} / current: x{before_cpu / after_cpu:.2f}")
 
 
 def cli() -> None:
@@ -358,6 +412,7 @@ def cli() -> None:
     parser.add_argument("--cached-samples", type=int, default=1000, help="requests for (a1)")
     parser.add_argument("--universes", type=int, default=50, help="universes to rotate over")
     parser.add_argument("--gap-ms", type=float, default=10.0, help="pause between requests")
+    parser.add_argument("--part", choices=["a", "b"], help="only (a) or only (b)")
     parser.add_argument(
         "--baseline",
         metavar="REV",
@@ -373,7 +428,11 @@ def cli() -> None:
             f"universes x gap-ms must be >= {READ_INTERVAL * 1000:.0f} ms, or the server's "
             "pacing is measured instead of its latency"
         )
-    asyncio.run(main(args.samples, args.cached_samples, args.universes, args.gap_ms, args.baseline))
+    asyncio.run(
+        main(
+            args.samples, args.cached_samples, args.universes, args.gap_ms, args.baseline, args.part
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -74,6 +74,16 @@ class ServeChild:
     base_url: str
     editor_token: str
     viewer_token: str
+    pid: int
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used so far (Linux /proc; None elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _dsm(env: dict[str, str], *args: str) -> str:
@@ -125,7 +135,7 @@ async def running_serve(home: Path, tree: Path | None, *extra: str) -> AsyncIter
                     await asyncio.sleep(0.05)
             else:
                 raise RuntimeError("dsm serve did not start within 20 s")
-        yield ServeChild(base, editor, viewer)
+        yield ServeChild(base, editor, viewer, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
