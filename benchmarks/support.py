@@ -22,6 +22,19 @@ def free_port() -> int:
         return port
 
 
+async def answering(url: str, what: str, seconds: float = 20.0) -> None:
+    """Wait until GET `url` answers 200 (a child process has started serving)."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(seconds / 0.05)):
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+    raise RuntimeError(f"{what} did not start within {seconds:g} s")
+
+
 @asynccontextmanager
 async def running_emulator(extra_args: list[str]) -> AsyncIterator[str]:
     port = free_port()
@@ -38,16 +51,7 @@ async def running_emulator(extra_args: list[str]) -> AsyncIterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(base + "/") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("the emulator did not start within 10 s")
+        await answering(base + "/", "the emulator")
         yield base
     finally:
         proc.terminate()
@@ -125,16 +129,7 @@ async def running_serve(home: Path, tree: Path | None, *extra: str) -> AsyncIter
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(400):
-                try:
-                    async with http.get(base + "/api/v1/hello") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("dsm serve did not start within 20 s")
+        await answering(base + "/api/v1/hello", "dsm serve")
         yield ServeChild(base, editor, viewer, proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
