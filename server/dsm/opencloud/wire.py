@@ -30,10 +30,16 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def raw_object_fields(text: str) -> dict[str, str]:
     """Map each top-level key of a JSON object to the exact source text of its value."""
+    return {key: raw for key, (_, raw) in object_fields(text).items()}
+
+
+def object_fields(text: str) -> dict[str, tuple[Any, str]]:
+    """Map each top-level key of a JSON object to its decoded value and its exact source text
+    (one pass: a caller that needs some fields decoded does not parse them twice)."""
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] != "{":
         raise WireFormatError("expected a JSON object")
-    fields: dict[str, str] = {}
+    fields: dict[str, tuple[Any, str]] = {}
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "}":
         return fields
@@ -48,8 +54,8 @@ def raw_object_fields(text: str) -> dict[str, str]:
         if pos >= len(text) or text[pos] != ":":
             raise WireFormatError("expected ':' after a key")
         start = _skip_ws(text, pos + 1)
-        end = _value_end(text, start, key)
-        fields[key] = text[start:end]
+        value, end = _decode_value(text, start, key)
+        fields[key] = (value, text[start:end])
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
@@ -59,15 +65,16 @@ def raw_object_fields(text: str) -> dict[str, str]:
         raise WireFormatError("expected ',' or '}' in an object")
 
 
-def _value_end(text: str, start: int, key: str) -> int:
-    """Where the JSON value starting at `start` ends. Python's decoder recurses per level, so
-    a value nested deeper than the stack allows (Open Cloud sets no limit) is scanned instead."""
+def _decode_value(text: str, start: int, key: str) -> tuple[Any, int]:
+    """The JSON value starting at `start`, decoded, and where it ends. Python's decoder recurses
+    per level, so a value nested deeper than the stack allows (Open Cloud sets no limit) is
+    scanned for its end instead and not decoded (None): only its exact text is of use."""
     try:
-        return _DECODER.raw_decode(text, start)[1]
+        return _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as exc:
         raise WireFormatError(f"bad JSON value for {key!r}: {exc.msg}") from None
     except RecursionError:
-        return _scan_nested_end(text, start, key)
+        return None, _scan_nested_end(text, start, key)
 
 
 def _scan_nested_end(text: str, start: int, key: str) -> int:

@@ -745,9 +745,7 @@ class EntryService:
 
     async def _settle_open_writes(self, ref: EntryRef, current: DataStoreEntry | None) -> None:
         """A fresh read of a key also settles our writes to it whose outcome was unknown."""
-        for record in self.writes.journal.list(
-            universe=ref.universe_id, datastore=ref.datastore, key=ref.key, status=Status.UNKNOWN
-        ):
+        for record in self.writes.journal.unknown_for(ref.universe_id, ref.datastore, ref.key):
             if record.scope == ref.scope and record.store_kind == StoreKind.STANDARD.value:
                 client = self.upstream.client_for(ref.universe_id)
                 try:

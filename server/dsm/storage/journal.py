@@ -510,6 +510,20 @@ class WriteJournal:
             ).fetchall()
         return [_record(row) for row in rows]
 
+    def unknown_for(
+        self, universe: str | int, datastore: str, key: str
+    ) -> builtins.list[JournalRecord]:
+        """This key's writes whose outcome is unknown, newest first. Every fresh read asks, so
+        it goes by the index of open writes: a key written thousands of times costs no more."""
+        with self._guard():
+            rows = self._db.conn.execute(
+                f"SELECT {_COLUMNS} FROM writes INDEXED BY writes_open"
+                " WHERE status IN ('INTENT', 'UNKNOWN') AND status = 'UNKNOWN'"
+                " AND universe = ? AND datastore = ? AND key = ? ORDER BY id DESC",
+                (str(universe), datastore, key),
+            ).fetchall()
+        return [_record(row) for row in rows]
+
     def find_by_idempotency_key(self, idempotency_key: str) -> JournalRecord | None:
         """The write made with this idempotency key, so a retried request reports its outcome."""
         with self._guard():
