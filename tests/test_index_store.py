@@ -84,19 +84,31 @@ def test_a_value_that_is_not_json_fails_its_own_ingest(tmp_path: Path) -> None:
 PAGE = {"sort": None, "descending": False, "offset": 0, "limit": 500}
 
 
-@pytest.mark.parametrize("stores", [("P",), ("P", "Q")])
-def test_pages_follow_store_scope_key_order(tmp_path: Path, stores: tuple[str, ...]) -> None:
-    """One store and scope (one scan for page and count) or several (sorted query): the same."""
+@pytest.mark.parametrize(
+    ("stores", "query"),
+    [
+        (("P",), "n >= 30"),
+        (("P", "Q"), "n >= 30"),
+        (("P", "Q"), 'n >= 30 and datastore = "Q" and scope = "s2"'),
+    ],
+)
+def test_pages_follow_store_scope_key_order(
+    tmp_path: Path, stores: tuple[str, ...], query: str
+) -> None:
+    """Matches in one store and scope (one scan for page and count: the index holds one place,
+    or the matches are checked to share one) or in several (sorted query): the same order."""
     rng = random.Random(3)
+    keys = iter(rng.sample(range(10**6), 600))
     rows = [
-        (store, scope, f"k{rng.randrange(10**6)}", rng.randrange(100))
+        (store, scope, f"k{next(keys)}", rng.randrange(100))
         for store in stores
         for scope in ("global", "s2")[: len(stores)]
         for _ in range(150)
     ]
     index = IndexStore.open(tmp_path, KEY)
     index.ingest(E, [IndexedEntry(1, d, s, k, json.dumps({"n": n}), "r") for d, s, k, n in rows])
-    expected = sorted({(d, s, k) for d, s, k, n in rows if n >= 30})
+    place = ("Q", "s2") if "Q" in query else None
+    expected = sorted((d, s, k) for d, s, k, n in rows if n >= 30 and place in (None, (d, s)))
     engine = SearchEngine(index)
     for descending in (False, True):
         want = expected[::-1] if descending else expected
@@ -104,7 +116,7 @@ def test_pages_follow_store_scope_key_order(tmp_path: Path, stores: tuple[str, .
         for offset in range(0, len(want) + 40, 40):
             hits, total = engine.search(
                 Scope(E, 1),
-                SearchFilter(universe_id=1, query="n >= 30"),
+                SearchFilter(universe_id=1, query=query),
                 sort=None,
                 descending=descending,
                 offset=offset,

@@ -137,7 +137,9 @@ class SearchEngine:
         )
         found = None
         if sort is None and offset + limit <= FAST_PAGE:
-            found = self._page_by_key(where, columns, select_params, descending, offset, limit)
+            found = self._page_by_key(
+                scope, where, columns, select_params, descending, offset, limit
+            )
         if found is not None:
             rows, total = found
         else:
@@ -191,6 +193,7 @@ class SearchEngine:
 
     def _page_by_key(
         self,
+        scope: Scope,
         where: Where,
         columns: str,
         select_params: list[Any],
@@ -204,15 +207,20 @@ class SearchEngine:
         to count them. None when the matches span stores or scopes.
         """
         pick = "arg_max" if descending else "arg_min"
-        total, top, one_place = self.store.one(
-            f"""SELECT count(*), {pick}(rowid, key, ?),
-                       min(datastore) = max(datastore) AND min(scope) = max(scope)
+        # Whether the matches share a place: known without looking when everything in scope does.
+        one_place = (
+            "true"
+            if self.store.places(scope) == 1
+            else "min(datastore) = max(datastore) AND min(scope) = max(scope)"
+        )
+        total, top, same = self.store.one(
+            f"""SELECT count(*), {pick}(rowid, key, ?), {one_place}
                 FROM entries WHERE {where.sql}""",
             [offset + limit, *where.params],
         )
         if not total:
             return [], 0
-        if not one_place:
+        if not same:
             return None
         wanted = list(top or [])[offset : offset + limit]
         if not wanted:

@@ -280,6 +280,7 @@ class IndexStore:
         self.generation = 0  # bumps on every change; search cursors and caches key on it
         self._structures: dict[Scope, tuple[int, list[tuple[Any, int]]]] = {}
         self._coverage: dict[Scope, tuple[int, tuple[Any, ...]]] = {}
+        self._places: dict[Scope, tuple[int, int]] = {}
         # Crawl writes waiting in the pending tables (module docstring).
         self._seq = 0
         self._pending_entries = 0
@@ -573,8 +574,8 @@ class IndexStore:
         finally:
             with contextlib.suppress(duckdb.Error):
                 con.execute("DROP TABLE IF EXISTS temp.batch")
-        # Dropped and made again: deleted rows of an in-memory table keep their memory.
-        con.execute("DROP TABLE temp.pending_entries; DROP TABLE temp.pending_listed")
+        # Made again empty (deleted rows of an in-memory table would keep their memory).
+        con.execute("DROP TABLE IF EXISTS temp.pending_entries; DROP TABLE temp.pending_listed")
         con.execute(PENDING)
         self._forget_pending()
         self.generation += 1
@@ -591,7 +592,9 @@ class IndexStore:
 
     def _write_entries(self, con: duckdb.DuckDBPyConnection) -> None:
         """Pending entries: upsert the newest per key, add revisions not seen, list new keys."""
-        if not self._prepare_batch(con, "temp.pending_entries"):
+        ready = self._prepare_batch(con, "temp.pending_entries")
+        con.execute("DROP TABLE temp.pending_entries")  # batch holds it all now (memory)
+        if not ready:
             return
         con.execute(
             """INSERT INTO shapes
@@ -923,6 +926,21 @@ class IndexStore:
         ).fetchone()
         listed = int(listed_row[0]) if listed_row else 0
         return indexed, oldest, newest, stores, sample, listed, self._complete(scope)
+
+    def places(self, scope: Scope) -> int:
+        """How many (data store, scope) pairs the entries in `scope` are spread over; kept until
+        the index changes."""
+        self.flush()
+        held = self._places.get(scope)
+        if held is None or held[0] != self.generation:
+            where, params = scope.where()
+            (count,) = self.one(
+                f"SELECT count(*) FROM (SELECT DISTINCT datastore, scope FROM entries WHERE {where})",
+                params,
+            )
+            held = (self.generation, int(count))
+            self._places[scope] = held
+        return held[1]
 
     def _complete(self, scope: Scope) -> bool:
         """Whether the newest crawl of every store in scope listed and read everything."""
