@@ -59,6 +59,7 @@ INDEX_FILENAME = "index.duckdb"
 SCHEMA_VERSION = 2
 FLUSH_ROWS = 122_880  # one DuckDB row group
 FLUSH_SECONDS = 30.0
+UPDATE_ROWS = 262_144  # rows filled per step when typed columns are added
 # Attributes the sample game puts on every entry it generates (see emulator/sample_game.py).
 SAMPLE_ATTRIBUTE = "dsmSample"
 MAX_TYPED_COLUMNS = 48
@@ -814,33 +815,35 @@ class IndexStore:
             added.append(TypedField(pointer, f"f_{len(self.typed) + len(added)}", sql_type))
         if not added:
             return []
-        # One table at a time, each folded into the file before the next: an update keeps the
-        # old values in memory until then. Revisions first: a column there that typed_fields
-        # does not name yet (a crash in between) is simply filled again.
+        # A slice of rows at a time, each folded into the file before the next: an update keeps
+        # old and new values in memory until then. Revisions first, entries last with the
+        # typed_fields rows: a column that typed_fields does not name yet (a crash in between)
+        # is simply filled again.
         con = self._db
+        sets = ", ".join(
+            f"{t.column} = {_typed_item(t, f'json_extract(value, $pointers)[{i}]')}"
+            for i, t in enumerate(added, 1)
+        )
         for table in ("revisions", "entries"):
-            con.execute("BEGIN")
-            try:
-                for typed in added:
-                    con.execute(
-                        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {typed.column} {typed.sql_type}"
-                    )
-                sets = ", ".join(
-                    f"{t.column} = {_typed_item(t, f'json_extract(value, $pointers)[{i}]')}"
-                    for i, t in enumerate(added, 1)
+            for typed in added:
+                con.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {typed.column} {typed.sql_type}"
                 )
-                con.execute(f"UPDATE {table} SET {sets}", {"pointers": [t.pointer for t in added]})
-                if table == "entries":
-                    con.executemany(
-                        "INSERT INTO typed_fields VALUES (?, ?, ?)",
-                        [[t.pointer, t.column, t.sql_type] for t in added],
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-            con.execute("CHECKPOINT")
+            (last,) = self.one(f"SELECT coalesce(max(rowid), -1) FROM {table}")
+            for start in range(0, int(last) + 1, UPDATE_ROWS):
+                con.execute(
+                    f"UPDATE {table} SET {sets} WHERE rowid >= $start AND rowid < $end",
+                    {
+                        "pointers": [t.pointer for t in added],
+                        "start": start,
+                        "end": start + UPDATE_ROWS,
+                    },
+                )
+                con.execute("CHECKPOINT")
+        con.executemany(
+            "INSERT INTO typed_fields VALUES (?, ?, ?)",
+            [[t.pointer, t.column, t.sql_type] for t in added],
+        )
         for typed in added:
             self.typed[typed.pointer] = typed
         return added
