@@ -179,7 +179,7 @@ class IndexedEntry:
     def row(self, seq: int, backend: Backend, crawled_at: float, listed_by: str) -> str:
         """One line of the NDJSON a batch is staged from (the columns of _INGEST_COLUMNS).
 
-        Written out by hand: json.dumps of a dict per entry was a third of the ingest time.
+        Written out by hand: about 1.5x faster than json.dumps of a dict per entry.
         """
         attributes = _text(json.dumps(self.attributes)) if self.attributes else "null"
         user_ids = ",".join(str(int(u)) for u in self.user_ids)
