@@ -45,6 +45,7 @@ from shared_schema.search import EntryLink
 
 from .fieldpath import FieldPath, FieldPathError, parse_path
 from .store import IndexStore, Scope, pointer_text, to_datetime, walk_structure
+from .valuecounts import ValueCounts
 
 DAY = 86400.0
 MAX_EXAMPLE_FIELDS = 200
@@ -77,6 +78,7 @@ class Analytics:
     # -- expressions ----------------------------------------------------------------------
 
     def number(self, pointer: str, column: str = "value") -> tuple[str, list[Any]]:
+        """A numeric field of an `entries` or `revisions` row (both have the typed columns)."""
         typed = self.store.typed.get(pointer) if column == "value" else None
         if typed is not None and typed.sql_type == "DOUBLE":
             return typed.column, []
@@ -255,17 +257,23 @@ class Analytics:
         bins: int,
         top: int,
         log_scale: bool,
-        total: float | None = None,
     ) -> tuple[list[HistogramBin], Percentiles | None, list[RankedEntry]]:
         where, params = scope.where()
-        percentiles = self._percentiles(where, params, x, xp)
-        histogram = self._histogram(where, params, x, xp, bins, log_scale)
+        with ValueCounts(self.store, where, params, x, xp) as counts:
+            percentiles = counts.percentiles()
+            histogram = counts.histogram(bins, log_scale)
+        return histogram, percentiles, self._top(scope, x, xp, top, None)
+
+    def _top(
+        self, scope: Scope, x: str, xp: list[Any], top: int, total: float | None
+    ) -> list[RankedEntry]:
+        where, params = scope.where()
         rows = self.store.rows(
             f"""SELECT universe_id, datastore, scope, key, {x} AS x FROM entries
                 WHERE {where} AND x IS NOT NULL ORDER BY x DESC, datastore, scope, key LIMIT ?""",
             [*xp, *params, top],
         )
-        ranked = [
+        return [
             RankedEntry(
                 entry=EntryLink(universe_id=u, datastore=d, scope=s, key=k),
                 value=float(v),
@@ -273,63 +281,6 @@ class Analytics:
             )
             for u, d, s, k, v in rows
         ]
-        return histogram, percentiles, ranked
-
-    def _percentiles(
-        self, where: str, params: list[Any], x: str, xp: list[Any]
-    ) -> Percentiles | None:
-        row = self.store.one(
-            f"""SELECT min(x), quantile_cont(x, [0.05, 0.25, 0.5, 0.75, 0.95, 0.99]), max(x),
-                       avg(x), stddev_pop(x), count(x)
-                FROM (SELECT {x} AS x FROM entries WHERE {where})""",
-            [*xp, *params],
-        )
-        low, quantiles, high, mean, stddev, n = row
-        if not n:
-            return None
-        p5, p25, p50, p75, p95, p99 = (float(q) for q in quantiles)
-        return Percentiles(
-            min=float(low),
-            p5=p5,
-            p25=p25,
-            p50=p50,
-            p75=p75,
-            p95=p95,
-            p99=p99,
-            max=float(high),
-            mean=float(mean),
-            stddev=float(stddev or 0.0),
-        )
-
-    def _histogram(
-        self, where: str, params: list[Any], x: str, xp: list[Any], bins: int, log_scale: bool
-    ) -> list[HistogramBin]:
-        t = "log10(x)" if log_scale else "x"
-        keep = "x > 0" if log_scale else "x IS NOT NULL"
-        bounds = self.store.one(
-            f"SELECT min({t}), max({t}) FROM (SELECT {x} AS x FROM entries WHERE {where}) WHERE {keep}",
-            [*xp, *params],
-        )
-        low, high = bounds
-        if low is None:
-            return []
-        low, high = float(low), float(high)
-        width = (high - low) / bins if high > low else 1.0
-        rows = self.store.rows(
-            f"""SELECT least(floor(({t} - ?) / ?)::BIGINT, ?) AS b, count(*)
-                FROM (SELECT {x} AS x FROM entries WHERE {where}) WHERE {keep}
-                GROUP BY b ORDER BY b""",
-            [low, width, bins - 1, *xp, *params],
-        )
-        counts = {int(b): int(n) for b, n in rows}
-        edges = bins if high > low else 1
-        out = []
-        for b in range(edges):
-            lo, hi = low + b * width, low + (b + 1) * width if b < edges - 1 else high
-            if log_scale:
-                lo, hi = 10**lo, 10**hi
-            out.append(HistogramBin(low=lo, high=hi if high > low else lo, count=counts.get(b, 0)))
-        return out
 
     # -- economy --------------------------------------------------------------------------
 
@@ -343,101 +294,102 @@ class Analytics:
         return [pointer_text(p) for p in sorted(names, key=lambda p: (-numeric[p], p))]
 
     def currency(self, scope: Scope, field: str, *, top: int, history_days: int) -> CurrencyReport:
-        pointer = field_path(field).pointer
-        where, params = scope.where()
-        x, xp = self.number(pointer)
-        holders, total, negative = self.store.one(
-            f"""SELECT count(x), coalesce(sum(x), 0), count(*) FILTER (WHERE x < 0)
-                FROM (SELECT {x} AS x FROM entries WHERE {where})""",
-            [*xp, *params],
-        )
-        holders, total = int(holders), float(total)
-        histogram, percentiles, ranked = self._numeric_stats(
-            scope, x, xp, bins=20, top=top, log_scale=True, total=total or None
-        )
-        gini, top_share = self._concentration(where, params, x, xp)
-        history, note = self._supply_history(scope, pointer, history_days)
-        return CurrencyReport(
-            field=field,
-            holders=holders,
-            total_supply=total,
-            percentiles=percentiles,
-            gini=gini,
-            top_1_percent_share=top_share,
-            histogram=histogram,
-            top_holders=ranked,
-            negative_holders=int(negative),
-            history=history,
-            history_note=note,
-        )
+        return self.currencies(scope, [field], top=top, history_days=history_days)[0]
 
-    def _concentration(
-        self, where: str, params: list[Any], x: str, xp: list[Any]
-    ) -> tuple[float | None, float | None]:
-        """Gini over the non-negative holdings, and the richest 1%'s share of them."""
-        row = self.store.one(
-            f"""SELECT count(*), sum(x), sum(rn * x),
-                       sum(x) FILTER (WHERE rn > count_all - ceil(count_all / 100.0))
-                FROM (
-                    SELECT x, row_number() OVER (ORDER BY x) AS rn, count(*) OVER () AS count_all
-                    FROM (SELECT {x} AS x FROM entries WHERE {where}) WHERE x >= 0)""",
-            [*xp, *params],
-        )
-        n, total, weighted, richest = row
-        if not n or n < 2 or not total:
-            return None, None
-        n, total = int(n), float(total)
-        gini = (2.0 * float(weighted)) / (n * total) - (n + 1.0) / n
-        return min(1.0, max(0.0, gini)), min(1.0, float(richest or 0.0) / total)
+    def currencies(
+        self, scope: Scope, fields: list[str], *, top: int, history_days: int
+    ) -> list[CurrencyReport]:
+        """Each currency's figures; the supply histories of all of them come from one pass."""
+        pointers = [field_path(field).pointer for field in fields]
+        histories, note = self._supply_history(scope, pointers, history_days)
+        where, params = scope.where()
+        reports = []
+        for field, pointer, history in zip(fields, pointers, histories, strict=True):
+            x, xp = self.number(pointer)
+            with ValueCounts(self.store, where, params, x, xp) as counts:
+                summary = counts.summary
+                percentiles = counts.percentiles()
+                histogram = counts.histogram(20, log_scale=True)
+                gini, top_share = counts.concentration()
+            reports.append(
+                CurrencyReport(
+                    field=field,
+                    holders=summary.count,
+                    total_supply=summary.total,
+                    percentiles=percentiles,
+                    gini=gini,
+                    top_1_percent_share=top_share,
+                    histogram=histogram,
+                    top_holders=self._top(scope, x, xp, top, summary.total or None),
+                    negative_holders=summary.negative,
+                    history=history,
+                    history_note=note,
+                )
+            )
+        return reports
 
     def _supply_history(
-        self, scope: Scope, pointer: str, days: int
-    ) -> tuple[list[SupplyPoint], str | None]:
-        """Sum over keys of each key's latest known value at the end of each day.
+        self, scope: Scope, pointers: list[str], days: int
+    ) -> tuple[list[list[SupplyPoint]], str | None]:
+        """Per field, the sum over keys of each key's latest known value at the end of each day.
 
         Built from every revision the index holds (crawls, writes through the server, history
-        reads): a key counts from its first known revision on.
+        reads): a key counts from its first known revision on. One pass over the revisions
+        serves every field.
         """
+        if not pointers:
+            return [], None
         where, params = scope.where()
-        x = (
-            f"(CASE WHEN json_type(value, ?) IN {_NUMERIC} "
-            "THEN json_extract(value, ?)::DOUBLE ELSE 0 END)"
-        )
+        columns: list[str] = []
+        column_params: list[Any] = []
+        for pointer in pointers:
+            x, xp = self.number(pointer)
+            columns.append(f"coalesce({x}, 0)")
+            column_params += xp
+        xs = ", ".join(f"{c} AS x{i}" for i, c in enumerate(columns))
+        lags = ", ".join(f"x{i}, lag(x{i}) OVER w AS p{i}" for i in range(len(columns)))
+        sums = ", ".join(f"sum(x{i} - coalesce(p{i}, 0))" for i in range(len(columns)))
         end = math.ceil(time.time() / DAY) * DAY
         start = end - days * DAY
         rows = self.store.rows(
-            f"""SELECT greatest(-1, floor((t - ?) / ?))::BIGINT AS day,
-                       sum(x - coalesce(prev, 0)), count(*) FILTER (WHERE prev IS NULL)
+            f"""SELECT greatest(-1, floor((t - ?) / ?))::BIGINT AS day, {sums},
+                       count(*) FILTER (WHERE p0 IS NULL)
                 FROM (
-                    SELECT updated_at AS t, {x} AS x,
-                           lag({x}) OVER (PARTITION BY datastore, scope, key ORDER BY updated_at,
-                                          revision) AS prev
-                    FROM revisions WHERE {where} AND updated_at IS NOT NULL)
+                    SELECT t, {lags}
+                    FROM (SELECT datastore, scope, key, revision, updated_at AS t, {xs}
+                          FROM revisions WHERE {where} AND updated_at IS NOT NULL)
+                    WINDOW w AS (PARTITION BY datastore, scope, key ORDER BY t, revision))
                 GROUP BY day ORDER BY day""",
-            [start, DAY, pointer, pointer, pointer, pointer, *params],
+            [start, DAY, *column_params, *params],
         )
         if not rows:
-            return [], "No revisions with times are indexed yet."
-        by_day = {int(d): (float(s), int(n)) for d, s, n in rows}
-        total, keys = by_day.get(-1, (0.0, 0))
-        points = []
-        for day in range(days):
-            delta, new = by_day.get(day, (0.0, 0))
-            total += delta
-            keys += new
-            points.append(
-                SupplyPoint(
-                    at=datetime.fromtimestamp(start + (day + 1) * DAY, UTC),
-                    total=total,
-                    entries=keys,
+            return [[] for _ in pointers], "No revisions with times are indexed yet."
+        by_day = {int(r[0]): r[1:] for r in rows}
+        histories: list[list[SupplyPoint]] = []
+        for i in range(len(pointers)):
+            before = by_day.get(-1)
+            total = float(before[i]) if before else 0.0
+            keys = int(before[-1]) if before else 0
+            points = []
+            for day in range(days):
+                found = by_day.get(day)
+                if found:
+                    total += float(found[i])
+                    keys += int(found[-1])
+                points.append(
+                    SupplyPoint(
+                        at=datetime.fromtimestamp(start + (day + 1) * DAY, UTC),
+                        total=total,
+                        entries=keys,
+                    )
                 )
-            )
+            histories.append(points)
         revisions = int(self.store.one(f"SELECT count(*) FROM revisions WHERE {where}", params)[0])
         note = (
             f"From {revisions} indexed revisions; keys count from their first known revision. "
             "Read revision history (progression) or crawl again to fill it in."
         )
-        return points, note
+        return histories, note
 
     # -- progression ----------------------------------------------------------------------
 
@@ -446,13 +398,13 @@ class Analytics:
     ) -> Progression:
         pointer = field_path(field).pointer
         where, params = scope.where()
-        x = f"(CASE WHEN json_type(value, ?) IN {_NUMERIC} THEN json_extract(value, ?)::DOUBLE END)"
+        x, xp = self.number(pointer)
         base = f"""SELECT universe_id, datastore, scope, key, {x} AS x,
                           (updated_at - coalesce(created_at, first_seen)) / {DAY} AS days
                    FROM (SELECT *, min(updated_at) OVER (PARTITION BY datastore, scope, key)
                                 AS first_seen
                          FROM revisions WHERE {where} AND updated_at IS NOT NULL)"""
-        base_params = [pointer, pointer, *params]
+        base_params = [*xp, *params]
         keys, revisions = self.store.one(
             f"""SELECT count(DISTINCT (datastore, scope, key)), count(*)
                 FROM ({base}) WHERE x IS NOT NULL""",
@@ -630,7 +582,7 @@ class Analytics:
 
     def _jumps(self, scope: Scope, pointer: str, factor: float) -> list[Anomaly]:
         where, params = scope.where()
-        x = f"(CASE WHEN json_type(value, ?) IN {_NUMERIC} THEN json_extract(value, ?)::DOUBLE END)"
+        x, xp = self.number(pointer)
         rows = self.store.rows(
             f"""SELECT universe_id, datastore, scope, key, revision, prev, x, t,
                        (abs(x) + 1) / (abs(prev) + 1) AS ratio
@@ -642,7 +594,7 @@ class Analytics:
                 WHERE x IS NOT NULL AND prev IS NOT NULL
                   AND (abs(x) + 1) / (abs(prev) + 1) >= ? AND abs(x) >= 100
                 ORDER BY ratio DESC LIMIT 500""",
-            [pointer, pointer, pointer, pointer, *params, factor],
+            [*xp, *xp, *params, factor],
         )
         name = pointer_text(pointer)
         return [

@@ -438,12 +438,16 @@ class Compiler:
         return "?"
 
     def _node(self, node: Node) -> str:
+        # A predicate is null where the field is missing or of another type. Under and/or alone
+        # WHERE treats that null as false, which is what the language means; only `not` must see
+        # a false, so only a `not` closes its operand with coalesce. Bare comparisons on typed
+        # columns then reach DuckDB as filters it pushes into the scan.
         if isinstance(node, BoolOp):
             if node.op == "not":
-                return f"(NOT {self._node(node.parts[0])})"
+                return f"(NOT coalesce({self._node(node.parts[0])}, false))"
             joiner = " AND " if node.op == "and" else " OR "
             return "(" + joiner.join(self._node(p) for p in node.parts) + ")"
-        return f"coalesce({self._predicate(node)}, false)"
+        return self._predicate(node)
 
     # expressions for a subject ------------------------------------------------------------
 

@@ -35,6 +35,8 @@ from .query import (
 from .store import IndexStore, Scope, to_datetime
 
 PREVIEW_CHARS = 300
+# Up to this many hits into the default order, a page comes from one scan (_page_by_key).
+FAST_PAGE = 5000
 _SELECTION_BATCH = 1000
 
 
@@ -128,21 +130,34 @@ class SearchEngine:
                 shown.setdefault(subject.text, (subject.root, subject.path.pointer))
         if sort is not None:
             shown.setdefault(sort, ("value", self._sort_path(sort).pointer))
-        order, order_params = self._order(sort, descending)
         select_params = [pointer for _, pointer in shown.values()]
-        extra = "".join(f", json_extract({column}, ?)::VARCHAR" for column, _ in shown.values())
-        # The page and the count are separate queries: ORDER BY .. LIMIT stays a top-N scan.
-        sql = f"""SELECT datastore, scope, key, revision, updated_at, crawled_at, size_bytes,
-                         user_ids, left(value::VARCHAR, {PREVIEW_CHARS + 1}), universe_id{extra}
-                  FROM entries WHERE {where.sql}
-                  ORDER BY {order} LIMIT ? OFFSET ?"""
-        rows = self.store.rows(sql, select_params + where.params + order_params + [limit, offset])
-        if offset == 0 and len(rows) < limit:
-            total = len(rows)
-        else:
-            total = int(
-                self.store.one(f"SELECT count(*) FROM entries WHERE {where.sql}", where.params)[0]
+        columns = f"""datastore, scope, key, revision, updated_at, crawled_at, size_bytes,
+                      user_ids, left(value::VARCHAR, {PREVIEW_CHARS + 1}), universe_id""" + "".join(
+            f", json_extract({column}, ?)::VARCHAR" for column, _ in shown.values()
+        )
+        found = None
+        if sort is None and offset + limit <= FAST_PAGE:
+            found = self._page_by_key(
+                scope, where, columns, select_params, descending, offset, limit
             )
+        if found is not None:
+            rows, total = found
+        else:
+            order, order_params = self._order(sort, descending)
+            # The page and the count are separate queries: ORDER BY .. LIMIT stays a top-N scan.
+            rows = self.store.rows(
+                f"""SELECT {columns} FROM entries WHERE {where.sql}
+                    ORDER BY {order} LIMIT ? OFFSET ?""",
+                select_params + where.params + order_params + [limit, offset],
+            )
+            if offset == 0 and len(rows) < limit:
+                total = len(rows)
+            else:
+                total = int(
+                    self.store.one(f"SELECT count(*) FROM entries WHERE {where.sql}", where.params)[
+                        0
+                    ]
+                )
         names = list(shown)
         hits = []
         for row in rows:
@@ -175,6 +190,48 @@ class SearchEngine:
                 )
             )
         return hits, total
+
+    def _page_by_key(
+        self,
+        scope: Scope,
+        where: Where,
+        columns: str,
+        select_params: list[Any],
+        descending: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[tuple[Any, ...]], int] | None:
+        """The default order's page and the count from one scan, when all matches share a store
+        and scope (the usual search): their (datastore, scope, key) order is then the key order,
+        which arg_min/arg_max keep per scan thread with no sort of the matches and no second scan
+        to count them. None when the matches span stores or scopes.
+        """
+        pick = "arg_max" if descending else "arg_min"
+        # Whether the matches share a place: known without looking when everything in scope does.
+        one_place = (
+            "true"
+            if self.store.places(scope) == 1
+            else "min(datastore) = max(datastore) AND min(scope) = max(scope)"
+        )
+        total, top, same = self.store.one(
+            f"""SELECT count(*), {pick}(rowid, key, ?), {one_place}
+                FROM entries WHERE {where.sql}""",
+            [offset + limit, *where.params],
+        )
+        if not total:
+            return [], 0
+        if not same:
+            return None
+        wanted = list(top or [])[offset : offset + limit]
+        if not wanted:
+            return [], int(total)
+        fetched = self.store.rows(
+            f"""SELECT rowid, {columns} FROM entries
+                WHERE rowid IN (SELECT unnest(?::BIGINT[]))""",
+            [*select_params, wanted],
+        )
+        by_row = {row[0]: row[1:] for row in fetched}
+        return [by_row[r] for r in wanted], int(total)
 
     def _order(self, sort: str | None, descending: bool) -> tuple[str, list[Any]]:
         direction = "DESC" if descending else "ASC"

@@ -565,12 +565,9 @@ class IndexService:
             suggested = self.analytics.suggested_currencies(scope)
             fields = request.currencies or suggested
             return EconomyReport(
-                currencies=[
-                    self.analytics.currency(
-                        scope, name, top=request.top, history_days=request.history_days
-                    )
-                    for name in fields
-                ],
+                currencies=self.analytics.currencies(
+                    scope, fields, top=request.top, history_days=request.history_days
+                ),
                 suggested=suggested,
                 basis=self.store.basis(scope),
             )
