@@ -1,0 +1,275 @@
+"""`crawl` and `crawl_history`: read Open Cloud into the local search index (docs/search.md).
+
+A crawl is an ordinary job, so it is planned, paced to the background budget, paused, resumed
+after a crash and cancelled like every other. Planning lists the selected keys and records each
+listed page in the index (the denominator of its coverage) before the page's items are
+committed; each item reads its key and writes it to the index before its outcome is committed.
+A crash between the two re-reads the key: the index write is an upsert, so nothing is lost or
+counted twice. When every item has an outcome, each crawled store's keys that the listing no
+longer has are dropped (a complete listing proves them gone) and the schema is snapshotted for
+drift. A refresh is a new crawl of the same selection.
+
+`crawl_history` reads the revision history of a seeded sample of indexed keys (progression and
+sudden jumps); its plan says the sample and the requests it costs before anything is read.
+
+Both write only the local index, never Open Cloud: they have nothing to roll back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from shared_schema.common import Role
+from shared_schema.errors import ErrorCode
+from shared_schema.jobs import (
+    CrawlHistoryParams,
+    CrawlParams,
+    JobKind,
+    JobSample,
+    SampleAction,
+)
+
+from ....opencloud.client import OpenCloudClient
+from ...errors import ServiceError
+from ...index.crawl import entry_of
+from ...index.store import IndexedEntry
+from ..kind import (
+    ItemContext,
+    ItemPage,
+    ItemResult,
+    JobEnv,
+    JobKindHandler,
+    JobSpec,
+    PlanNotes,
+    register,
+)
+from ..selection import enumerate_selection, selected_stores
+from ..store import ItemRecord, NewItem
+from ..writes import missing, read_entry, sample
+
+REVISIONS_PAGE = 100
+
+
+def _refuse_search(spec: JobSpec) -> None:
+    if spec.selection is not None and spec.selection.search is not None:
+        raise ServiceError(
+            ErrorCode.BAD_REQUEST,
+            "A crawl reads data stores into the index; it cannot select by a search of the "
+            "index itself. Select stores, scopes or a key prefix.",
+        )
+
+
+class CrawlKind(JobKindHandler):
+    kind: ClassVar[JobKind] = JobKind.CRAWL
+    params_model = CrawlParams
+    role: ClassVar[Role] = Role.EDITOR
+    rollback = "none"
+    pace = "read"
+
+    def check(self, spec: JobSpec, env: JobEnv) -> None:
+        _refuse_search(spec)
+        env.search_index()
+
+    def describe(self, spec: JobSpec) -> str:
+        return "Crawl into the search index: " + super().describe(spec)[len("Crawl ") :]
+
+    def enumerate(
+        self, spec: JobSpec, env: JobEnv, cursor: dict[str, Any] | None
+    ) -> AsyncIterator[ItemPage]:
+        assert spec.selection is not None
+        index = env.search_index()
+        backend = index.backend(spec.universe)
+        pages = enumerate_selection(spec.selection, env, cursor)
+
+        async def listed() -> AsyncIterator[ItemPage]:
+            async for page in pages:
+                keys = [(i.datastore, i.scope, i.key) for i in page.items]
+                if keys:  # written out before the page's items (and cursor) are committed
+                    await index.index_crawled(backend, spec.universe, keys, [], spec.id)
+                yield page
+
+        return listed()
+
+    def requests(self, spec: JobSpec, items: int) -> dict[int, dict[str, int]]:
+        return {spec.universe: {"read": items}}
+
+    def plan_notes(
+        self, spec: JobSpec, env: JobEnv, final_cursor: dict[str, Any] | None
+    ) -> PlanNotes:
+        notes = PlanNotes()
+        notes.notes.append(
+            "Each listed key is read once and written to the local search index; nothing is "
+            "written to Open Cloud. Keys the listing no longer has are dropped from the index "
+            "when the crawl ends."
+        )
+        return notes
+
+    async def sample(self, spec: JobSpec, item: ItemRecord, env: JobEnv) -> JobSample:
+        return sample(item, SampleAction.READ, "would read into the search index")
+
+    async def samples(self, spec: JobSpec, items: list[ItemRecord], env: JobEnv) -> list[JobSample]:
+        # No reads while planning: a crawl's samples are just the first keys it will read.
+        return [await self.sample(spec, item, env) for item in items]
+
+    async def execute(self, ctx: ItemContext) -> ItemResult:
+        item = ctx.item
+        index = ctx.env.search_index()
+        entry = await read_entry(ctx, item.universe, item.datastore, item.scope, item.key)
+        indexed = None if entry is None else entry_of(item.universe, item.datastore, entry)
+        await index.index_crawled(
+            index.backend(item.universe),
+            item.universe,
+            [(item.datastore, item.scope, item.key)],
+            [] if indexed is None else [indexed],
+            ctx.spec.id,
+        )
+        if indexed is None:
+            return missing()
+        return ItemResult.applied()
+
+    async def finish(self, spec: JobSpec, env: JobEnv, resources: Any) -> dict[str, Any]:
+        selection = spec.selection
+        assert selection is not None
+        index = env.search_index()
+        record = env.store.get(spec.id)
+        stores = selected_stores(selection, record.plan_cursor)
+        one_scope = (
+            None if selection.all_scopes or len(selection.scopes) != 1 else selection.scopes[0]
+        )
+        complete = record.failed == 0 and (selection.all_scopes or one_scope is not None)
+        since = (record.started_ms or record.created_ms) / 1000
+        for store in stores:
+            await index.finish_store(
+                index.backend(spec.universe),
+                spec.universe,
+                store,
+                spec.id,
+                scope=one_scope,
+                key_prefix=selection.prefix,
+                complete=complete and selection.keys is None,
+                since=since,
+            )
+        return {}
+
+
+class CrawlHistoryKind(JobKindHandler):
+    kind: ClassVar[JobKind] = JobKind.CRAWL_HISTORY
+    params_model = CrawlHistoryParams
+    role: ClassVar[Role] = Role.EDITOR
+    rollback = "none"
+    pace = "read"
+
+    def check(self, spec: JobSpec, env: JobEnv) -> None:
+        _refuse_search(spec)
+        selection = spec.selection
+        assert selection is not None
+        if len(selection.datastores) != 1 or selection.keys is not None:
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST,
+                "A history read samples the indexed keys of one data store: name exactly one "
+                "in datastores.",
+            )
+        env.search_index()
+
+    def describe(self, spec: JobSpec) -> str:
+        assert spec.selection is not None
+        params: CrawlHistoryParams = spec.params
+        return (
+            f"Read the revision history of {params.sample_size} sampled keys of data store "
+            f"{spec.selection.datastores[0]} (universe {spec.universe}) into the search index"
+        )
+
+    def enumerate(
+        self, spec: JobSpec, env: JobEnv, cursor: dict[str, Any] | None
+    ) -> AsyncIterator[ItemPage]:
+        selection = spec.selection
+        assert selection is not None
+        params: CrawlHistoryParams = spec.params
+        index = env.search_index()
+
+        async def pages() -> AsyncIterator[ItemPage]:
+            scopes = () if selection.all_scopes else tuple(selection.scopes)
+            keys, have = await index.sample_keys(
+                spec.universe, selection.datastores[0], scopes, params.sample_size, params.seed
+            )
+            if not keys:
+                raise ServiceError(
+                    ErrorCode.NOT_FOUND,
+                    f"No keys of data store {selection.datastores[0]!r} are indexed: crawl it "
+                    "first.",
+                )
+            items = [NewItem(spec.universe, "standard", d, s, k) for d, s, k in keys]
+            yield ItemPage(items, {"with_history": have}, True)
+
+        return pages()
+
+    def requests(self, spec: JobSpec, items: int) -> dict[int, dict[str, int]]:
+        params: CrawlHistoryParams = spec.params
+        return {spec.universe: {"list": items, "read": items * params.max_revisions_per_key}}
+
+    def plan_notes(
+        self, spec: JobSpec, env: JobEnv, final_cursor: dict[str, Any] | None
+    ) -> PlanNotes:
+        params: CrawlHistoryParams = spec.params
+        notes = PlanNotes()
+        have = int((final_cursor or {}).get("with_history", 0))
+        notes.notes.append(
+            f"Each sampled key costs one revision list and up to {params.max_revisions_per_key} "
+            "revision reads; the revisions are written to the local search index only."
+        )
+        if have:
+            notes.notes.append(
+                f"{have} of the sampled keys already have revisions indexed; they are read again "
+                "(newer revisions may exist)."
+            )
+        return notes
+
+    async def sample(self, spec: JobSpec, item: ItemRecord, env: JobEnv) -> JobSample:
+        return sample(item, SampleAction.READ, "would read its revision history")
+
+    async def samples(self, spec: JobSpec, items: list[ItemRecord], env: JobEnv) -> list[JobSample]:
+        return [await self.sample(spec, item, env) for item in items]
+
+    async def execute(self, ctx: ItemContext) -> ItemResult:
+        item = ctx.item
+        params: CrawlHistoryParams = ctx.spec.params
+        plane = ctx.env.plane
+        revisions: list[str] = []
+        token: str | None = None
+        while True:
+
+            async def page_of(client: OpenCloudClient, token: str | None = token) -> Any:
+                return await client.list_revisions_page(
+                    item.universe,
+                    item.datastore,
+                    item.key,
+                    scope=item.scope,
+                    page_size=REVISIONS_PAGE,
+                    page_token=token,
+                )
+
+            page = await plane.upstream.call(item.universe, page_of)
+            revisions += [r.revision_id for r in page.items if r.state != "DELETED"]
+            token = page.next_page_token
+            if token is None:
+                break
+        entries: list[IndexedEntry] = []
+        for revision in revisions[-params.max_revisions_per_key :]:
+
+            async def fetch(client: OpenCloudClient, revision: str = revision) -> Any:
+                return await client.get_entry(
+                    item.universe, item.datastore, item.key, scope=item.scope, revision_id=revision
+                )
+
+            entry = await plane.upstream.call(item.universe, fetch)
+            indexed = entry_of(item.universe, item.datastore, entry)
+            if indexed is not None:
+                entries.append(indexed)
+        index = ctx.env.search_index()
+        added = await index.add_revisions(index.backend(item.universe), entries)
+        return ItemResult.applied(f"{added} revisions indexed")
+
+
+register(CrawlKind())
+register(CrawlHistoryKind())
