@@ -181,7 +181,7 @@ def selection_notes(selection: Selection | None, final_cursor: dict[str, Any] | 
     if stored is None:
         notes.notes.append(matched)
         return notes
-    basis = IndexBasis.model_validate(stored)
+    basis = IndexBasis.model_validate(stored, strict=False)
     coverage = basis.coverage
     as_of = _when(basis.as_of)
     sample = " (the emulator's generated sample game)" if basis.sample_data else ""
