@@ -17,10 +17,11 @@ Both write only the local index, never Open Cloud: they have nothing to roll bac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from shared_schema.common import Role
+from shared_schema.common import Backend, Role
 from shared_schema.errors import ErrorCode
 from shared_schema.jobs import (
     CrawlHistoryParams,
@@ -42,13 +43,68 @@ from ..kind import (
     JobKindHandler,
     JobSpec,
     PlanNotes,
+    RunResources,
     register,
 )
 from ..selection import enumerate_selection, selected_stores
 from ..store import ItemRecord, NewItem
 from ..writes import missing, read_entry, sample
 
+if TYPE_CHECKING:
+    from ...index.service import IndexService
+
 REVISIONS_PAGE = 100
+Listed = tuple[str, str, str]
+
+
+class CrawlBatch(RunResources):
+    """Group commit of a crawl's index writes: items that finish reading while a write is under
+    way are written together by the next one. Each item waits until its own entry is written
+    out, so its outcome is never committed before the index holds it."""
+
+    def __init__(self, index: IndexService, backend: Backend, universe: int, crawl_id: str):
+        self.index, self.backend, self.universe, self.crawl_id = index, backend, universe, crawl_id
+        self._listed: list[Listed] = []
+        self._entries: list[IndexedEntry] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def add(self, listed: Listed, entry: IndexedEntry | None) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._listed.append(listed)
+        if entry is not None:
+            self._entries.append(entry)
+        self._waiters.append(done)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name=f"dsm {self.crawl_id} index")
+        await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        try:
+            while self._waiters:
+                listed, entries, waiters = self._listed, self._entries, self._waiters
+                self._listed, self._entries, self._waiters = [], [], []
+                try:
+                    await self.index.index_crawled(
+                        self.backend, self.universe, listed, entries, self.crawl_id
+                    )
+                except Exception as exc:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                else:
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        finally:
+            self._writer = None
+            for waiter in self._waiters:  # cut by shutdown: those items stay pending
+                if not waiter.done():
+                    waiter.cancel()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
 
 
 def _refuse_search(spec: JobSpec) -> None:
@@ -112,18 +168,16 @@ class CrawlKind(JobKindHandler):
         # No reads while planning: a crawl's samples are just the first keys it will read.
         return [await self.sample(spec, item, env) for item in items]
 
+    async def open_run(self, spec: JobSpec, env: JobEnv) -> RunResources:
+        index = env.search_index()
+        return CrawlBatch(index, index.backend(spec.universe), spec.universe, spec.id)
+
     async def execute(self, ctx: ItemContext) -> ItemResult:
         item = ctx.item
-        index = ctx.env.search_index()
         entry = await read_entry(ctx, item.universe, item.datastore, item.scope, item.key)
         indexed = None if entry is None else entry_of(item.universe, item.datastore, entry)
-        await index.index_crawled(
-            index.backend(item.universe),
-            item.universe,
-            [(item.datastore, item.scope, item.key)],
-            [] if indexed is None else [indexed],
-            ctx.spec.id,
-        )
+        batch: CrawlBatch = ctx.resources
+        await batch.add((item.datastore, item.scope, item.key), indexed)
         if indexed is None:
             return missing()
         return ItemResult.applied()
