@@ -173,3 +173,9 @@ async def test_a_search_selection_states_its_coverage_and_rechecks_each_entry_li
         bad = {**body, "selection": {**selection, "search": {"query": "coins >"}}}
         status, refused = await jobs.create(server.call, token, bad)
         assert status == 400 and "column" in refused["error"]["message"], refused
+
+        # A crawl cannot select by a search of the index it fills.
+        status, refused = await jobs.create(
+            server.call, token, {"kind": "crawl", "selection": selection}
+        )
+        assert status == 400 and "cannot select by a search" in refused["error"]["message"]

@@ -107,25 +107,27 @@ class CrawlBatch(RunResources):
             await asyncio.gather(self._writer, return_exceptions=True)
 
 
-def _refuse_search(spec: JobSpec) -> None:
-    if spec.selection is not None and spec.selection.search is not None:
-        raise ServiceError(
-            ErrorCode.BAD_REQUEST,
-            "A crawl reads data stores into the index; it cannot select by a search of the "
-            "index itself. Select stores, scopes or a key prefix.",
-        )
+class IndexReadKind(JobKindHandler):
+    """What both kinds share: they read Open Cloud into the index and write nothing there. Their
+    plan samples read nothing (they are just the first keys the job will read)."""
 
-
-class CrawlKind(JobKindHandler):
-    kind: ClassVar[JobKind] = JobKind.CRAWL
-    params_model = CrawlParams
     role: ClassVar[Role] = Role.EDITOR
     rollback = "none"
     pace = "read"
 
     def check(self, spec: JobSpec, env: JobEnv) -> None:
-        _refuse_search(spec)
+        if spec.selection is not None and spec.selection.search is not None:
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST,
+                "A crawl reads data stores into the index; it cannot select by a search of the "
+                "index itself. Select stores, scopes or a key prefix.",
+            )
         env.search_index()
+
+
+class CrawlKind(IndexReadKind):
+    kind: ClassVar[JobKind] = JobKind.CRAWL
+    params_model = CrawlParams
 
     def describe(self, spec: JobSpec) -> str:
         return "Crawl into the search index: " + super().describe(spec)[len("Crawl ") :]
@@ -163,10 +165,6 @@ class CrawlKind(JobKindHandler):
 
     async def sample(self, spec: JobSpec, item: ItemRecord, env: JobEnv) -> JobSample:
         return sample(item, SampleAction.READ, "would read into the search index")
-
-    async def samples(self, spec: JobSpec, items: list[ItemRecord], env: JobEnv) -> list[JobSample]:
-        # No reads while planning: a crawl's samples are just the first keys it will read.
-        return [await self.sample(spec, item, env) for item in items]
 
     async def open_run(self, spec: JobSpec, env: JobEnv) -> RunResources:
         index = env.search_index()
@@ -207,15 +205,12 @@ class CrawlKind(JobKindHandler):
         return {}
 
 
-class CrawlHistoryKind(JobKindHandler):
+class CrawlHistoryKind(IndexReadKind):
     kind: ClassVar[JobKind] = JobKind.CRAWL_HISTORY
     params_model = CrawlHistoryParams
-    role: ClassVar[Role] = Role.EDITOR
-    rollback = "none"
-    pace = "read"
 
     def check(self, spec: JobSpec, env: JobEnv) -> None:
-        _refuse_search(spec)
+        super().check(spec, env)
         selection = spec.selection
         assert selection is not None
         if len(selection.datastores) != 1 or selection.keys is not None:
@@ -224,7 +219,6 @@ class CrawlHistoryKind(JobKindHandler):
                 "A history read samples the indexed keys of one data store: name exactly one "
                 "in datastores.",
             )
-        env.search_index()
 
     def describe(self, spec: JobSpec) -> str:
         assert spec.selection is not None
@@ -281,9 +275,6 @@ class CrawlHistoryKind(JobKindHandler):
 
     async def sample(self, spec: JobSpec, item: ItemRecord, env: JobEnv) -> JobSample:
         return sample(item, SampleAction.READ, "would read its revision history")
-
-    async def samples(self, spec: JobSpec, items: list[ItemRecord], env: JobEnv) -> list[JobSample]:
-        return [await self.sample(spec, item, env) for item in items]
 
     async def execute(self, ctx: ItemContext) -> ItemResult:
         item = ctx.item
