@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .base import RequestBody, ResponseBody
 from .constraints import Name, NonNegativeInt, PositiveInt, UtcDateTime
-from .index import MAX_HISTORY_SAMPLE, MAX_REVISIONS_PER_KEY, IndexBasis
+from .index import IndexBasis
 from .search import EntryLink
 
 
@@ -199,30 +199,6 @@ class EconomyReport(ResponseBody):
 
 
 # -- Progression -------------------------------------------------------------------------------
-
-
-class ProgressionPlanRequest(RequestBody):
-    universe_id: PositiveInt
-    datastore: Name
-    scope: Name | None = None
-    sample_size: int = Field(default=50, ge=1, le=MAX_HISTORY_SAMPLE)
-    max_revisions_per_key: int = Field(default=30, ge=1, le=MAX_REVISIONS_PER_KEY)
-
-
-class ProgressionPlan(ResponseBody):
-    """What reading the revision history would cost, shown before it runs."""
-
-    keys_available: NonNegativeInt = Field(description="Indexed keys to sample from.")
-    sample_size: NonNegativeInt
-    keys_with_history: NonNegativeInt = Field(
-        description="Sampled keys whose history is already indexed (not read again)."
-    )
-    requests_max: NonNegativeInt = Field(
-        description="At most: one revision list per key plus one read per revision."
-    )
-    budget_per_minute: float = Field(description="Background reads a minute at today's budget.")
-    minutes_max: float = Field(description="requests_max at that pace.")
-    basis: IndexBasis
 
 
 class ProgressionRequest(RequestBody):

@@ -17,7 +17,6 @@ from .common import Backend
 from .constraints import NonNegativeInt, PositiveInt, UtcDateTime
 from .data import DataStoreState
 from .entries import EntryOperation, EntryState, StoreKind
-from .index import CrawlInfo
 from .jobs import JobProgressPayload, JobStatePayload
 from .sessions import SessionInfo
 
@@ -31,7 +30,6 @@ class EventType(StrEnum):
     SESSION_LEFT = "session.left"
     THROTTLE_CHANGED = "throttle.changed"
     BACKEND_CHANGED = "backend.changed"
-    INDEX_CRAWL = "index.crawl"  # a crawl of the search index progressed or finished
 
 
 # Longer polls risk Studio's HttpService request timeout.
@@ -149,7 +147,6 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.SESSION_LEFT: SessionLeftPayload,
     EventType.THROTTLE_CHANGED: ThrottleChangedPayload,
     EventType.BACKEND_CHANGED: BackendChangedPayload,
-    EventType.INDEX_CRAWL: CrawlInfo,
     EventType.JOB_PROGRESS: JobProgressPayload,
     EventType.JOB_STATE: JobStatePayload,
 }

@@ -1,6 +1,7 @@
-"""The local search index: crawls that fill it, its status and coverage, and the sample game.
+"""The local search index: its status and coverage, and the sample game.
 
-The index is a local analytical copy of crawled data store entries. Search and analytics read
+The index is a local analytical copy of crawled data store entries; crawls that fill it are jobs
+(`crawl` and `crawl_history` in jobs.py). Search and analytics read
 only the index, so every answer carries an `IndexBasis`: which Open Cloud the data came from,
 how much of the listed data it covers, and how old the oldest copy is.
 """
@@ -13,9 +14,8 @@ from pydantic import Field
 
 from .base import QueryParams, RequestBody, ResponseBody
 from .common import Backend
-from .constraints import Name, NonNegativeInt, PositiveInt, UtcDateTime
+from .constraints import NonNegativeInt, PositiveInt, UtcDateTime
 
-MAX_CRAWL_STORES = 100
 MAX_HISTORY_SAMPLE = 1000
 MAX_REVISIONS_PER_KEY = 100
 
@@ -59,87 +59,6 @@ class IndexBasis(ResponseBody):
     )
 
 
-class CrawlKind(StrEnum):
-    LATEST = "latest"  # list keys, read each key's latest revision
-    HISTORY = "history"  # read the revision history of a sample of keys (progression)
-
-
-class CrawlState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    WAITING = "waiting"  # Open Cloud throttles or is unreachable: retrying after a pause
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class CrawlRequest(RequestBody):
-    """Read a universe's data stores into the index, paced to the background budget."""
-
-    universe_id: PositiveInt
-    datastores: list[Name] = Field(
-        default_factory=list,
-        max_length=MAX_CRAWL_STORES,
-        description="Stores to crawl; empty: every data store of the universe.",
-    )
-    scope: Name | None = Field(default=None, description="Only this scope; absent: every scope.")
-    key_prefix: str | None = Field(
-        default=None, min_length=1, max_length=50, description="Only keys with this prefix."
-    )
-
-
-class HistoryRequest(RequestBody):
-    """Read the revision history of a sample of indexed keys (for progression and jumps)."""
-
-    universe_id: PositiveInt
-    datastore: Name
-    scope: Name | None = Field(default=None, description="Only keys of this scope.")
-    sample_size: int = Field(
-        default=50, ge=1, le=MAX_HISTORY_SAMPLE, description="Keys to sample from the index."
-    )
-    max_revisions_per_key: int = Field(
-        default=30, ge=1, le=MAX_REVISIONS_PER_KEY, description="Newest revisions read per key."
-    )
-    seed: int = Field(
-        default=0, ge=0, le=2**31 - 1, description="Which keys are sampled (same seed, same keys)."
-    )
-
-
-class CrawlInfo(ResponseBody):
-    """One crawl (or history read) and its progress; also the `index.crawl` event payload."""
-
-    crawl_id: str = Field(min_length=1)
-    kind: CrawlKind
-    universe_id: PositiveInt
-    datastores: list[str] = Field(description="Stores chosen; empty while still being listed.")
-    scope: str | None = None
-    state: CrawlState
-    created_at: UtcDateTime
-    finished_at: UtcDateTime | None = None
-    stores_total: NonNegativeInt = 0
-    stores_done: NonNegativeInt = 0
-    keys_listed: NonNegativeInt = 0
-    entries_indexed: NonNegativeInt = 0
-    entries_failed: NonNegativeInt = Field(
-        default=0, description="Keys that could not be read (kept for a later crawl)."
-    )
-    entries_removed: NonNegativeInt = Field(
-        default=0, description="Index rows dropped because the key no longer exists."
-    )
-    revisions_read: NonNegativeInt = 0
-    requests_made: NonNegativeInt = 0
-    requests_estimated: NonNegativeInt | None = Field(
-        default=None, description="Requests the whole crawl is expected to take, when known."
-    )
-    message: str | None = Field(default=None, description="Why it waits, failed or stopped.")
-    job_id: str | None = Field(default=None, description="The job running it, when it is one.")
-    backend: Backend
-
-
-class CrawlList(ResponseBody):
-    crawls: list[CrawlInfo] = Field(description="Running first, then the newest finished ones.")
-
-
 class StoreCoverage(ResponseBody):
     universe_id: PositiveInt
     datastore: str = Field(min_length=1)
@@ -164,12 +83,13 @@ class IndexStatusQuery(QueryParams):
 
 
 class IndexStatus(ResponseBody):
+    """What the index holds. Its crawls are jobs: `GET /jobs?kind=crawl&universe=...`."""
+
     exists: bool = Field(description="False after `dsm index drop` or before the first crawl.")
     protection: IndexProtection
     protection_note: str = Field(description="How the file is protected, in plain words.")
     size_bytes: NonNegativeInt
     stores: list[StoreCoverage]
-    crawls: list[CrawlInfo] = Field(description="Running crawls and the most recent ones.")
     basis: IndexBasis
 
 

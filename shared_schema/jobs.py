@@ -21,6 +21,13 @@ The life of a job:
    its journaled before-image, conditionally: entries changed since by anyone else are skipped
    and listed, never overwritten. When it succeeds the original job becomes `rolled_back`.
 
+A selection is explicit keys, a key prefix, or every key, of some (or all) data stores; with
+`search` it is exactly the entries a search of the local index matches (docs/search.md): the plan
+says the index's coverage and as-of time, and every item is re-read live before anything is
+written (an entry that no longer matches is skipped, `no_longer_matches`). Crawls of the search
+index are jobs too (`crawl`, `crawl_history`): they write only the local index, never Open Cloud,
+so they have nothing to roll back.
+
 Values a game developer sees (sample values) travel as raw JSON text, like entry values.
 Response models are open (a newer server may add fields); `JobView.kind` is a plain string so
 an older plugin keeps working when a newer server adds a job kind (crawl, backup, ...).
@@ -51,6 +58,8 @@ from .constraints import (
 )
 from .entries import JsonPatchOperation, StoreKind
 from .errors import ErrorCode
+from .index import MAX_HISTORY_SAMPLE, MAX_REVISIONS_PER_KEY
+from .search import EntryFilter
 
 # ------------------------------------------------------------------------------------ identity
 
@@ -101,6 +110,8 @@ class JobKind(StrEnum):
     TRANSFORM = "transform"  # apply a jq program to each value
     SET_METADATA = "set_metadata"  # set or remove attributes and user ids
     ROLLBACK = "rollback"  # undo another job (created with POST /jobs/{id}/rollback)
+    CRAWL = "crawl"  # read the selected entries into the local search index
+    CRAWL_HISTORY = "crawl_history"  # read the revision history of a sample of indexed keys
 
 
 class JobState(StrEnum):
@@ -149,6 +160,7 @@ class SkipCode(StrEnum):
     CHANGED_SINCE = "changed_since"  # rollback: someone wrote it after the job; left alone
     PRECISION = "precision"  # transform: jq would round numbers the program did not compute
     NOTHING_TO_UNDO = "nothing_to_undo"  # rollback: the job's write did not land
+    NO_LONGER_MATCHES = "no_longer_matches"  # search selection: changed since it was indexed
 
 
 class HeldSessions(StrEnum):
@@ -198,16 +210,23 @@ class SelectedKey(RequestBody):
 
 class Selection(RequestBody):
     """Which entries a job works on: explicit keys, a key prefix, or every key, in one or more
-    data stores (or ordered data stores) of one universe, in one, several or all scopes."""
+    (or all) data stores (or ordered data stores) of one universe, in one, several or all
+    scopes; or, with `search`, the entries a search of the local index matches there."""
 
     universe_id: PositiveInt
     store_kind: StoreKind = Field(
         default=StoreKind.STANDARD, description="Standard or ordered data stores."
     )
     datastores: list[Name] = Field(
-        min_length=1,
+        default_factory=list,
         max_length=MAX_SELECTED_STORES,
-        description="The data stores (or ordered data stores) to work on.",
+        description="The data stores (or ordered data stores) to work on; empty with "
+        "all_datastores.",
+    )
+    all_datastores: bool = Field(
+        default=False,
+        description="Every data store of the universe (standard stores only), listed when the "
+        "job is planned; with `search`, every store the index holds.",
     )
     keys: list[SelectedKey] | None = Field(
         default=None,
@@ -237,10 +256,28 @@ class Selection(RequestBody):
     max_value: int | None = Field(
         default=None, description="Ordered stores only: entries with value <= max_value."
     )
+    search: EntryFilter | None = Field(
+        default=None,
+        description="Only the entries a search of the local index matches (its key pattern and "
+        "value query; docs/search.md) in the selected stores and scopes. Each is re-read live "
+        "before anything is written; one that no longer matches is skipped.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Selection:
         given = self.model_fields_set
+        if not self.datastores and not self.all_datastores:
+            raise ValueError("name the data stores in datastores, or set all_datastores")
+        if self.datastores and self.all_datastores:
+            raise ValueError("give either datastores or all_datastores, not both")
+        if self.search is not None:
+            clash = sorted(given & {"keys", "prefix", "min_value", "max_value"})
+            if clash:
+                raise ValueError(
+                    f"search cannot be combined with {', '.join(clash)}: use its key_pattern"
+                )
+            if self.search.query is None and self.search.key_pattern is None:
+                raise ValueError("search needs a query, a key_pattern, or both")
         if self.keys is not None:
             if not self.keys:
                 raise ValueError("keys is empty: select at least one key, or leave keys out")
@@ -256,6 +293,10 @@ class Selection(RequestBody):
                 raise ValueError(
                     "ordered data stores cannot list their scopes; name them in scopes"
                 )
+            if self.all_datastores:
+                raise ValueError("ordered data stores cannot be listed; name them in datastores")
+            if self.search is not None:
+                raise ValueError("the search index holds standard data stores only")
         elif "min_value" in given or "max_value" in given:
             raise ValueError("min_value and max_value apply to ordered data stores only")
         if (
@@ -364,8 +405,34 @@ class SetMetadataParams(RequestBody):
         return self
 
 
+class CrawlParams(RequestBody):
+    """A crawl reads the selection's entries into the search index; it has no other settings."""
+
+
+class CrawlHistoryParams(RequestBody):
+    """Read the revision history of a sample of the selection's indexed keys (for progression
+    and sudden jumps). The selection names one data store."""
+
+    sample_size: int = Field(
+        default=50, ge=1, le=MAX_HISTORY_SAMPLE, description="Keys to sample from the index."
+    )
+    max_revisions_per_key: int = Field(
+        default=30, ge=1, le=MAX_REVISIONS_PER_KEY, description="Newest revisions read per key."
+    )
+    seed: int = Field(
+        default=0, ge=0, le=2**31 - 1, description="Which keys are sampled (same seed, same keys)."
+    )
+
+
 JobParams = (
-    DeleteParams | CopyParams | ExportParams | ImportParams | TransformParams | SetMetadataParams
+    DeleteParams
+    | CopyParams
+    | ExportParams
+    | ImportParams
+    | TransformParams
+    | SetMetadataParams
+    | CrawlParams
+    | CrawlHistoryParams
 )
 
 # The params model of each kind a client may create with POST /jobs.
@@ -377,6 +444,8 @@ PARAMS_BY_KIND: dict[JobKind, type[RequestBody]] = {
     JobKind.IMPORT: ImportParams,
     JobKind.TRANSFORM: TransformParams,
     JobKind.SET_METADATA: SetMetadataParams,
+    JobKind.CRAWL: CrawlParams,
+    JobKind.CRAWL_HISTORY: CrawlHistoryParams,
 }
 
 

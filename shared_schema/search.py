@@ -1,9 +1,10 @@
 """Key and value search over the local index (docs/search.md has the query language).
 
 One request shape serves key search (`key_pattern`), value search (`query`) and both at once
-(they are AND-ed). `SearchFilter` alone, without paging, is what a bulk job takes as its
-selection: it deletes or transforms exactly the entries the filter matches in the index, each
-conditional on the revision the index holds.
+(they are AND-ed). `EntryFilter` (the key pattern and the query, without universe, stores or
+paging) is also what a bulk job takes as a search selection (`Selection.search` in jobs.py): the
+job acts on exactly the entries the filter matches in the index, re-reads each one live before
+writing, and skips any that no longer match.
 """
 
 from __future__ import annotations
@@ -39,16 +40,9 @@ class EntryLink(ResponseBody):
     key: str = Field(min_length=1)
 
 
-class SearchFilter(RequestBody):
-    """Which indexed entries: a key pattern, a value query, or both (AND)."""
+class EntryFilter(RequestBody):
+    """Which entries, by key and by value: a key pattern, a value query, or both (AND)."""
 
-    universe_id: PositiveInt
-    datastores: list[Name] = Field(
-        default_factory=list, max_length=100, description="Empty: every indexed store."
-    )
-    scopes: list[Name] = Field(
-        default_factory=list, max_length=100, description="Empty: every scope."
-    )
     key_pattern: str | None = Field(
         default=None, min_length=1, max_length=200, description="Matched against keys."
     )
@@ -59,6 +53,18 @@ class SearchFilter(RequestBody):
         min_length=1,
         max_length=MAX_QUERY_CHARS,
         description="A value query, e.g. `coins > 1e9 and not exists(banned)`.",
+    )
+
+
+class SearchFilter(EntryFilter):
+    """Which indexed entries: a key pattern, a value query, or both (AND), in some stores."""
+
+    universe_id: PositiveInt
+    datastores: list[Name] = Field(
+        default_factory=list, max_length=100, description="Empty: every indexed store."
+    )
+    scopes: list[Name] = Field(
+        default_factory=list, max_length=100, description="Empty: every scope."
     )
 
 

@@ -51,7 +51,21 @@ async def test_cli_and_html_report_in_chromium(tmp_path: Path) -> None:
         common = ["--server", server.base_url, "--data-dir", str(tmp_path / "data")]
 
         code, out = await dsm("index", "crawl", "--datastore", "PlayerData", *common)
+        assert code == 0 and "succeeded" in out, out
+        code, out = await dsm(
+            "index", "history", "--datastore", "PlayerData", "--sample", "5", "--plan", *common
+        )
+        assert code == 0 and "5 keys" in out and "5 list" in out, out
+
+        # A query as a job's selection: planned from the index, its coverage in the plan.
+        token = await server.pair("cli-jobs")
+        code, out = await dsm(
+            "jobs", "--server", server.base_url, "--token", token, "create", "export",
+            "--universe", "1", "--query", "coins >= 2e9", "--format", "jsonl",
+        )  # fmt: skip
         assert code == 0, out
+        flat = " ".join(out.split())
+        assert "Selected from the search index" in flat and "40 of the 40 entries" in flat, out
         code, out = await dsm("search", "coins >= 2e9", *common)
         assert code == 0 and "Player_900000001" in out and "EMULATOR sample game" in out, out
         code, out = await dsm("search", "--key", "Player_9000000", "--json", *common)

@@ -22,6 +22,7 @@ from dsm.http.appkeys import DATA, INDEX
 from shared_schema.common import Role
 from tests.test_offline import serving
 from tests.test_upstream_flag import SilentProxy
+from tools.testing import jobs
 from tools.testing.emulator import start_emulator
 from tools.testing.server import Server, entry_path, idem, running_server
 
@@ -45,17 +46,20 @@ def stored_players(ctx: EmulatorContext, universe: str = "1") -> dict[str, dict[
     return {row["key"]: json.loads(row["value"]) for row in rows}
 
 
-async def crawl(server: Server, token: str, body: dict[str, Any]) -> dict[str, Any]:
-    status, started = await server.call("POST", "/index/crawl", token, json=body)
-    assert status == 202, started
-    for _ in range(600):
-        status, info = await server.call("GET", f"/index/crawls/{started['crawl_id']}", token)
-        assert status == 200
-        if info["state"] in ("done", "failed", "cancelled"):
-            assert info["state"] == "done", info
-            return info  # type: ignore[no-any-return]
-        await asyncio.sleep(0.05)
-    raise AssertionError("crawl did not finish")
+async def crawl(server: Server, token: str, selection: dict[str, Any]) -> dict[str, Any]:
+    """Run a crawl job over `selection` to its end; the finished job."""
+    if "datastores" not in selection:
+        selection = {"all_datastores": True, **selection}
+    job = await jobs.run(server.call, token, {"kind": "crawl", "selection": selection})
+    assert job["state"] == "succeeded", job
+    return job
+
+
+async def index_basis(server: Server, token: str, universe: int) -> dict[str, Any]:
+    status, index = await server.call("GET", "/index", token, params={"universe_id": str(universe)})
+    assert status == 200, index
+    basis: dict[str, Any] = index["basis"]
+    return basis
 
 
 async def search(server: Server, token: str, **body: Any) -> dict[str, Any]:
@@ -92,8 +96,10 @@ async def test_sample_game_crawl_search_and_analytics(tmp_path: Path) -> None:
         players = stored_players(emulator_of(server))
         assert len(players) == PLAYERS
 
-        info = await crawl(server, token, {"universe_id": 1, "datastores": ["PlayerData"]})
-        assert info["entries_indexed"] == PLAYERS and info["keys_listed"] == PLAYERS
+        job = await crawl(server, token, {"universe_id": 1, "datastores": ["PlayerData"]})
+        assert job["progress"]["applied"] == PLAYERS and job["plan"]["items"] == PLAYERS
+        coverage = (await index_basis(server, token, 1))["coverage"]
+        assert coverage["entries_indexed"] == coverage["entries_listed"] == PLAYERS
 
         # Value search: the result set equals a filter computed here over the stored values.
         def numeric(v: Any) -> bool:
@@ -199,37 +205,19 @@ async def test_sample_game_crawl_search_and_analytics(tmp_path: Path) -> None:
         assert ("user_id_mismatch", key(sample_game.WRONG_USER_ID)) in found
         assert all(a["reason"] for a in anomalies["anomalies"])
 
-        # Progression: the cost first, then the history read, then the chart.
-        status, plan = await server.call(
-            "POST",
-            "/analytics/progression/plan",
-            token,
-            json={
-                "universe_id": 1,
-                "datastore": "PlayerData",
-                "sample_size": 10,
-                "max_revisions_per_key": 20,
-            },
-        )
-        assert status == 200 and plan["sample_size"] == 10 and plan["requests_max"] == 10 * 21
-        status, history = await server.call(
-            "POST",
-            "/index/history",
-            token,
-            json={
-                "universe_id": 1,
-                "datastore": "PlayerData",
-                "sample_size": 10,
-                "max_revisions_per_key": 20,
-            },
-        )
-        assert status == 202, history
-        for _ in range(400):
-            _, history = await server.call("GET", f"/index/crawls/{history['crawl_id']}", token)
-            if history["state"] == "done":
-                break
-            await asyncio.sleep(0.05)
-        assert history["state"] == "done" and history["revisions_read"] > 0
+        # Progression: the history read is a job whose plan says its cost first.
+        history_body = {
+            "kind": "crawl_history",
+            "selection": {"universe_id": 1, "datastores": ["PlayerData"]},
+            "params": {"sample_size": 10, "max_revisions_per_key": 20},
+        }
+        status, planned = await jobs.create(server.call, token, history_body)
+        assert status == 200, planned
+        planned = await jobs.wait(server.call, token, planned["id"], plan_complete=True)
+        estimate = planned["plan"]["estimate"]
+        assert planned["plan"]["items"] == 10 and estimate["requests"] == {"list": 10, "read": 200}
+        history = await jobs.run(server.call, token, history_body)
+        assert history["state"] == "succeeded" and history["progress"]["applied"] == 10, history
         status, progression = await server.call(
             "POST",
             "/analytics/progression",
@@ -307,8 +295,10 @@ async def test_upstream_without_the_emulator_label_is_indexed_as_live(tmp_path: 
             running_server(tmp_path, upstream_url=proxy, budget_rpm=1_000_000) as server,
         ):
             token = await server.pair()
-            info = await crawl(server, token, {"universe_id": 5})
-            assert info["backend"] == "LIVE" and info["entries_indexed"] == 20
+            job = await crawl(server, token, {"universe_id": 5})
+            assert job["progress"]["applied"] == 20
+            basis = await index_basis(server, token, 5)
+            assert basis["backend"] == "LIVE" and basis["coverage"]["entries_indexed"] == 20
             status, page = await server.call(
                 "POST", "/search", token, json={"universe_id": 5, "query": "level >= 1"}
             )

@@ -34,22 +34,20 @@ def crash(store: IndexStore) -> None:
     store._con = None
 
 
-def test_a_crawl_position_is_saved_with_the_entries_it_covers(tmp_path: Path) -> None:
+def test_grouped_writes_are_lost_in_a_crash_but_a_crawl_batch_is_not(tmp_path: Path) -> None:
     store = IndexStore.open(tmp_path, KEY)
     store.mark_listed(E, 1, "P", [("global", "a"), ("global", "b")], "c1")
     store.ingest(
         E, [entry("a", {"coins": 1}), entry("b", {"coins": 2})], crawl_id="c1", listed=False
     )
-    store.save_crawl("c1", 0.0, "{}", '{"page": 2}')
-    crash(store)  # neither the entries nor the position reached the file
+    crash(store)  # grouped writes had not reached the file
     store = IndexStore.open(tmp_path, KEY)
     assert store.rows("SELECT count(*) FROM entries") == [(0,)]
-    assert store.load_crawls() == [] and store.rows("SELECT count(*) FROM listed") == [(0,)]
+    assert store.rows("SELECT count(*) FROM listed") == [(0,)]
 
-    store.mark_listed(E, 1, "P", [("global", "a")], "c1")
-    store.ingest(E, [entry("a", {"coins": 1})], crawl_id="c1", listed=False)
-    store.save_crawl("c1", 0.0, "{}", '{"page": 2}')
-    # A read writes out what waits first: a search sees the crawl's entries at once.
+    # A crawl job's batch is written out before the job records its items as done.
+    store.index_crawled(E, 1, [("P", "global", "a"), ("P", "global", "b")], [], "c1")
+    store.index_crawled(E, 1, [("P", "global", "a")], [entry("a", {"coins": 1})], "c1")
     hits, total = SearchEngine(store).search(
         Scope(E, 1), SearchFilter(universe_id=1, query="coins = 1"), **PAGE
     )
@@ -57,7 +55,7 @@ def test_a_crawl_position_is_saved_with_the_entries_it_covers(tmp_path: Path) ->
     crash(store)
     store = IndexStore.open(tmp_path, KEY)
     assert store.rows("SELECT key FROM entries") == [("a",)]
-    assert [c[0] for c in store.load_crawls()] == ["c1"]
+    assert store.rows("SELECT key FROM listed ORDER BY key") == [("a",), ("b",)]
     store.close()
 
 

@@ -4,16 +4,14 @@ real companion server whose embedded emulator holds the generated sample game, d
 Covers the sample game offered on an empty emulator and indexed from the plugin, a query with a
 syntax error shown where the server says it is, results opening their entry, Verify live marking
 an entry a game server changed behind the index's back, the schema, a histogram and the planted
-anomalies in Analytics, and progression with its cost confirmed before any history is read.
+anomalies in Analytics, and progression's history read planned as a job (its cost seen) before it runs.
 Nothing here answers for the server: every figure on screen came from it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +20,7 @@ from dsm.emulator.context import EMULATOR
 from dsm.http.appkeys import DATA
 from tests.test_plugin_ui import harness, signal_behavior  # noqa: F401  (shared fixtures)
 from tools.luau_harness import LuauHarness, Node
+from tools.testing import jobs
 from tools.testing.plugin import PluginDriver
 from tools.testing.server import Server, running_server
 
@@ -42,15 +41,9 @@ async def load_and_crawl(server: Server) -> str:
         "POST", "/sample-game", token, json={"seed": 3, "players": PLAYERS}
     )
     assert status == 200 and loaded["loaded"], loaded
-    status, crawl = await server.call("POST", "/index/crawl", token, json={"universe_id": 1})
-    assert status == 202, crawl
-    for _ in range(400):
-        status, info = await server.call("GET", f"/index/crawls/{crawl['crawl_id']}", token)
-        assert status == 200
-        if info["state"] not in ("queued", "running", "waiting"):
-            break
-        await asyncio.sleep(0.05)
-    assert info["state"] == "done" and info["entries_indexed"] == PLAYERS, info
+    selection = {"universe_id": 1, "all_datastores": True, "all_scopes": True}
+    job = await jobs.run(server.call, token, {"kind": "crawl", "selection": selection})
+    assert job["state"] == "succeeded", job
     return token
 
 
@@ -282,30 +275,29 @@ async def test_progression_shows_the_cost_before_reading_history(
     await d.type("SampleSizeInput", "8", enter=False)
     await d.type("RevisionsInput", "10", enter=False)
     await d.click("PlanHistoryButton")
-    await d.wait_for(lambda: d.rendered("ReadHistoryDialog"), "no confirmation of the cost")
-    status, plan = await server.call(
-        "POST",
-        "/analytics/progression/plan",
-        token,
-        json={
-            "universe_id": 1,
-            "datastore": "PlayerData",
-            "sample_size": 8,
-            "max_revisions_per_key": 10,
-        },
+    # Reading history is a job: its plan opens first, with the sample and what it costs.
+    await d.wait_text("8 entries selected.")
+    assert any(t.startswith("Open Cloud: ") and "8 " in t for t in d.texts()), d.texts()
+    status, page = await server.call(
+        "GET", "/jobs", token, params={"kind": "crawl_history", "universe": "1"}
     )
-    assert status == 200
-    await d.wait_text(f"at most {plan['requests_max']} requests")
-    status, crawls = await server.call("GET", "/index/crawls", token)
-    assert not [c for c in crawls["crawls"] if c["kind"] == "history"]  # nothing read yet
-    await d.click("ConfirmButton")
-    await d.wait_text("against time since the key was created", timeout=20)
-    await d.wait_text("revisions of")
-    status, crawls = await server.call("GET", "/index/crawls", token)
-    history: list[dict[str, Any]] = [c for c in crawls["crawls"] if c["kind"] == "history"]
-    assert history and history[0]["state"] == "done"
-    segments = [n for root in d.h.tree() for n in root.walk() if n.rendered and n.name == "Segment"]
-    assert segments
+    assert status == 200 and [j["state"] for j in page["jobs"]] == ["planned"]  # nothing read
+    status, before = await server.call(
+        "POST",
+        "/analytics/progression",
+        token,
+        json={"universe_id": 1, "datastore": "PlayerData", "field": "level"},
+    )
+    assert status == 200, before  # the latest revisions only, from the crawl
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=30)
+    status, after = await server.call(
+        "POST",
+        "/analytics/progression",
+        token,
+        json={"universe_id": 1, "datastore": "PlayerData", "field": "level"},
+    )
+    assert status == 200 and after["revisions"] > before["revisions"] and after["points"], after
 
 
 async def test_a_histogram_bar_searches_exactly_its_entries(
@@ -332,3 +324,35 @@ async def test_a_histogram_bar_searches_exactly_its_entries(
     noun = "match" if counts[tallest] == 1 else "matches"
     await d.wait_text(f"{counts[tallest]} {noun} · ")
     assert d.has_text("xp >= ")
+
+
+async def test_act_on_these_results_plans_a_job_on_exactly_the_matches(
+    harness: LuauHarness,  # noqa: F811
+    server: Server,
+) -> None:
+    token = await load_and_crawl(server)
+    query = "level >= 10"
+    status, page = await server.call(
+        "POST", "/search", token, json={"universe_id": 1, "query": query, "limit": 1}
+    )
+    assert status == 200 and page["total"] > 1, page
+    d = await PluginDriver.open(harness, server)
+    await open_search(d)
+    await d.type("QueryInput", query, enter=True)
+    await d.wait_text(f"{page['total']} matches · ")
+    await d.click("ActOnResultsButton")
+    await d.wait_for(lambda: d.rendered("ActOnResultsDialog"), "no Act on results dialog")
+    assert d.has_text(f"Act on the entries matching `{query}` in every indexed data store.")
+    await d.click("Option_export")
+    await d.click("ConfirmButton")
+    await d.wait_for(lambda: d.rendered("JobFormDialog"), "no job form")
+    await d.click("ConfirmButton")  # Plan (dry run)
+    # The plan: exactly the matches, taken from the index, with its coverage stated.
+    await d.wait_text(f"{page['total']} entries selected.")
+    await d.wait_text("Selected from the search index")
+    assert any("(100%)" in t for t in d.texts()), d.texts()
+    status, listed = await server.call("GET", "/jobs", token, params={"kind": "export"})
+    assert status == 200 and len(listed["jobs"]) == 1
+    status, job = await server.call("GET", f"/jobs/{listed['jobs'][0]['id']}", token)
+    assert status == 200 and job["state"] == "planned"
+    assert job["selection"]["search"]["query"] == query and job["selection"]["all_datastores"]

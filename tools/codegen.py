@@ -353,6 +353,16 @@ def _type_alias(name: str, union: list[str]) -> list[str]:
     return [f"export type {name} =", f"\t{union[0]}"] + [f"\t| {part}" for part in union[1:]]
 
 
+def _field_lines(key: str, text: str, optional: str) -> list[str]:
+    """A record field; a union too long for one line is split one member a line, as StyLua does."""
+    line = f"\t{key}: {text}{optional},"
+    parts = text[1:-1].split(" | ") if text.startswith("(") and text.endswith(")") else []
+    simple = len(parts) > 1 and not any(c in part for part in parts for c in "(){}")
+    if len(line) + TAB_WIDTH - 1 <= COLUMN_WIDTH or not simple:
+        return [line]
+    return [f"\t{key}: (", f"\t\t{parts[0]}", *(f"\t\t| {p}" for p in parts[1:]), f"\t){optional},"]
+
+
 def _type_lines(defs: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name in sorted(defs):
@@ -364,6 +374,9 @@ def _type_lines(defs: dict[str, Any]) -> list[str]:
         if _is_enum(definition):
             lines += _type_alias(name, [lua_string(value) for value in definition["enum"]])
             continue
+        if not definition.get("properties"):
+            lines.append(f"export type {name} = {{}}")  # as StyLua writes an empty table type
+            continue
         lines.append(f"export type {name} = {{")
         required = set(definition.get("required", []))
         for field, schema in definition.get("properties", {}).items():
@@ -373,7 +386,7 @@ def _type_lines(defs: dict[str, Any]) -> list[str]:
             optional = nullable or field not in required
             key = field if _IDENTIFIER.match(field) and field not in _LUAU_RESERVED else None
             key_text = key if key is not None else f"[{lua_string(field)}]"
-            lines.append(f"\t{key_text}: {text}{'?' if optional else ''},")
+            lines += _field_lines(key_text, text, "?" if optional else "")
         lines.append("}")
     return lines
 

@@ -172,7 +172,8 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
     return lifecycle
 
 
-# Needs the data plane (the write path every job item goes through), events and metrics.
+# Needs the data plane (the write path every job item goes through), events, metrics and the
+# search index (crawl jobs write it; search selections read it).
 jobs = provide(
     JOBS,
     lambda app: open_jobs(
@@ -180,6 +181,7 @@ jobs = provide(
         app[DATA],
         app[EVENTS],
         app[METRICS],
+        app[INDEX],
         plan_wait=app[CONFIG].job_plan_wait_seconds,
         held_wait=app[CONFIG].job_held_wait_seconds,
         held_retry=app[CONFIG].job_held_retry_seconds,

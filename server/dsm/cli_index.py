@@ -1,7 +1,7 @@
-"""`dsm search`, `dsm index crawl|status|drop`, `dsm analytics ...`, `dsm report --html`.
+"""`dsm search`, `dsm index crawl|history|status|drop`, `dsm analytics ...`, `dsm report --html`.
 
 These talk to the running `dsm serve` over its API (it owns the index, the Open Cloud budget
-and the crawls). The token comes from `--token` or `$DSM_TOKEN`; without one, the command
+and the crawl jobs). The token comes from `--token` or `$DSM_TOKEN`; without one, the command
 issues itself a token in this data directory's token store for the length of the command and
 revokes it afterwards (whoever can read the data directory can already do that).
 """
@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     i = sub.add_parser("index", help="crawl, inspect or drop the local search index")
     actions = i.add_subparsers(dest="index_command", required=True, metavar="ACTION")
-    crawl = actions.add_parser("crawl", help="crawl data stores into the index and wait for it")
+    crawl = actions.add_parser(
+        "crawl", help="start a crawl job (a refresh: the same again) and follow it to its end"
+    )
     crawl.add_argument(
         "--datastore", action="append", default=[], help="only this store (repeatable)"
     )
@@ -76,7 +79,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     crawl.add_argument("--prefix", help="only keys with this prefix")
     crawl.add_argument("--no-wait", action="store_true", help="start it and return")
     _common(crawl)
-    status = actions.add_parser("status", help="coverage per store and the crawls")
+    history = actions.add_parser(
+        "history", help="a job reading the revision history of sampled keys (progression)"
+    )
+    history.add_argument("--datastore", required=True, help="the data store to sample")
+    history.add_argument("--sample", type=int, default=50, help="keys to sample")
+    history.add_argument("--revisions", type=int, default=30, help="newest revisions per key")
+    history.add_argument("--plan", action="store_true", help="only show what it would cost")
+    history.add_argument("--no-wait", action="store_true", help="start it and return")
+    _common(history)
+    status = actions.add_parser("status", help="coverage per store and the recent crawl jobs")
     _common(status)
     drop = actions.add_parser("drop", help="delete the index file (needs an admin token)")
     _common(drop)
@@ -99,9 +111,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             )
         if name == "progression":
             k.add_argument("--field", required=True, help="e.g. level")
-            k.add_argument(
-                "--plan", action="store_true", help="only show what reading history costs"
-            )
         _common(k)
 
     r = sub.add_parser("report", help="write a self-contained HTML report of the index")
@@ -264,29 +273,82 @@ async def _index(api: Api, args: argparse.Namespace, console: Console) -> int:
                 s.get("as_of") or "",
             )
         console.print(table)
-        for c in status["crawls"][:5]:
-            console.print(
-                f"crawl {c['crawl_id']}: {c['state']} {c['entries_indexed']:,} indexed "
-                f"of {c['keys_listed']:,} listed {c.get('message') or ''}"
-            )
+        recent = await api.call(
+            "GET", "/jobs", params={"kind": "crawl", "universe": str(args.universe), "limit": "5"}
+        )
+        for job in recent["jobs"]:
+            console.print(f"crawl job {job['id']}: {job['state']} {job['description']}")
         _basis(console, status["basis"])
         return 0
-    body: dict[str, Any] = {"universe_id": args.universe, "datastores": args.datastore}
+    if args.index_command == "history":
+        selection: dict[str, Any] = {"universe_id": args.universe, "datastores": [args.datastore]}
+        params = {"sample_size": args.sample, "max_revisions_per_key": args.revisions}
+        return await _crawl_job(api, args, console, "crawl_history", selection, params)
+    selection = {"universe_id": args.universe}
+    if args.datastore:
+        selection["datastores"] = args.datastore
+    else:
+        selection["all_datastores"] = True
     if args.scope:
-        body["scope"] = args.scope
+        selection["scopes"] = [args.scope]
+    else:
+        selection["all_scopes"] = True
     if args.prefix:
-        body["key_prefix"] = args.prefix
-    info = await api.call("POST", "/index/crawl", body)
-    console.print(f"Crawl {info['crawl_id']} started (paced to the background budget).")
-    while not args.no_wait and info["state"] not in ("done", "failed", "cancelled"):
+        selection["prefix"] = args.prefix
+    return await _crawl_job(api, args, console, "crawl", selection, {})
+
+
+async def _crawl_job(
+    api: Api,
+    args: argparse.Namespace,
+    console: Console,
+    kind: str,
+    selection: dict[str, Any],
+    params: dict[str, Any],
+) -> int:
+    """Create a crawl job (planned only with --plan), then follow it unless --no-wait."""
+    plan_only = getattr(args, "plan", False)
+    job = await api.call(
+        "POST",
+        "/jobs",
+        {
+            "kind": kind,
+            "selection": selection,
+            "params": params,
+            "dry_run": plan_only,
+            "idempotency_key": str(uuid.uuid4()),
+        },
+    )
+    console.print(f"Job {job['id']}: {job['description']} (paced to the background budget).")
+    while job["state"] not in ("succeeded", "failed", "cancelled"):
+        if plan_only and (job.get("plan") or {}).get("complete"):
+            _plan_summary(console, job["plan"])
+            return 0
+        if args.no_wait and not plan_only:
+            console.print(f"Follow it with `dsm jobs watch {job['id']}`.")
+            return 0
         await asyncio.sleep(1.0)
-        info = await api.call("GET", f"/index/crawls/{info['crawl_id']}")
+        job = await api.call("GET", f"/jobs/{job['id']}")
+        progress = job["progress"]
+        total = progress.get("total")
         console.print(
-            f"  {info['state']}: {info['entries_indexed']:,} indexed of "
-            f"{info['keys_listed']:,} listed, {info['stores_done']}/{info['stores_total']} "
-            f"stores {info.get('message') or ''}"
+            f"  {job['state']}: {progress['done']:,} of {total if total is not None else '?'} "
+            f"keys ({progress['failed']:,} failed)"
         )
-    return 0 if info["state"] in ("done", "queued", "running", "waiting") else 1
+    if job.get("failure"):
+        console.print(f"[red]{job['failure']['message']}[/red]")
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def _plan_summary(console: Console, plan: dict[str, Any]) -> None:
+    estimate = plan.get("estimate") or {}
+    requests = ", ".join(f"{n:,} {name}" for name, n in (estimate.get("requests") or {}).items())
+    console.print(
+        f"{plan['items']:,} keys; at most {requests or 'no'} requests "
+        f"(~{estimate.get('seconds', 0) / 60:.1f} min at today's budget)."
+    )
+    for line in plan.get("warnings", []) + plan.get("notes", []):
+        console.print(f"  {line}")
 
 
 async def _analytics(api: Api, args: argparse.Namespace, console: Console) -> int:
@@ -331,31 +393,22 @@ async def _analytics(api: Api, args: argparse.Namespace, console: Console) -> in
     elif kind == "progression":
         if not args.datastore:
             raise CliError("progression needs --datastore")
-        if args.plan:
-            answer = await api.call("POST", "/analytics/progression/plan", scope)
-            if not args.json:
-                console.print(
-                    f"Reading the history of {answer['sample_size']} keys takes at most "
-                    f"{answer['requests_max']:,} requests (~{answer['minutes_max']:.1f} min at "
-                    f"{answer['budget_per_minute']:.0f}/min)."
+        answer = await api.call("POST", "/analytics/progression", scope | {"field": args.field})
+        if not args.json:
+            table = Table(title=f"{args.field} by days since creation ({answer['keys']} keys)")
+            for column in ("days", "keys", "p25", "median", "p75"):
+                table.add_column(column)
+            for p in answer["points"]:
+                table.add_row(
+                    f"{p['days']:g}",
+                    str(p["keys"]),
+                    f"{p['p25']:g}",
+                    f"{p['median']:g}",
+                    f"{p['p75']:g}",
                 )
-        else:
-            answer = await api.call("POST", "/analytics/progression", scope | {"field": args.field})
-            if not args.json:
-                table = Table(title=f"{args.field} by days since creation ({answer['keys']} keys)")
-                for column in ("days", "keys", "p25", "median", "p75"):
-                    table.add_column(column)
-                for p in answer["points"]:
-                    table.add_row(
-                        f"{p['days']:g}",
-                        str(p["keys"]),
-                        f"{p['p25']:g}",
-                        f"{p['median']:g}",
-                        f"{p['p75']:g}",
-                    )
-                console.print(table)
-                if answer.get("note"):
-                    console.print(answer["note"])
+            console.print(table)
+            if answer.get("note"):
+                console.print(answer["note"])
     else:
         answer = await api.call("POST", "/analytics/anomalies", scope)
         if not args.json:

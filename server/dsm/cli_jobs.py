@@ -153,9 +153,8 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--datastore",
         action="append",
-        required=True,
         metavar="NAME",
-        help="a data store (repeatable)",
+        help="a data store (repeatable); left out: every data store of the universe",
     )
     group.add_argument("--ordered", action="store_true", help="ordered data stores")
     group.add_argument("--key", action="append", metavar="KEY", help="an explicit key (repeatable)")
@@ -167,6 +166,17 @@ def _selection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--all-scopes", action="store_true")
     group.add_argument("--min-value", type=int, help="ordered: only values >= this")
     group.add_argument("--max-value", type=int, help="ordered: only values <= this")
+    group.add_argument(
+        "--query",
+        help="only the entries a search of the local index matches, e.g. 'coins > 1e9' "
+        "(docs/search.md); each is re-read live before it is touched",
+    )
+    group.add_argument("--key-pattern", help="with the index: keys matching this pattern")
+    group.add_argument(
+        "--match",
+        choices=["prefix", "substring", "glob", "regex"],
+        help="how --key-pattern matches",
+    )
 
 
 def _params_arguments(parser: argparse.ArgumentParser) -> None:
@@ -215,7 +225,21 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def selection_of(args: argparse.Namespace) -> dict[str, Any]:
-    selection: dict[str, Any] = {"universe_id": args.universe, "datastores": args.datastore}
+    selection: dict[str, Any] = {"universe_id": args.universe}
+    if args.datastore:
+        selection["datastores"] = args.datastore
+    else:
+        selection["all_datastores"] = True
+    if args.query or args.key_pattern:
+        search: dict[str, Any] = {"query": args.query, "key_pattern": args.key_pattern}
+        if args.match:
+            search["key_match"] = args.match
+        selection["search"] = {k: v for k, v in search.items() if v is not None}
+        if args.scope:
+            selection["scopes"] = args.scope
+        else:
+            selection["all_scopes"] = True  # the index knows each entry's scope
+        return selection
     if args.ordered:
         selection["store_kind"] = "ordered"
     keys = list(args.key or [])

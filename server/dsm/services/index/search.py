@@ -6,7 +6,8 @@ A search is a WHERE clause built from three parts, each with bound parameters on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +15,10 @@ from typing import Any
 import duckdb
 
 from shared_schema.search import (
+    EntryFilter,
     EntryLink,
     KeyMatch,
     QueryCheck,
-    SearchFilter,
     SearchHit,
 )
 
@@ -32,12 +33,16 @@ from .query import (
     parse,
     query_error,
 )
-from .store import IndexStore, Scope, to_datetime
+from .store import IndexedEntry, IndexStore, Scope, to_datetime
 
 PREVIEW_CHARS = 300
 # Up to this many hits into the default order, a page comes from one scan (_page_by_key).
 FAST_PAGE = 5000
-_SELECTION_BATCH = 1000
+# The columns a filter may name, for a live entry checked outside the table (`matches_live`).
+_LIVE_ROW = """SELECT ?::VARCHAR AS backend, ?::BIGINT AS universe_id, ?::VARCHAR AS datastore,
+    ?::VARCHAR AS scope, ?::VARCHAR AS key, ?::JSON AS value, ?::JSON AS attributes,
+    ?::BIGINT[] AS user_ids, ?::VARCHAR AS revision, ?::DOUBLE AS created_at,
+    ?::DOUBLE AS updated_at, ?::DOUBLE AS crawled_at, ?::INTEGER AS size_bytes"""
 
 
 def check(query: str) -> QueryCheck:
@@ -56,7 +61,7 @@ class Where:
     subjects: list[Subject]
 
 
-def _key_clause(f: SearchFilter) -> tuple[str, list[Any]]:
+def _key_clause(f: EntryFilter) -> tuple[str, list[Any]]:
     if f.key_pattern is None:
         return "true", []
     pattern = f.key_pattern
@@ -76,14 +81,15 @@ class SearchEngine:
     def __init__(self, store: IndexStore) -> None:
         self.store = store
 
-    def where(self, scope: Scope, f: SearchFilter) -> Where:
+    def where(self, scope: Scope, f: EntryFilter, *, typed_columns: bool = True) -> Where:
         scope_sql, params = scope.where()
         key_sql, key_params = _key_clause(f)
         subjects: list[Subject] = []
         query_sql = "true"
         query_params: list[Any] = []
         if f.query is not None:
-            typed = {p: (t.column, t.sql_type) for p, t in self.store.typed.items()}
+            columns = self.store.typed.items() if typed_columns else ()
+            typed = {p: (t.column, t.sql_type) for p, t in columns}
             _, compiled = compile_query(f.query, typed)
             self._check_regexes(f.query, compiled.regexes)
             query_sql, query_params, subjects = compiled.sql, compiled.params, compiled.fields
@@ -115,7 +121,7 @@ class SearchEngine:
     def search(
         self,
         scope: Scope,
-        f: SearchFilter,
+        f: EntryFilter,
         *,
         sort: str | None,
         descending: bool,
@@ -265,7 +271,7 @@ class SearchEngine:
             ) from None
 
     def matches(
-        self, scope: Scope, f: SearchFilter, datastore: str, scope_name: str, key: str
+        self, scope: Scope, f: EntryFilter, datastore: str, scope_name: str, key: str
     ) -> bool:
         where = self.where(scope, f)
         row = self.store.one(
@@ -275,25 +281,48 @@ class SearchEngine:
         )
         return int(row[0]) > 0
 
-    def selection(self, scope: Scope, f: SearchFilter) -> Iterator[tuple[str, str, str, str]]:
-        """(datastore, scope, key, revision) of every entry the filter matches: a job's work.
+    def matches_live(self, scope: Scope, f: EntryFilter, entry: IndexedEntry) -> bool:
+        """Whether `entry`, just read from Open Cloud, matches the filter: the same compiled SQL
+        over a one-row table of it, so the index itself is not touched."""
+        where = self.where(scope, f, typed_columns=False)
+        row = [
+            scope.backend.value,
+            entry.universe_id,
+            entry.datastore,
+            entry.scope,
+            entry.key,
+            entry.value_json,
+            json.dumps(entry.attributes) if entry.attributes else None,
+            list(entry.user_ids),
+            entry.revision,
+            entry.created_at.timestamp() if entry.created_at else None,
+            entry.updated_at.timestamp() if entry.updated_at else None,
+            time.time(),
+            len(entry.value_json.encode("utf-8")),
+        ]
+        found = self.store.one(
+            f"SELECT count(*) FROM ({_LIVE_ROW}) entries WHERE {where.sql}", [*row, *where.params]
+        )
+        return int(found[0]) > 0
 
-        Jobs write each one conditionally on this revision, so an entry that changed since it
-        was indexed is not touched blindly.
-        """
+    def selection_page(
+        self, scope: Scope, f: EntryFilter, after: tuple[str, str, str] | None, limit: int
+    ) -> list[tuple[str, str, str]]:
+        """The next `limit` (datastore, scope, key) the filter matches after `after`, in key
+        order: a job's selection, listed page by page, resumable from the last key it saw."""
         where = self.where(scope, f)
-        offset = 0
-        while True:
-            rows = self.store.rows(
-                f"""SELECT datastore, scope, key, revision FROM entries WHERE {where.sql}
-                    ORDER BY datastore, scope, key LIMIT ? OFFSET ?""",
-                [*where.params, _SELECTION_BATCH, offset],
-            )
-            for datastore, scope_name, key, revision in rows:
-                yield str(datastore), str(scope_name), str(key), str(revision)
-            if len(rows) < _SELECTION_BATCH:
-                return
-            offset += len(rows)
+        sql, params = where.sql, list(where.params)
+        if after is not None:
+            sql += """ AND (datastore > ? OR (datastore = ? AND (scope > ?
+                       OR (scope = ? AND key > ?))))"""
+            store, scope_name, key = after
+            params += [store, store, scope_name, scope_name, key]
+        rows = self.store.rows(
+            f"""SELECT datastore, scope, key FROM entries WHERE {sql}
+                ORDER BY datastore, scope, key LIMIT ?""",
+            [*params, limit],
+        )
+        return [(str(d), str(s), str(k)) for d, s, k in rows]
 
 
 def _first_line(exc: Exception) -> str:

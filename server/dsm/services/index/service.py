@@ -1,4 +1,5 @@
-"""The search index as the server uses it: search, analytics, crawls, live updates, erasure.
+"""The search index as the server uses it: search, analytics, live updates, erasure, and what
+crawl jobs (services/jobs/kinds/crawl.py) and search selections of bulk jobs ask of it.
 
 DuckDB work runs on one dedicated thread (`IndexWorker`) so the event loop never blocks and
 the connection is never shared between threads. Writes made through the server update the
@@ -11,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -31,8 +31,6 @@ from shared_schema.analytics import (
     EconomyReport,
     EconomyRequest,
     Progression,
-    ProgressionPlan,
-    ProgressionPlanRequest,
     ProgressionRequest,
     SchemaReport,
 )
@@ -42,12 +40,6 @@ from shared_schema.errors import ErrorCode
 from shared_schema.events import EntryChangedPayload, EventType
 from shared_schema.index import (
     Coverage,
-    CrawlInfo,
-    CrawlKind,
-    CrawlList,
-    CrawlRequest,
-    CrawlState,
-    HistoryRequest,
     IndexBasis,
     IndexDropResult,
     IndexStatus,
@@ -55,6 +47,7 @@ from shared_schema.index import (
 )
 from shared_schema.search import (
     MAX_VERIFY_PAGE,
+    EntryFilter,
     LiveCheck,
     LiveState,
     QueryCheck,
@@ -66,20 +59,18 @@ from shared_schema.search import (
 from ...opencloud import errors as oc
 from ...opencloud.client import OpenCloudClient
 from ...opencloud.models import DataStoreEntry
-from ...opencloud.ratelimit import background_calls
 from ...storage.journal import WriteJournal
 from ..errors import ServiceError
 from ..events import EventBus
 from ..readthrough import ReadThrough
 from ..upstream import Upstream
 from .analytics import Analytics, AnalyticsError
-from .crawl import Crawl, CrawlPosition, NoCopy, entry_of, run_crawl
+from .crawl import NoCopy, entry_of
 from .query import QuerySyntaxError
 from .search import SearchEngine, check
 from .store import IndexedEntry, IndexStore, Scope, to_datetime
 
 log = logging.getLogger("dsm.index")
-KEEP_FINISHED_CRAWLS = 20
 
 
 class IndexWorker:
@@ -116,8 +107,6 @@ class IndexService:
     reads: ReadThrough
     journal: WriteJournal
     events: EventBus
-    crawls: dict[str, Crawl] = field(default_factory=dict)
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.engine = SearchEngine(self.store)
@@ -138,27 +127,23 @@ class IndexService:
             (request.scope,) if request.scope else (),
         )
 
-    # -- IndexWriter (what crawls write through) ----------------------------------------
+    # -- what crawl jobs and search selections use -------------------------------------
 
-    async def ingest(self, backend: Backend, entries: list[IndexedEntry], crawl_id: str) -> int:
-        return await self.worker.run(
-            self.store.ingest, backend, entries, crawl_id=crawl_id, listed=False
+    async def index_crawled(
+        self,
+        backend: Backend,
+        universe_id: int,
+        listed: list[tuple[str, str, str]],
+        entries: list[IndexedEntry],
+        crawl_id: str,
+    ) -> None:
+        """Record a crawl's batch (keys listed, entries read), written out before it returns."""
+        await self.worker.run(
+            self.store.index_crawled, backend, universe_id, listed, entries, crawl_id
         )
 
     async def add_revisions(self, backend: Backend, entries: list[IndexedEntry]) -> int:
         return await self.worker.run(self.store.add_revisions, backend, entries)
-
-    async def mark_listed(
-        self,
-        backend: Backend,
-        universe_id: int,
-        datastore: str,
-        keys: list[tuple[str, str]],
-        crawl_id: str,
-    ) -> None:
-        await self.worker.run(
-            self.store.mark_listed, backend, universe_id, datastore, keys, crawl_id
-        )
 
     async def finish_store(
         self,
@@ -170,7 +155,9 @@ class IndexService:
         scope: str | None,
         key_prefix: str | None,
         complete: bool,
+        since: float | None,
     ) -> int:
+        """A crawl of `datastore` ended: drop keys it proved gone; snapshot the schema."""
         return await self.worker.run(
             self.store.finish_store,
             backend,
@@ -180,7 +167,65 @@ class IndexService:
             scope=scope,
             key_prefix=key_prefix,
             complete=complete,
+            since=since,
         )
+
+    async def sample_keys(
+        self, universe_id: int, datastore: str, scopes: tuple[str, ...], size: int, seed: int
+    ) -> tuple[list[tuple[str, str, str]], int]:
+        """A seeded sample of indexed keys (datastore, scope, key), and how many of them already
+        have revisions indexed."""
+        scope = self.scope(universe_id, (datastore,), scopes)
+
+        def run() -> tuple[list[tuple[str, str, str]], int]:
+            sample = self.analytics.sample_keys(scope, size, seed)
+            return [(d, s, k) for d, s, k in sample], self.analytics.keys_with_history(
+                scope, sample
+            )
+
+        return await self.worker.run(run)
+
+    async def selection_page(
+        self,
+        universe_id: int,
+        datastores: tuple[str, ...],
+        scopes: tuple[str, ...],
+        f: EntryFilter,
+        after: tuple[str, str, str] | None,
+        limit: int,
+    ) -> list[tuple[str, str, str]]:
+        """The next keys (datastore, scope, key) a filter matches in the index, in key order."""
+        scope = self.scope(universe_id, datastores, scopes)
+        try:
+            return await self.worker.run(self.engine.selection_page, scope, f, after, limit)
+        except QuerySyntaxError as exc:
+            raise _query_error(exc) from None
+        except ValueError as exc:
+            raise _bad_request(str(exc)) from None
+
+    async def matches_live(
+        self,
+        universe_id: int,
+        scopes: tuple[str, ...],
+        f: EntryFilter,
+        entry: DataStoreEntry,
+        datastore: str,
+    ) -> bool:
+        """Whether an entry just read from Open Cloud matches the filter (the index untouched)."""
+        indexed = entry_of(universe_id, datastore, entry)
+        if indexed is None:
+            return False
+        scope = self.scope(universe_id, (datastore,), scopes)
+        try:
+            return await self.worker.run(self.engine.matches_live, scope, f, indexed)
+        except QuerySyntaxError as exc:
+            raise _query_error(exc) from None
+
+    async def basis(
+        self, universe_id: int, datastores: tuple[str, ...], scopes: tuple[str, ...]
+    ) -> IndexBasis:
+        scope = self.scope(universe_id, datastores, scopes)
+        return await self.worker.run(self.store.basis, scope)
 
     # -- status and drop -----------------------------------------------------------------
 
@@ -235,12 +280,10 @@ class IndexService:
                 protection_note=self.store.protection.note,
                 size_bytes=self.store.size_bytes(),
                 stores=stores,
-                crawls=[],
                 basis=basis,
             )
 
-        status = await self.worker.run(build)
-        return status.model_copy(update={"crawls": self.list_crawls().crawls})
+        return await self.worker.run(build)
 
     def _overall_basis(self, backend: Backend, stores: list[StoreCoverage]) -> IndexBasis:
         universes = sorted({s.universe_id for s in stores})
@@ -262,11 +305,8 @@ class IndexService:
         )
 
     async def drop(self) -> IndexDropResult:
-        for crawl_id in list(self.tasks):
-            await self.cancel_crawl(crawl_id)
         existed = self.store.exists
         removed = await self.worker.run(self.store.drop)
-        self.crawls.clear()
         return IndexDropResult(
             dropped=existed,
             entries_removed=removed,
@@ -278,161 +318,6 @@ class IndexService:
     async def scrub_user(self, user_id: int) -> int:
         """Erase a user from the index (the erasure feature calls this); rows removed."""
         return await self.worker.run(self.store.scrub_user, user_id)
-
-    # -- crawls ---------------------------------------------------------------------------
-
-    async def start_crawl(self, request: CrawlRequest) -> CrawlInfo:
-        backend = self.backend(request.universe_id)
-        self.upstream.client_for(request.universe_id)  # NO_API_KEY now, not in the task
-        info = CrawlInfo(
-            crawl_id=Crawl.new_id(),
-            kind=CrawlKind.LATEST,
-            universe_id=request.universe_id,
-            datastores=list(dict.fromkeys(request.datastores)),
-            scope=request.scope,
-            state=CrawlState.QUEUED,
-            created_at=datetime.now(UTC),
-            backend=backend,
-        )
-        crawl = Crawl(
-            info, CrawlPosition(), key_prefix=request.key_prefix, reads=self.reads, index=self
-        )
-        return await self._launch(crawl)
-
-    async def start_history(self, request: HistoryRequest) -> CrawlInfo:
-        backend = self.backend(request.universe_id)
-        scope = self.scope(
-            request.universe_id, (request.datastore,), (request.scope,) if request.scope else ()
-        )
-        sample = await self.worker.run(
-            self.analytics.sample_keys, scope, request.sample_size, request.seed
-        )
-        if not sample:
-            raise ServiceError(
-                ErrorCode.NOT_FOUND,
-                f"No keys of data store {request.datastore!r} are indexed: crawl it first.",
-            )
-        info = CrawlInfo(
-            crawl_id=Crawl.new_id(),
-            kind=CrawlKind.HISTORY,
-            universe_id=request.universe_id,
-            datastores=[request.datastore],
-            scope=request.scope,
-            state=CrawlState.QUEUED,
-            created_at=datetime.now(UTC),
-            stores_total=len(sample),
-            keys_listed=len(sample),
-            requests_estimated=len(sample) * (1 + request.max_revisions_per_key),
-            backend=backend,
-        )
-        position = CrawlPosition(
-            stores_listed=True,
-            sample=[list(k) for k in sample],
-            max_revisions=request.max_revisions_per_key,
-        )
-        crawl = Crawl(info, position, key_prefix=None, reads=self.reads, index=self)
-        return await self._launch(crawl)
-
-    async def _launch(self, crawl: Crawl) -> CrawlInfo:
-        self.crawls[crawl.info.crawl_id] = crawl
-        await self._save(crawl)
-        self.tasks[crawl.info.crawl_id] = asyncio.create_task(
-            self._drive(crawl), name=f"dsm {crawl.info.crawl_id}"
-        )
-        self._publish(crawl)
-        return crawl.info
-
-    async def _drive(self, crawl: Crawl) -> None:
-        try:
-            with background_calls():
-                await run_crawl(crawl, on_progress=self._progress)
-        except asyncio.CancelledError:
-            crawl.cancel()
-            await asyncio.shield(self._save(crawl))
-            self._publish(crawl)
-            raise
-        except Exception as exc:  # a bug must not leave the crawl "running" forever
-            log.exception("crawl %s failed", crawl.info.crawl_id)
-            crawl.fail(f"Internal error: {type(exc).__name__}; see the server's log.")
-            await self._progress(crawl)
-        finally:
-            self.tasks.pop(crawl.info.crawl_id, None)
-            self._forget_old()
-
-    async def _progress(self, crawl: Crawl) -> None:
-        await self._save(crawl)
-        self._publish(crawl)
-
-    async def _save(self, crawl: Crawl) -> None:
-        await self.worker.run(
-            self.store.save_crawl,
-            crawl.info.crawl_id,
-            crawl.info.created_at.timestamp(),
-            crawl.info.model_dump_json(),
-            json.dumps(crawl.state()),
-        )
-
-    def _publish(self, crawl: Crawl) -> None:
-        try:
-            self.events.publish(EventType.INDEX_CRAWL, crawl.info)
-        except Exception:
-            log.exception("could not publish index.crawl")
-
-    def _forget_old(self) -> None:
-        finished = [c for c in self.crawls.values() if c.done]
-        finished.sort(key=lambda c: c.info.created_at)
-        for crawl in finished[:-KEEP_FINISHED_CRAWLS]:
-            self.crawls.pop(crawl.info.crawl_id, None)
-
-    def list_crawls(self) -> CrawlList:
-        crawls = sorted(
-            self.crawls.values(), key=lambda c: (c.done, -c.info.created_at.timestamp())
-        )
-        return CrawlList(crawls=[c.info for c in crawls])
-
-    def get_crawl(self, crawl_id: str) -> CrawlInfo:
-        crawl = self.crawls.get(crawl_id)
-        if crawl is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, f"No crawl {crawl_id!r} is known.")
-        return crawl.info
-
-    async def cancel_crawl(self, crawl_id: str) -> CrawlInfo:
-        info = self.get_crawl(crawl_id)
-        task = self.tasks.get(crawl_id)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return self.crawls[crawl_id].info if crawl_id in self.crawls else info
-
-    async def resume(self) -> None:
-        """Crawls a previous run left unfinished go on where they stopped."""
-        for crawl_id, info_json, state_json in await self.worker.run(self.store.load_crawls):
-            info = CrawlInfo.model_validate_json(info_json)
-            state = json.loads(state_json)
-            crawl = Crawl(
-                info,
-                CrawlPosition(**state["position"]),
-                key_prefix=state.get("key_prefix"),
-                reads=self.reads,
-                index=self,
-            )
-            self.crawls[crawl_id] = crawl
-            if crawl.done:
-                continue
-            if info.backend is not self.upstream.backend:
-                crawl.fail("The server now talks to another Open Cloud; start the crawl again.")
-                await self._save(crawl)
-                continue
-            log.info("resuming crawl %s", crawl_id)
-            self.tasks[crawl_id] = asyncio.create_task(self._drive(crawl), name=f"dsm {crawl_id}")
-
-    async def close(self) -> None:
-        for task in list(self.tasks.values()):
-            task.cancel()
-        for task in list(self.tasks.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
     # -- search ---------------------------------------------------------------------------
 
@@ -524,14 +409,6 @@ class IndexService:
             source=answer.source,
         )
 
-    async def selection(self, f: SearchFilter) -> list[tuple[str, str, str, str]]:
-        """Everything a filter matches (datastore, scope, key, revision): a bulk job's work."""
-        scope = self.scope(f.universe_id, tuple(f.datastores), tuple(f.scopes))
-        try:
-            return await self.worker.run(lambda: list(self.engine.selection(scope, f)))
-        except QuerySyntaxError as exc:
-            raise _query_error(exc) from None
-
     # -- analytics ------------------------------------------------------------------------
 
     async def _analyse[T](self, fn: Callable[[], T]) -> T:
@@ -569,37 +446,6 @@ class IndexService:
                     scope, fields, top=request.top, history_days=request.history_days
                 ),
                 suggested=suggested,
-                basis=self.store.basis(scope),
-            )
-
-        return await self._analyse(run)
-
-    async def progression_plan(self, request: ProgressionPlanRequest) -> ProgressionPlan:
-        scope = self.scope(
-            request.universe_id, (request.datastore,), (request.scope,) if request.scope else ()
-        )
-        rpm = (
-            float(self.upstream.limiter.allowed(str(request.universe_id), "read"))
-            if self.upstream.limiter is not None
-            else 0.0
-        )
-
-        def run() -> ProgressionPlan:
-            available = int(
-                self.store.one(
-                    f"SELECT count(*) FROM entries WHERE {scope.where()[0]}", scope.where()[1]
-                )[0]
-            )
-            sample = self.analytics.sample_keys(scope, request.sample_size, 0)
-            have = self.analytics.keys_with_history(scope, sample)
-            requests = (len(sample) - have) * (1 + request.max_revisions_per_key)
-            return ProgressionPlan(
-                keys_available=available,
-                sample_size=len(sample),
-                keys_with_history=have,
-                requests_max=requests,
-                budget_per_minute=rpm,
-                minutes_max=(requests / rpm) if rpm else 0.0,
                 basis=self.store.basis(scope),
             )
 
@@ -724,20 +570,18 @@ async def open_index(
     journal: WriteJournal,
     events: EventBus,
 ) -> AsyncIterator[IndexService]:
-    """The index service for a server run: opened, following writes, crawls resumed."""
+    """The index service for a server run: opened and following writes (crawls are jobs)."""
     worker = IndexWorker()
     try:
         store = await worker.run(IndexStore.open, data_dir, data_key)
         service = IndexService(store, worker, upstream, reads, journal, events)
         follower = asyncio.create_task(service.follow(events), name="dsm index follower")
-        await service.resume()
         try:
             yield service
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-            await service.close()
             await worker.run(store.close)
     finally:
         worker.close()

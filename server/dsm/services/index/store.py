@@ -13,13 +13,13 @@ Encryption: DuckDB encrypts a database file (AES-GCM) only with its httpfs exten
 stay refused), which pins DuckDB 1.5.5. When it cannot be loaded the file is written
 unencrypted with mode 0600, and `protection` says so. `force_mbedtls_unsafe` is never used.
 
-Crawl writes are grouped (`ingest(listed=False)`, `mark_listed`, `save_crawl`): they wait in
-in-memory staging tables and are written out together in one transaction when a DuckDB row
-group's worth is waiting, when the oldest has waited FLUSH_SECONDS, before anything reads the
-index, and on close. A row group written at once goes straight into the file, compressed, instead
-of through the write-ahead log and a later checkpoint: that is most of the ingest rate. The
-crawl's saved position is written with the entries it covers, so after a crash the crawl resumes
-exactly where the index is. Writes through the server are written at once.
+Bulk writes are grouped (`ingest(listed=False)`, `mark_listed`): they wait in in-memory staging
+tables and are written out together in one transaction when a DuckDB row group's worth is
+waiting, when the oldest has waited FLUSH_SECONDS, before anything reads the index, and on close.
+A row group written at once goes straight into the file, compressed, instead of through the
+write-ahead log and a later checkpoint: that is most of the ingest rate. A crawl job writes
+through `index_crawled`, which writes its batch out before the items count as done, so a crash
+never loses an entry a job recorded as indexed. Writes through the server are written at once.
 
 Spilled intermediate results (large sorts and joins) go to `index.tmp/` beside the file,
 encrypted like it.
@@ -139,13 +139,9 @@ CREATE TABLE IF NOT EXISTS typed_fields (
     column_name VARCHAR NOT NULL, -- in entries and revisions
     sql_type VARCHAR NOT NULL   -- DOUBLE, VARCHAR or BOOLEAN
 );
-CREATE TABLE IF NOT EXISTS crawls (
-    crawl_id VARCHAR NOT NULL,
-    created_at DOUBLE NOT NULL,
-    info JSON NOT NULL,         -- CrawlInfo
-    state JSON NOT NULL         -- where to resume
-);
 CREATE TABLE IF NOT EXISTS meta (version INTEGER NOT NULL);
+-- Crawls were once kept here; they are jobs now (jobs.sqlite3).
+DROP TABLE IF EXISTS crawls;
 """
 # Crawl writes waiting to be written out (see the module docstring); one connection's temp tables.
 # Values are checked to be JSON on the way in, so a bad one fails its own ingest call.
@@ -287,7 +283,6 @@ class IndexStore:
         self._pending_entries = 0
         self._pending_listed = 0
         self._pending_since: float | None = None
-        self._pending_crawls: dict[str, tuple[float, str, str]] = {}
         # Keys of the pending entries, and whether one came twice (only then is the newest
         # picked per key: the sort that takes is not free).
         self._pending_keys: set[tuple[Backend, int, str, str, str]] = set()
@@ -537,6 +532,24 @@ class IndexStore:
         self._pending()
         self._flush_if_due()
 
+    def index_crawled(
+        self,
+        backend: Backend,
+        universe_id: int,
+        listed: Sequence[tuple[str, str, str]],
+        entries: Sequence[IndexedEntry],
+        crawl_id: str,
+    ) -> None:
+        """A crawl's batch, written out before it returns: keys it listed (store, scope, key),
+        then the entries it read (a key listed but not read, e.g. refused, counts as listed)."""
+        by_store: dict[str, list[tuple[str, str]]] = {}
+        for datastore, scope, key in listed:
+            by_store.setdefault(datastore, []).append((scope, key))
+        for datastore, keys in by_store.items():
+            self.mark_listed(backend, universe_id, datastore, keys, crawl_id)
+        self.ingest(backend, entries, crawl_id=crawl_id, listed=False)
+        self.flush()
+
     def _pending(self) -> None:
         if self._pending_since is None:
             self._pending_since = time.monotonic()
@@ -554,19 +567,16 @@ class IndexStore:
         self._pending_entries = 0
         self._pending_listed = 0
         self._pending_since = None
-        self._pending_crawls = {}
 
     def flush(self) -> None:
         """Write out the grouped crawl writes, all in one transaction."""
-        if not (self._pending_entries or self._pending_listed or self._pending_crawls):
+        if not (self._pending_entries or self._pending_listed):
             return
         con = self._db
         try:
             con.execute("BEGIN")
             self._write_listed(con)
             self._write_entries(con)
-            for crawl_id, (created_at, info, state) in self._pending_crawls.items():
-                self._write_crawl(con, crawl_id, created_at, info, state)
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
@@ -716,10 +726,13 @@ class IndexStore:
         scope: str | None,
         key_prefix: str | None,
         complete: bool,
+        since: float | None = None,
     ) -> int:
         """End a store's crawl: drop keys it no longer lists, snapshot the schema for drift.
 
-        Only a complete listing proves a key is gone, and only within what was crawled.
+        Only a complete listing proves a key is gone, and only within what was crawled; a key
+        indexed at or after `since` (when the crawl began listing: written through the server
+        meanwhile) is kept, as its listing could not have seen it.
         """
         con = self.con
         removed = 0
@@ -732,6 +745,10 @@ class IndexStore:
             if key_prefix is not None:
                 where += " AND starts_with(key, ?)"
                 params.append(key_prefix)
+            if since is not None:
+                where += f""" AND NOT EXISTS (SELECT 1 FROM entries e WHERE {_same_key("e", "listed")}
+                              AND e.crawled_at >= ?)"""
+                params.append(since)
             con.execute("BEGIN")
             try:
                 con.execute(
@@ -975,29 +992,6 @@ class IndexStore:
         row = self.con.execute(sql, list(params)).fetchone()
         assert row is not None
         return tuple(row)
-
-    # ------------------------------------------------------------------ crawl state
-
-    def save_crawl(self, crawl_id: str, created_at: float, info: str, state: str) -> None:
-        """Save where a crawl is; written with the crawl writes it covers if any are waiting."""
-        if self._pending_entries or self._pending_listed:
-            self._pending_crawls[crawl_id] = (created_at, info, state)
-            self._flush_if_due()
-            return
-        self._write_crawl(self._db, crawl_id, created_at, info, state)
-
-    @staticmethod
-    def _write_crawl(
-        con: duckdb.DuckDBPyConnection, crawl_id: str, created_at: float, info: str, state: str
-    ) -> None:
-        con.execute("DELETE FROM crawls WHERE crawl_id = ?", [crawl_id])
-        con.execute("INSERT INTO crawls VALUES (?, ?, ?, ?)", [crawl_id, created_at, info, state])
-
-    def load_crawls(self, limit: int = 50) -> list[tuple[str, str, str]]:
-        rows = self.con.execute(
-            "SELECT crawl_id, info, state FROM crawls ORDER BY created_at DESC LIMIT ?", [limit]
-        ).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
 
 
 def _version(con: duckdb.DuckDBPyConnection) -> int | None:

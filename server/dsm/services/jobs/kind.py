@@ -21,7 +21,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
@@ -36,12 +36,16 @@ from shared_schema.jobs import (
     Selection,
     SkipCode,
 )
+from shared_schema.search import EntryFilter
 
 from ...storage.journal import JournalRecord, Status
 from ..dataplane import DataPlane
 from ..errors import ServiceError
 from .store import ItemRecord, JobRecord, JobStore, NewItem
 from .uploads import UploadStore
+
+if TYPE_CHECKING:
+    from ..index.service import IndexService
 
 RollbackRule = Literal["journal", "none"]
 # Attempts of one write step (each a new idempotency key) before the item fails.
@@ -50,12 +54,21 @@ MAX_ATTEMPTS = 6
 
 @dataclass(frozen=True)
 class JobEnv:
-    """What kinds may use: the data plane (read and write paths), job state, files."""
+    """What kinds may use: the data plane (read and write paths), job state, files, and the
+    search index (crawls write it; search selections read it)."""
 
     plane: DataPlane
     store: JobStore
     uploads: UploadStore
     exports_dir: Path
+    index: IndexService | None = None
+
+    def search_index(self) -> IndexService:
+        if self.index is None:
+            raise ServiceError(
+                ErrorCode.UPSTREAM_UNAVAILABLE, "The search index is not open on this server."
+            )
+        return self.index
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,14 @@ class JobStop(Exception):
         self.code = code
         self.message = message
         self.item = item
+
+
+class NotSelected(Exception):
+    """The item's entry, read live, no longer matches the job's search: it is skipped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class StepUnknown(Exception):
@@ -277,7 +298,7 @@ class JobKindHandler:
         from .selection import enumerate_selection
 
         assert spec.selection is not None
-        return enumerate_selection(spec.selection, env.plane, cursor)
+        return enumerate_selection(spec.selection, env, cursor)
 
     def requests(self, spec: JobSpec, items: int) -> dict[int, dict[str, int]]:
         """Open Cloud requests to run `items` items, by universe and budget category."""
@@ -357,13 +378,18 @@ def describe_selection(spec: JobSpec) -> str:
     selection = spec.selection
     if selection is None:
         return ""
-    stores = ", ".join(selection.datastores[:3]) + (
-        f" and {len(selection.datastores) - 3} more" if len(selection.datastores) > 3 else ""
-    )
     kind = "ordered data store" if selection.store_kind is StoreKind.ORDERED else "data store"
-    plural = "s" if len(selection.datastores) > 1 else ""
+    if selection.all_datastores:
+        stores = f"every {kind}" + (" the index holds" if selection.search else "")
+    else:
+        names = ", ".join(selection.datastores[:3]) + (
+            f" and {len(selection.datastores) - 3} more" if len(selection.datastores) > 3 else ""
+        )
+        stores = f"{kind}{'s' if len(selection.datastores) > 1 else ''} {names}"
     if selection.keys is not None:
         what = f"{len(selection.keys)} key{'s' if len(selection.keys) != 1 else ''}"
+    elif selection.search is not None:
+        what = f"the entries matching {search_text(selection.search)}"
     elif selection.prefix is not None:
         what = f"keys starting with {selection.prefix!r}"
     else:
@@ -374,4 +400,15 @@ def describe_selection(spec: JobSpec) -> str:
         where = ", every scope"
     else:
         where = f", scope{'s' if len(selection.scopes) > 1 else ''} {', '.join(selection.scopes)}"
-    return f"{what} in {kind}{plural} {stores}{where} (universe {selection.universe_id})"
+    return f"{what} in {stores}{where} (universe {selection.universe_id})"
+
+
+def search_text(search: EntryFilter) -> str:
+    """A search selection in words: "`coins > 1e9` and keys by prefix 'Player_'"."""
+    parts = []
+    if search.query is not None:
+        query = search.query if len(search.query) <= 80 else search.query[:77] + "..."
+        parts.append(f"`{query}`")
+    if search.key_pattern is not None:
+        parts.append(f"keys by {search.key_match.value} {search.key_pattern!r}")
+    return " and ".join(parts)

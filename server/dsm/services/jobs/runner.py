@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shared_schema.errors import ErrorCode
-from shared_schema.jobs import ItemState, JobProgress
+from shared_schema.jobs import ItemState, JobProgress, SkipCode
 
 from ..errors import ServiceError
 from ..journaled import for_job
@@ -35,6 +35,7 @@ from .kind import (
     JobKindHandler,
     JobSpec,
     JobStop,
+    NotSelected,
     RunResources,
     StepUnknown,
     category,
@@ -246,6 +247,8 @@ class JobRun:
                     result = await self.handler.execute(ctx)
             except StepUnknown as exc:
                 result = ItemResult.failed(ErrorCode.WRITE_OUTCOME_UNKNOWN, str(exc))
+            except NotSelected as exc:
+                result = ItemResult.skipped(SkipCode.NO_LONGER_MATCHES, exc.message)
             except JobStop as stop:
                 self._failure = self._failure or stop
                 if stop.item is not None:

@@ -60,6 +60,7 @@ from ...opencloud.ratelimit import background_calls
 from ..dataplane import DataPlane
 from ..errors import ServiceError
 from ..events import EventBus
+from ..index.service import IndexService
 from ..metrics import Metrics
 from ..tokens import Principal
 from .kind import (
@@ -74,9 +75,10 @@ from .kind import (
     spec_of,
 )
 from .runner import HELD_RETRY_SECONDS, HELD_WAIT_SECONDS, TRANSIENT, JobRun, RunResult
-from .selection import check_selection
+from .selection import check_selection, selection_notes
 from .store import JobRecord, JobStore, new_job_id, now_ms
 from .uploads import UploadStore
+from .writes import selected_samples
 
 log = logging.getLogger("dsm.jobs")
 
@@ -486,10 +488,13 @@ class JobService:
     ) -> JobPlan:
         count = self.store.get(spec.id).item_count
         notes: PlanNotes = handler.plan_notes(spec, self.env, cursor)
+        chosen = selection_notes(spec.selection, cursor)
+        notes.notes[:0] = chosen.notes
+        notes.warnings[:0] = chosen.warnings
         samples: list[JobSample] = []
         try:
             items = self.store.items(spec.id, limit=MAX_SAMPLES)
-            samples = await handler.samples(spec, items, self.env)
+            samples = await selected_samples(handler, spec, items, self.env)
         except ServiceError as error:
             notes.warnings.append(f"The sample entries could not be read: {error.message}")
         requests = handler.requests(spec, count)
@@ -804,16 +809,18 @@ async def open_jobs(
     plane: DataPlane,
     events: EventBus,
     metrics: Metrics | None = None,
+    index: IndexService | None = None,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
 
-    `settings` are JobService's keyword settings (plan_wait, held_wait, held_retry).
+    `index` is the search index (crawl jobs write it, search selections read it); `settings`
+    are JobService's keyword settings (plan_wait, held_wait, held_retry).
     """
     with JobStore(data_dir) as store:
         uploads = UploadStore(store, data_dir)
         uploads.sweep()
-        env = JobEnv(plane, store, uploads, data_dir / EXPORTS_DIRNAME)
+        env = JobEnv(plane, store, uploads, data_dir / EXPORTS_DIRNAME, index)
         service = JobService(env, events, metrics, **settings)
         service.resume_all()
         try:

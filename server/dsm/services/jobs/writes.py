@@ -39,7 +39,16 @@ from ..entries import EntryRef, entry_image, entry_outcome, get_or_none
 from ..errors import ServiceError
 from ..journaled import Intent, WriteTarget
 from ..ordered import OrderedRef
-from .kind import MAX_ATTEMPTS, ItemContext, ItemResult
+from .kind import (
+    MAX_ATTEMPTS,
+    ItemContext,
+    ItemResult,
+    JobEnv,
+    JobKindHandler,
+    JobSpec,
+    NotSelected,
+    search_text,
+)
 from .session_locks import SessionLock, detect
 from .store import ItemRecord
 
@@ -53,13 +62,62 @@ MAX_PATCH_OPS = 50
 async def read_entry(
     ctx_or_plane: Any, universe: int, store: str, scope: str, key: str
 ) -> DataStoreEntry | None:
-    """The entry fresh from Open Cloud (never the cache), None when it has no live value."""
+    """The entry fresh from Open Cloud (never the cache), None when it has no live value.
+
+    Read with an ItemContext, the item's own entry is checked against the job's search
+    selection, if it has one (NotSelected: the item is skipped as no_longer_matches).
+    """
     plane = getattr(ctx_or_plane, "plane", ctx_or_plane)
     ref = EntryRef(universe, store, scope, key)
     found: DataStoreEntry | None = await plane.upstream.call(
         universe, lambda c: get_or_none(c, ref)
     )
+    if isinstance(ctx_or_plane, ItemContext):
+        item = ctx_or_plane.item
+        if (universe, store, scope, key) == (item.universe, item.datastore, item.scope, item.key):
+            await check_selected(ctx_or_plane.spec, ctx_or_plane.env, item, found)
     return found
+
+
+async def check_selected(
+    spec: JobSpec, env: JobEnv, item: ItemRecord, entry: DataStoreEntry | None
+) -> None:
+    """Raise NotSelected when the job selects by search and `entry`, just read live, no longer
+    matches it. A job never acts on index data alone: a game server may have changed the
+    entry since it was indexed. A missing entry is left to the kind (it skips it as missing)."""
+    selection = spec.selection
+    if selection is None or selection.search is None or entry is None:
+        return
+    if entry.value_json is None:
+        return
+    scopes = () if selection.all_scopes else tuple(selection.scopes)
+    if not await env.search_index().matches_live(
+        item.universe, scopes, selection.search, entry, item.datastore
+    ):
+        raise NotSelected(
+            f"It no longer matches the search ({search_text(selection.search)}): it changed "
+            f"since the index read it (now revision {entry.revision_id})."
+        )
+
+
+async def selected_samples(
+    handler: JobKindHandler, spec: JobSpec, items: list[ItemRecord], env: JobEnv
+) -> list[JobSample]:
+    """The plan's samples; with a search selection, an entry that no longer matches is shown
+    as "would skip" (read live first, like the job itself will)."""
+    selection = spec.selection
+    if selection is None or selection.search is None:
+        return await handler.samples(spec, items, env)
+    skipped: dict[int, JobSample] = {}
+    for item in items:
+        entry = await read_entry(env.plane, item.universe, item.datastore, item.scope, item.key)
+        try:
+            await check_selected(spec, env, item, entry)
+        except NotSelected as exc:
+            skipped[item.seq] = sample(item, SampleAction.SKIP, f"would skip: {exc.message}")
+    chosen = await handler.samples(spec, [i for i in items if i.seq not in skipped], env)
+    by_seq = dict(zip([i.seq for i in items if i.seq not in skipped], chosen, strict=True))
+    return [skipped.get(i.seq) or by_seq[i.seq] for i in items]
 
 
 async def read_ordered(
