@@ -41,8 +41,9 @@ from ..erasure import PATTERNS_FILENAME, ErasurePatterns
 from ..errors import ServiceError
 from ..jobs.service import JobService
 from ..tokens import Principal
+from .keyslots import ArchiveKeysSource
 from .schedules import BackupSchedules
-from .service import ArchiveFolder, ArchiveKeysSource
+from .service import ArchiveFolder
 
 
 class BackupsService:
