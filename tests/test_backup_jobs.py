@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +203,33 @@ async def test_restore_skips_a_key_written_after_the_plan(env: Env) -> None:
     (item,) = await jobs.items(env.call, env.admin, job["id"])
     assert item["skip_code"] == "changed_since"
     assert (await entry(env, U, "Guilds2", "g1"))[0] == {"members": [1]}
+
+
+async def test_restore_at_a_moment_from_the_journal(env: Env) -> None:
+    await jobs.seed(env.call, env.admin, U, "Players", {"a": {"n": 1}, "b": {"n": 2}})
+    await asyncio.sleep(0.05)
+    moment = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await jobs.run(
+        env.call,
+        env.admin,
+        {"kind": "transform", "selection": {"universe_id": U, "datastores": ["Players"]},
+         "params": {"program": ".n += 100"}},
+    )  # fmt: skip
+    await jobs.seed(env.call, env.admin, U, "Players", {"c": {"n": 3}})  # created after
+    body = {
+        "universe_id": U,
+        "at": moment.isoformat().replace("+00:00", "Z"),
+        "part": {"datastores": ["Players"]},
+        "delete_absent": True,
+    }
+    job = await start(env, "/restores", body)
+    assert job["state"] == "succeeded", job
+    status, page = await env.call("GET", f"/restores/{job['id']}/plan", env.admin)
+    assert status == 200, page
+    by_key = {k["key"]: k for k in page["keys"]}
+    assert by_key["a"]["source"] == "journal" and by_key["a"]["precision"] == "exact", by_key
+    assert by_key["c"]["action"] == "delete" and by_key["c"]["exists_then"] is False
+    assert (await entry(env, U, "Players", "a"))[0] == {"n": 1}
+    assert (await entry(env, U, "Players", "b"))[0] == {"n": 2}
+    assert await entry(env, U, "Players", "c") is None

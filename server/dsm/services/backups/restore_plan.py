@@ -62,7 +62,7 @@ def summary_of(record: JobRecord, items: list[ItemRecord]) -> RestoreSummary:
         target += f", scope {params['target_scope']}"
     return RestoreSummary(
         archive_id=params.get("archive_id"),
-        at=params.get("at"),
+        at=datetime.fromisoformat(params["at"]) if params.get("at") else None,
         universe_id=params["source_universe"],
         target=target,
         complete=record.plan_complete,
