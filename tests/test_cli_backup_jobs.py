@@ -121,7 +121,7 @@ async def test_a_passphrase_archive_restores_on_a_fresh_server(
         )  # fmt: skip
         assert status == 403 and "passphrase" in body["error"]["message"], body
         monkeypatch.setenv(PASSPHRASE_ENV, passphrase + ("x" if wrong else ""))
-        code, out, err = await dsm(
+        code, _, err = await dsm(
             server, token, "restore", archive_id, "--universe", "1", "--passphrase", "--run"
         )
         if wrong:
