@@ -410,3 +410,29 @@ async def test_a_production_job_is_backed_up_first_unless_skipped(
         assert view["user_ids"] == [4]
         status, listing = await call("GET", "/backups", admin)
         assert len(listing["archives"]) == 1  # skip_backup took none
+
+
+async def test_ordered_entries_are_backed_up_and_restored(env: Env) -> None:
+    base = f"/universes/{U}/ordered/Board/scopes/global/entries"
+    for entry_id, score in (("ann", 10), ("bob", 20)):
+        status, answer = await env.call(
+            "POST",
+            base,
+            env.admin,
+            json={"id": entry_id, "value": score, "idempotency_key": idem()},
+        )
+        assert status == 200, answer
+    job = await backup(env, datastores=[], ordered_datastores=["Board"], scopes=["global"])
+    assert job["progress"]["applied"] == 2
+    archive_id = await archive_of(env, job)
+    status, _ = await env.call(
+        "DELETE", f"{base}/ann", env.admin, params={"idempotency_key": idem()}
+    )
+    restore = await start(
+        env, "/restores", {"universe_id": U, "archive_id": archive_id,
+                           "part": {"ordered_datastores": ["Board"]}},
+    )  # fmt: skip
+    assert restore["state"] == "succeeded", restore
+    assert (restore["progress"]["applied"], restore["progress"]["skipped"]) == (1, 1)
+    status, page = await env.call("GET", base, env.admin)
+    assert sorted((e["id"], e["value"]) for e in page["items"]) == [("ann", 10), ("bob", 20)]
