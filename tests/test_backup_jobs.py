@@ -462,3 +462,11 @@ async def test_a_schedule_runs_a_backup_and_keeps_only_its_newest_archives(env: 
     status, listing = await env.call("GET", "/backup-schedules", env.admin)
     (nightly,) = listing["schedules"]
     assert nightly["archives"] == 1 and nightly["last_state"] == "succeeded"
+
+
+async def test_a_job_list_for_a_universe_beyond_sqlite_integers_is_empty(env: Env) -> None:
+    # Found by the OpenAPI fuzzer: a 24-digit universe id used to raise OverflowError (a 500).
+    status, page = await env.call(
+        "GET", "/jobs", env.admin, params={"universe": "405102547785154094432256"}
+    )
+    assert status == 200 and page["jobs"] == [], page

@@ -31,6 +31,7 @@ from ...storage.sqlite import SqliteFile, StorageFileError
 JOBS_FILENAME = "jobs.sqlite3"
 # What an erased player's key becomes in job items (the erasure report keeps the real ones).
 REDACTED_KEY = "(erased)"
+SQLITE_MAX_INTEGER = 2**63 - 1
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -336,6 +337,8 @@ class JobStore:
         before_seq: int | None = None,
         limit: int = 50,
     ) -> list[JobRecord]:
+        if universe is not None and universe > SQLITE_MAX_INTEGER:
+            return []  # no job names a universe beyond what SQLite stores (a fuzzed query)
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (("state", state), ("kind", kind), ("universe", universe)):
