@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,7 +188,9 @@ class BackupSchedules:
             scopes=request.scopes,
             prefix=request.prefix,
             dry_run=False,
-            idempotency_key=f"schedule-{name}-{int(at.timestamp())}",
+            # Unique per run: "run now" in the same second as a scheduled run is a run of its
+            # own (the lock and the running check keep ticks from starting two).
+            idempotency_key=f"schedule-{name}-{int(at.timestamp())}-{secrets.token_hex(4)}",
         )
         try:
             job = await self._start(caller, backup, name)
