@@ -23,6 +23,7 @@ from shared_schema.common import Role
 
 from .config import ServerConfig
 from .http.appkeys import (
+    BACKUPS,
     CONFIG,
     DATA,
     EVENTS,
@@ -42,6 +43,8 @@ from .http.connections import connection_cap
 from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, body_deadline_middleware, guard_middleware
 from .http.routes import bind_all
+from .services.backups.api import open_backups
+from .services.backups.keyslots import ArchiveKeysSource
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
 from .services.index.sample import SampleGameService
@@ -172,21 +175,33 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
     return lifecycle
 
 
-# Needs the data plane (the write path every job item goes through), events, metrics and the
-# search index (crawl jobs write it; search selections read it).
-jobs = provide(
-    JOBS,
-    lambda app: open_jobs(
-        app[CONFIG].data_dir,
-        app[DATA],
-        app[EVENTS],
-        app[METRICS],
-        app[INDEX],
-        plan_wait=app[CONFIG].job_plan_wait_seconds,
-        held_wait=app[CONFIG].job_held_wait_seconds,
-        held_retry=app[CONFIG].job_held_retry_seconds,
-    ),
-)
+def jobs(keys: ArchiveKeysSource) -> Lifecycle:
+    """Jobs: needs the data plane (the write path every job item goes through), events,
+    metrics and the index (an erasure scrubs it); `keys` open and protect backup archives."""
+    return provide(
+        JOBS,
+        lambda app: open_jobs(
+            app[CONFIG].data_dir,
+            app[DATA],
+            app[EVENTS],
+            app[METRICS],
+            keys=keys,
+            index=app[INDEX],
+            plan_wait=app[CONFIG].job_plan_wait_seconds,
+            held_wait=app[CONFIG].job_held_wait_seconds,
+            held_retry=app[CONFIG].job_held_retry_seconds,
+        ),
+    )
+
+
+def backups(keys: ArchiveKeysSource) -> Lifecycle:
+    """Backups, schedules, restores and erasure; needs the jobs service (they are its jobs)."""
+    return provide(
+        BACKUPS,
+        lambda app: open_backups(
+            app[CONFIG].data_dir, keys, app[JOBS], schedule=app[CONFIG].backup_schedules
+        ),
+    )
 
 
 def create_app(
@@ -196,8 +211,10 @@ def create_app(
     data_key: bytes,
     port: BoundPort,
     announce: Announce | None = None,
+    vault_persistent: bool = True,
 ) -> web.Application:
-    """The server app; `keys` and `data_key` come from the unlocked vault."""
+    """The server app; `keys` and `data_key` come from the unlocked vault (`vault_persistent`
+    False: the data key lives only in memory for this run)."""
     app = web.Application(
         middlewares=[
             error_middleware,
@@ -209,6 +226,7 @@ def create_app(
     )
     app[CONFIG] = config
     app[INSTANCE_ID] = secrets.token_hex(8)
+    archive_keys = ArchiveKeysSource(data_key, vault_persistent)
     app.cleanup_ctx.extend(
         [
             tokens_and_pairing(
@@ -220,7 +238,8 @@ def create_app(
             event_streams,
             data_plane(config, keys, data_key),
             search_index(config, data_key),
-            jobs,
+            jobs(archive_keys),
+            backups(archive_keys),
         ]
     )
     bind_all(app)

@@ -270,6 +270,7 @@ class Manifest(_Model):
     frames: list[int]  # offsets of D0, X0, D1, X1, ...
     derived_from: str | None = None  # the archive this one was rewritten from
     erasures: list[ErasureNote] = []
+    job_id: str | None = None  # the backup job that made it
 
 
 class ArchiveHeader(_Model):
@@ -382,6 +383,8 @@ class ArchiveWriter:
         note: str | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         clock: Callable[[], datetime] = utc_now,
+        job_id: str | None = None,
+        sealed: SealedKey | None = None,
         _reuse: _Reuse | None = None,
     ) -> None:
         if chunk_bytes < 1024:
@@ -389,15 +392,19 @@ class ArchiveWriter:
         self.path = Path(path)
         self._clock = clock
         self._started = clock()
-        if _reuse is None:
+        if _reuse is None and sealed is None:
             archive_key = new_archive_key()
             key_id = secrets.token_hex(8)
             slots = make_slots(archive_key, key_id, keys)
+        elif sealed is not None:
+            archive_key, key_id, slots = sealed.archive_key, sealed.key_id, sealed.slots
         else:
+            assert _reuse is not None
             archive_key, key_id, slots = _reuse.archive_key, _reuse.key_id, _reuse.slots
         self._reuse = _reuse
         self.archive_id = new_archive_id()
         self._meta = (universe_id, backend, selection or ArchiveSelection(), schedule, note)
+        self.job_id = job_id
         self._aead = AESGCM(archive_key)
         self._chunk = chunk_bytes
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
@@ -502,6 +509,7 @@ class ArchiveWriter:
             frames=self._frames,
             derived_from=reuse.derived_from if reuse else None,
             erasures=self.erasures,
+            job_id=self.job_id,
         )
         manifest_offset = self._offset
         self._frame(_MANIFEST, self._compressor.compress(manifest.model_dump_json().encode()))
@@ -540,6 +548,17 @@ class ArchiveWriter:
         self._file.write(head + body)
         self._offset += len(head) + len(body)
         self._seq += 1
+
+
+@dataclass(frozen=True)
+class SealedKey:
+    """An archive key made (and wrapped in its slots) before the archive is written: a backup
+    job wraps it when it is created, so the passphrase is never kept, and encrypts its spool
+    with it while it runs."""
+
+    archive_key: bytes = field(repr=False)
+    key_id: str
+    slots: list[SlotModel]
 
 
 @dataclass(frozen=True)

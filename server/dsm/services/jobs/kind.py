@@ -18,7 +18,7 @@ metrics and rollback.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -39,6 +39,7 @@ from shared_schema.jobs import (
 from shared_schema.search import EntryFilter
 
 from ...storage.journal import JournalRecord, Status
+from ..backups.keyslots import ArchiveKeysSource
 from ..dataplane import DataPlane
 from ..errors import ServiceError
 from .store import ItemRecord, JobRecord, JobStore, NewItem
@@ -54,13 +55,16 @@ MAX_ATTEMPTS = 6
 
 @dataclass(frozen=True)
 class JobEnv:
-    """What kinds may use: the data plane (read and write paths), job state, files, and the
-    search index (crawls write it; search selections read it)."""
+    """What kinds may use: the data plane (read and write paths), job state, files; the search
+    index (crawls write it, search selections read it, an erasure scrubs it); for backups,
+    restores and erasure the data dir and the archive keys."""
 
     plane: DataPlane
     store: JobStore
     uploads: UploadStore
     exports_dir: Path
+    data_dir: Path | None = None
+    keys: ArchiveKeysSource | None = None
     index: IndexService | None = None
 
     def search_index(self) -> IndexService:
@@ -269,9 +273,16 @@ class JobKindHandler:
     rollback: ClassVar[RollbackRule] = "journal"
     # The request type that paces the job (workers are sized to fill it).
     pace: ClassVar[str] = "write"
+    # Whether it writes to Open Cloud; None: it does when it can be rolled back.
+    writes_open_cloud: ClassVar[bool | None] = None
+    # Whether its items are the entries it writes (the backup before a production job backs
+    # up the items' keys); a copy's items are its sources.
+    backs_up_items: ClassVar[bool] = True
 
     @property
     def writes(self) -> bool:
+        if self.writes_open_cloud is not None:
+            return self.writes_open_cloud
         return self.rollback != "none"
 
     # ------------------------------------------------------------------------ checking
@@ -286,6 +297,11 @@ class JobKindHandler:
     def written_universes(self, spec: JobSpec, env: JobEnv) -> set[int]:
         """Universes whose data the job writes (production ones need the typed confirmation)."""
         return {spec.universe} if self.writes else set()
+
+    def confirmation(self, spec: JobSpec, env: JobEnv, production: Sequence[str]) -> str | None:
+        """The text `confirm` must be to start it; `production` are the labels of the
+        production universes it writes to (the default asks for those)."""
+        return " + ".join(production) or None
 
     def describe(self, spec: JobSpec) -> str:
         return f"{spec.kind.value.replace('_', '-').capitalize()} {describe_selection(spec)}"

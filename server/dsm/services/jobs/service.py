@@ -19,13 +19,16 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared_schema.common import Backend
+from pydantic import BaseModel
+
+from shared_schema.common import Backend, Role
 from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import EventType
@@ -53,10 +56,12 @@ from shared_schema.jobs import (
     JobStatePayload,
     JobSummary,
     JobView,
+    PreJobBackup,
     SkipCode,
 )
 
 from ...opencloud.ratelimit import background_calls
+from ..backups.keyslots import ArchiveKeysSource
 from ..dataplane import DataPlane
 from ..errors import ServiceError
 from ..events import EventBus
@@ -71,6 +76,7 @@ from .kind import (
     JobSpec,
     JobStop,
     PlanNotes,
+    category,
     handler_for,
     spec_of,
 )
@@ -144,6 +150,12 @@ class JobService:
         for record in self.store.in_states([JobState.PLANNED.value]):
             if not record.plan_complete:
                 self._plan_later(record.id)
+            elif record.start_when_planned and ((record.plan or {}).get("backup") or {}).get(
+                "job_ids"
+            ):
+                last = self.store.find(record.plan["backup"]["job_ids"][-1])  # type: ignore[index]
+                if last is not None and last.state in TERMINAL_STATES:
+                    self._after_pre_backup(record.id, last)
 
     async def close(self) -> None:
         """Stop at shutdown: running jobs stay `running` and resume at the next start."""
@@ -197,7 +209,7 @@ class JobService:
             return [JobAction.PAUSE, JobAction.CANCEL]
         if state is JobState.PAUSED:
             return [JobAction.RESUME, JobAction.CANCEL]
-        if state is JobState.ROLLED_BACK or not handler.writes or not self._wrote(record):
+        if state is JobState.ROLLED_BACK or handler.rollback == "none" or not self._wrote(record):
             return []
         if record.rolled_back_by is not None:
             rollback = self.store.find(record.rolled_back_by)
@@ -312,12 +324,20 @@ class JobService:
 
     def confirmation(self, spec: JobSpec, handler: JobKindHandler) -> str | None:
         """The text `confirm` must be to write to the production universes this job writes."""
-        labels = []
-        for universe in sorted(handler.written_universes(spec, self.env)):
-            binding = self.plane.upstream.binding(universe)
-            if binding.environment == "production":
-                labels.append(binding.label)
-        return " + ".join(labels) or None
+        return handler.confirmation(spec, self.env, self.production_labels(spec, handler))
+
+    def production_universes(self, spec: JobSpec, handler: JobKindHandler) -> tuple[int, ...]:
+        """The universes configured as production this job writes to."""
+        return tuple(
+            universe
+            for universe in sorted(handler.written_universes(spec, self.env))
+            if self.plane.upstream.binding(universe).environment == "production"
+        )
+
+    def production_labels(self, spec: JobSpec, handler: JobKindHandler) -> tuple[str, ...]:
+        return tuple(
+            self.plane.upstream.binding(u).label for u in self.production_universes(spec, handler)
+        )
 
     def _require_role(self, caller: Principal, spec: JobSpec, handler: JobKindHandler) -> None:
         needed = handler.role_for(spec, self.env)
@@ -360,29 +380,64 @@ class JobService:
 
     async def create(self, caller: Principal, request: JobCreateRequest) -> JobView:
         assert request.params is not None  # filled in by the model for every kind it accepts
-        body = {
-            "selection": request.selection.model_dump(mode="json", exclude_unset=True),
-            "params": request.params.model_dump(mode="json"),
-        }
-        earlier = self.store.find_by_idempotency_key(request.idempotency_key)
-        if earlier is not None:
-            if earlier.kind == request.kind.value and earlier.request == body:
-                return self.view(earlier)
-            raise _key_reused(request.idempotency_key, earlier.id)
-        handler = handler_for(request.kind)
-        record = self._new_record(
+        return await self.create_job(
             caller,
             request.kind,
             universe=request.selection.universe_id,
-            store_kind=request.selection.store_kind.value,
-            body=body,
+            store_kind=request.selection.store_kind,
+            selection=request.selection.model_dump(mode="json", exclude_unset=True),
+            params=request.params,
+            dry_run=request.dry_run,
+            confirm=request.confirm,
             idempotency_key=request.idempotency_key,
-            start=not request.dry_run,
+            skip_backup=request.skip_backup,
+        )
+
+    async def create_job(
+        self,
+        caller: Principal,
+        kind: JobKind,
+        *,
+        universe: int,
+        params: BaseModel,
+        dry_run: bool,
+        idempotency_key: str,
+        confirm: str | None = None,
+        store_kind: StoreKind = StoreKind.STANDARD,
+        selection: dict[str, Any] | None = None,
+        skip_backup: bool = False,
+        kind_state: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> JobView:
+        """Plan a job of any kind (and start it unless `dry_run`); the routes of kinds with a
+        request of their own (backups, restores, erasures) come here too.
+
+        `kind_state` makes what the kind keeps beside its params (a new archive's wrapped
+        key), once the request is known to be new.
+        """
+        body: dict[str, Any] = {"selection": selection, "params": params.model_dump(mode="json")}
+        if skip_backup:
+            body["skip_backup"] = True
+        earlier = self.store.find_by_idempotency_key(idempotency_key)
+        if earlier is not None:
+            if earlier.kind == kind.value and earlier.request == body:
+                return self.view(earlier)
+            raise _key_reused(idempotency_key, earlier.id)
+        handler = handler_for(kind)
+        record = self._new_record(
+            caller,
+            kind,
+            universe=universe,
+            store_kind=store_kind.value,
+            body=body,
+            idempotency_key=idempotency_key,
+            start=not dry_run,
         )
         spec = spec_of(record)
         self._check_new(caller, spec, handler)
-        if not request.dry_run:
-            self._require_confirmation(spec, handler, request.confirm)
+        if not dry_run:
+            self._require_confirmation(spec, handler, confirm)
+        if kind_state is not None:
+            record = replace(record, kind_state=await kind_state())
         record = self.store.create(record)
         self._state_event(record, None, actor=caller.name)
         return await self._plan_and_wait(record.id)
@@ -445,7 +500,7 @@ class JobService:
             if record.state != JobState.PLANNED.value:
                 return  # cancelled while its samples were read
             if record.start_when_planned and not plan.blocking:
-                self._queue(record, None, message="plan ready; starting")
+                self._begin(record, None, message="plan ready; starting")
             else:
                 message = "plan ready" if not plan.blocking else "plan ready; cannot start"
                 self._state_event(record, JobState.PLANNED, message=message)
@@ -515,6 +570,9 @@ class JobService:
         if count == 0:
             notes.notes.insert(0, "Nothing matches the selection: the job has nothing to do.")
         backend = self.plane.upstream.binding(slowest).backend
+        backup = self._pre_backup(spec, handler, count)
+        if backup is not None and backup.required and not backup.skipped:
+            notes.notes.append(backup.note)
         return JobPlan(
             complete=True,
             items=count,
@@ -534,6 +592,37 @@ class JobService:
             bad_line_count=notes.bad_line_count,
             confirmation=confirmation,
             planned_at=datetime.now(UTC),
+            backup=backup,
+        )
+
+    def _pre_backup(
+        self, spec: JobSpec, handler: JobKindHandler, count: int
+    ) -> PreJobBackup | None:
+        """The backup taken before a job writes to a production universe (and its cost)."""
+        if not handler.writes or spec.kind in (JobKind.BACKUP, JobKind.ERASE_USER):
+            return None  # an erasure's backup would keep the very data it erases
+        if not self.production_universes(spec, handler):
+            return None
+        skipped = bool(spec.record.request.get("skip_backup"))
+        if not handler.backs_up_items:
+            return PreJobBackup(
+                required=True, skipped=True, entries=0, requests={}, seconds=0.0,
+                note="No backup is taken before a copy or move (its items are the source "
+                "entries, not the ones it writes); the journal keeps every overwritten entry "
+                "for its rollback.",
+            )  # fmt: skip
+        requests = {category(spec.store_kind, "read"): count}
+        budget = self.plane.budget.in_use(spec.universe, self.plane.upstream.limiter)
+        seconds = round(budget.estimate_seconds(requests), 1)
+        return PreJobBackup(
+            required=True,
+            skipped=skipped,
+            entries=count,
+            requests=requests,
+            seconds=seconds,
+            note=f"Before it writes, the {count:,} entries it will write are read into an "
+            f"encrypted archive (a backup job): {count:,} read requests, about {seconds:,.0f} s "
+            "at this server's share of the budget. Start it with skip_backup to go without.",
         )
 
     # -------------------------------------------------------------------------- running
@@ -586,6 +675,8 @@ class JobService:
                 self._set_state(original, JobState.ROLLED_BACK, message=f"rolled back by {job_id}")
         elif result.failure is not None and record.state == JobState.RUNNING.value:
             self._fail(job_id, result.failure.code, result.failure.message)
+        if spec.kind is JobKind.BACKUP and spec.params.from_job:
+            self._after_pre_backup(spec.params.from_job, self.store.get(job_id))
         self._publish_progress(self.store.get(job_id), force=True)
 
     def _flushed(self, run: JobRun) -> None:
@@ -599,7 +690,9 @@ class JobService:
 
     # --------------------------------------------------------------------- user actions
 
-    async def start(self, caller: Principal, job_id: str, confirm: str | None) -> JobView:
+    async def start(
+        self, caller: Principal, job_id: str, confirm: str | None, skip_backup: bool = False
+    ) -> JobView:
         record = self._get(job_id)
         spec, handler = spec_of(record), handler_for(record.kind)
         self._require_role(caller, spec, handler)
@@ -611,6 +704,8 @@ class JobService:
                 ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a planned job starts."
             )
         self._require_confirmation(spec, handler, confirm)
+        if skip_backup:
+            record = self._skip_backup(record)
         if not record.plan_complete:
             # Still counting: it starts by itself when the plan is ready.
             record = self.store.update(job_id, start_when_planned=True)
@@ -618,8 +713,75 @@ class JobService:
         blocking = (record.plan or {}).get("blocking") or []
         if blocking:
             raise ServiceError(ErrorCode.BAD_REQUEST, " ".join(blocking))
-        self._queue(record, caller.name)
+        self._begin(record, caller.name)
         return self.get(job_id)
+
+    # ---------------------------------------------------------- the backup before a job
+
+    def _skip_backup(self, record: JobRecord) -> JobRecord:
+        request = {**record.request, "skip_backup": True}
+        plan = record.plan
+        if plan is not None and plan.get("backup"):
+            plan = {**plan, "backup": {**plan["backup"], "skipped": True}}
+        return self.store.update(record.id, request=request, plan=plan)
+
+    def _begin(self, record: JobRecord, actor: str | None, message: str | None = None) -> None:
+        """Queue a planned job, after the backup its plan asks for (started here if needed)."""
+        backup = (record.plan or {}).get("backup") or {}
+        if not backup.get("required") or backup.get("skipped") or self.env.keys is None:
+            self._queue(record, actor, message)
+            return
+        job_ids: list[str] = list(backup.get("job_ids") or [])
+        last = self.store.find(job_ids[-1]) if job_ids else None
+        if last is not None and last.state == JobState.SUCCEEDED.value:
+            self._queue(record, actor, message)
+            return
+        record = self.store.update(record.id, start_when_planned=True)
+        if last is not None and last.state not in TERMINAL_STATES:
+            return  # it starts when its backup ends
+        taken = self._start_pre_backup(record, len(job_ids))
+        plan = {**(record.plan or {}), "backup": {**backup, "job_ids": [*job_ids, taken]}}
+        record = self.store.update(record.id, plan=plan)
+        self._state_event(
+            record, JobState.PLANNED, actor=actor,
+            message=f"backing up the entries it writes first (job {taken})",
+        )  # fmt: skip
+
+    def _start_pre_backup(self, record: JobRecord, attempt: int) -> str:
+        from .kinds.backup import BackupParams, new_key_state
+
+        assert self.env.keys is not None
+        params = BackupParams(from_job=record.id, note=f"before job {record.id}")
+        creator = Principal(token_id=record.actor_id, name=record.actor_name, role=Role.EDITOR)
+        backup = self._new_record(
+            creator,
+            JobKind.BACKUP,
+            universe=record.universe,
+            store_kind=record.store_kind,
+            body={"selection": None, "params": params.model_dump(mode="json")},
+            idempotency_key=f"{record.id}-backup-{attempt}",
+            start=True,
+        )
+        backup = replace(backup, kind_state=new_key_state(self.env.keys, None))
+        backup = self.store.create(backup)
+        self._state_event(backup, None, actor=record.actor_name)
+        self._plan_later(backup.id)
+        return backup.id
+
+    def _after_pre_backup(self, main_id: str, backup: JobRecord) -> None:
+        """A backup before a job ended: start the job, or say why it waits."""
+        main = self.store.find(main_id)
+        if main is None or main.state != JobState.PLANNED.value or not main.start_when_planned:
+            return
+        if backup.state == JobState.SUCCEEDED.value:
+            self._queue(main, None, message=f"backup {backup.id} taken; starting")
+            return
+        main = self.store.update(main_id, start_when_planned=False)
+        self._state_event(
+            main, JobState.PLANNED,
+            message=f"the backup before it ended {backup.state}: start it again to retry, or "
+            "start it with skip_backup",
+        )  # fmt: skip
 
     async def pause(self, caller: Principal, job_id: str) -> JobView:
         record = self._get(job_id)
@@ -683,7 +845,11 @@ class JobService:
             JobKind.ROLLBACK,
             universe=original.universe,
             store_kind=original.store_kind,
-            body={"selection": None, "params": {"of_job": job_id}},
+            body={
+                "selection": None,
+                "params": {"of_job": job_id},
+                **({"skip_backup": True} if request.skip_backup else {}),
+            },
             idempotency_key=request.idempotency_key,
             start=not request.dry_run,
             rollback_of=job_id,
@@ -809,18 +975,23 @@ async def open_jobs(
     plane: DataPlane,
     events: EventBus,
     metrics: Metrics | None = None,
+    *,
+    keys: ArchiveKeysSource | None = None,
     index: IndexService | None = None,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
 
-    `index` is the search index (crawl jobs write it, search selections read it); `settings`
-    are JobService's keyword settings (plan_wait, held_wait, held_retry).
+    `keys` open and protect backup archives; `index` is the search index (crawl jobs write it,
+    search selections read it, erasure scrubs it). `settings` are JobService's keyword settings
+    (plan_wait, held_wait, held_retry).
     """
     with JobStore(data_dir) as store:
         uploads = UploadStore(store, data_dir)
         uploads.sweep()
-        env = JobEnv(plane, store, uploads, data_dir / EXPORTS_DIRNAME, index)
+        env = JobEnv(
+            plane, store, uploads, data_dir / EXPORTS_DIRNAME, data_dir, keys=keys, index=index
+        )
         service = JobService(env, events, metrics, **settings)
         service.resume_all()
         try:

@@ -322,6 +322,15 @@ def sample_image(entry: DataStoreEntry | None) -> SampleImage | None:
     return image_of(entry.value_json, entry.attributes, list(entry.user_ids))
 
 
+async def read_image(plane: Any, item: ItemRecord) -> SampleImage | None:
+    """An item's entry (standard or ordered, by the item's own kind) as a sample shows it."""
+    if item.store_kind == StoreKind.ORDERED.value:
+        found = await read_ordered(plane, item.universe, item.datastore, item.scope, item.key)
+        return None if found is None else image_of(str(found.value))
+    entry = await read_entry(plane, item.universe, item.datastore, item.scope, item.key)
+    return sample_image(entry)
+
+
 def image_of(
     value_json: str, attributes: dict[str, Any] | None = None, user_ids: list[int] | None = None
 ) -> SampleImage:
@@ -342,14 +351,17 @@ def patch(before_json: str | None, after_json: str | None) -> list[JsonPatchOper
         before, after = json.loads(before_json), json.loads(after_json)
     except ValueError:
         return []
-    operations = []
-    for op in jsonpatch.make_patch(before, after).patch[:MAX_PATCH_OPS]:
-        operations.append(
-            JsonPatchOperation(
-                op=PatchOp(op["op"]),
-                path=op["path"],
-                from_path=op.get("from"),
-                value_json=compact_json(op["value"]) if "value" in op else None,
-            )
+    return patch_operations(jsonpatch.make_patch(before, after).patch[:MAX_PATCH_OPS])
+
+
+def patch_operations(ops: list[dict[str, Any]]) -> list[JsonPatchOperation]:
+    """jsonpatch's operations as the protocol carries them (values as JSON text)."""
+    return [
+        JsonPatchOperation(
+            op=PatchOp(op["op"]),
+            path=op["path"],
+            from_path=op.get("from"),
+            value_json=compact_json(op["value"]) if "value" in op else None,
         )
-    return operations
+        for op in ops
+    ]
