@@ -101,6 +101,9 @@ class JobKind(StrEnum):
     TRANSFORM = "transform"  # apply a jq program to each value
     SET_METADATA = "set_metadata"  # set or remove attributes and user ids
     ROLLBACK = "rollback"  # undo another job (created with POST /jobs/{id}/rollback)
+    BACKUP = "backup"  # entries into an encrypted archive (created with POST /backups)
+    RESTORE = "restore"  # an archive, or the state at a moment, written back (POST /restores)
+    ERASE_USER = "erase_user"  # a player's data found and erased (POST /erasures)
 
 
 class JobState(StrEnum):
@@ -149,6 +152,9 @@ class SkipCode(StrEnum):
     CHANGED_SINCE = "changed_since"  # rollback: someone wrote it after the job; left alone
     PRECISION = "precision"  # transform: jq would round numbers the program did not compute
     NOTHING_TO_UNDO = "nothing_to_undo"  # rollback: the job's write did not land
+    UNKNOWN_STATE = "unknown_state"  # restore: no source knows the key's state then
+    SOURCES_DISAGREE = "sources_disagree"  # restore: the sources disagree about its state then
+    LEFT_ALONE = "left_alone"  # restore: it did not exist then; delete_absent was not asked
 
 
 class HeldSessions(StrEnum):
@@ -380,6 +386,15 @@ PARAMS_BY_KIND: dict[JobKind, type[RequestBody]] = {
 }
 
 
+# Kinds made by routes of their own, with a request model of their own.
+CREATED_ELSEWHERE: dict[JobKind, str] = {
+    JobKind.ROLLBACK: "POST /jobs/{id}/rollback",
+    JobKind.BACKUP: "POST /backups",
+    JobKind.RESTORE: "POST /restores",
+    JobKind.ERASE_USER: "POST /erasures",
+}
+
+
 def _params_problem(kind: JobKind, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False)[:3]:
@@ -408,6 +423,11 @@ class JobCreateRequest(RequestBody):
         description="Production universes: the universe's label as configured (see "
         "`plan.confirmation`), needed to start a job that writes there.",
     )
+    skip_backup: bool = Field(
+        default=False,
+        description="Production universes: start without the backup of the entries the job "
+        "writes (see `plan.backup` for what it costs).",
+    )
     idempotency_key: IdempotencyKey
 
     @model_validator(mode="before")
@@ -420,8 +440,9 @@ class JobCreateRequest(RequestBody):
             kind = JobKind(data["kind"])
         except ValueError:
             return data  # the field validation names the unknown kind
-        if kind is JobKind.ROLLBACK:
-            raise ValueError("a rollback job is made with POST /jobs/{id}/rollback")
+        if kind not in PARAMS_BY_KIND:
+            where = CREATED_ELSEWHERE.get(kind, "its own route")
+            raise ValueError(f"a {kind.value} job is made with {where}")
         params = data.get("params")
         if params is None or params == []:  # Luau sends an empty table as []
             params = {}
@@ -436,10 +457,9 @@ class JobCreateRequest(RequestBody):
 
     @model_validator(mode="after")
     def _params_match_kind(self) -> JobCreateRequest:
-        if self.kind is not JobKind.ROLLBACK:
-            expected = PARAMS_BY_KIND[self.kind]
-            if not isinstance(self.params, expected):
-                raise ValueError(f"params for a {self.kind.value} job must be {expected.__name__}")
+        expected = PARAMS_BY_KIND.get(self.kind)
+        if expected is not None and not isinstance(self.params, expected):
+            raise ValueError(f"params for a {self.kind.value} job must be {expected.__name__}")
         return self
 
 
@@ -447,6 +467,7 @@ class JobStartRequest(RequestBody):
     confirm: str | None = Field(
         default=None, max_length=300, description="See JobCreateRequest.confirm."
     )
+    skip_backup: bool = Field(default=False, description="See JobCreateRequest.skip_backup.")
 
 
 class JobRollbackRequest(RequestBody):
@@ -456,6 +477,7 @@ class JobRollbackRequest(RequestBody):
     confirm: str | None = Field(
         default=None, max_length=300, description="See JobCreateRequest.confirm."
     )
+    skip_backup: bool = Field(default=False, description="See JobCreateRequest.skip_backup.")
     idempotency_key: IdempotencyKey
 
 
@@ -550,6 +572,21 @@ class JobEstimate(ResponseBody):
     note: str = Field(description="How the figures were made.")
 
 
+class PreJobBackup(ResponseBody):
+    """`JobPlan.backup`: the backup taken before a job writes to a production universe."""
+
+    required: bool = Field(description="The job writes to a universe configured as production.")
+    skipped: bool = Field(default=False, description="The start request set skip_backup.")
+    entries: NonNegativeInt = Field(description="Entries backed up: those the job writes.")
+    requests: dict[str, NonNegativeInt] = Field(
+        description="What the backup costs in Open Cloud requests, by budget category."
+    )
+    seconds: float = Field(ge=0, description="At the budget share in force, latency aside.")
+    note: str
+    job_ids: list[JobId] = Field(default_factory=list, description="The backup jobs, once run.")
+    archive_ids: list[str] = Field(default_factory=list, description="Their archives, once made.")
+
+
 class JobPlan(ResponseBody):
     complete: bool = Field(description="False while the selection is still being counted.")
     items: NonNegativeInt = Field(description="Entries selected (so far, while counting).")
@@ -575,6 +612,10 @@ class JobPlan(ResponseBody):
         description="Writes to a production universe: the text to send as `confirm`.",
     )
     planned_at: UtcDateTime
+    backup: PreJobBackup | None = Field(
+        default=None,
+        description="Production universes: the backup taken first, unless skip_backup.",
+    )
 
 
 # --------------------------------------------------------------------------- job views and items

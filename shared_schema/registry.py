@@ -60,6 +60,30 @@ from .auth import (
     TokenInfo,
     TokenList,
 )
+from .backups import (
+    BACKUP_MODELS,
+    ArchiveId,
+    ArchiveKeyRequest,
+    BackupCreateRequest,
+    BackupDiff,
+    BackupDiffRequest,
+    BackupList,
+    BackupScheduleList,
+    BackupScheduleRequest,
+    BackupScheduleView,
+    BackupSummary,
+    BackupVerifyReport,
+    BackupView,
+    ErasureCreateRequest,
+    ErasurePatternsRequest,
+    ErasurePatternsView,
+    ErasureReportView,
+    ErasureView,
+    RestoreCreateRequest,
+    RestorePlanPage,
+    RestorePlanQuery,
+    ScheduleName,
+)
 from .common import Role, Source
 from .constraints import Name, NonNegativeInt, PositiveInt
 from .data import (
@@ -147,6 +171,7 @@ from .jobs import (
     JobStatePayload,
     JobSummary,
     JobView,
+    PreJobBackup,
     SampleImage,
     SelectedKey,
     Selection,
@@ -350,6 +375,9 @@ MODELS: tuple[type[BaseModel], ...] = (
     UploadCreateRequest,
     UploadChunkRequest,
     UploadInfo,
+    # backups, restores and erasure (issue 11)
+    PreJobBackup,
+    *BACKUP_MODELS,
 )
 
 MODELS_BY_NAME: dict[str, type[BaseModel]] = {model.__name__: model for model in MODELS}
@@ -383,6 +411,8 @@ PATH_PARAMS: dict[str, PathParam] = {
     "job_id": PathParam(JobId, "A job's id (from POST /jobs or GET /jobs)."),
     "upload_id": PathParam(UploadId, "An upload's id (from POST /uploads)."),
     "chunk_index": PathParam(NonNegativeInt, "A chunk's index, from 0."),
+    "archive_id": PathParam(ArchiveId, "A backup archive's id (from GET /backups)."),
+    "schedule": PathParam(ScheduleName, "A backup schedule's name."),
 }
 
 _PATH_PARAM = re.compile(r"\{([a-z_]+)\}")
@@ -439,6 +469,8 @@ _MEMORY = "/universes/{universe_id}/memory"
 _JOB = "/jobs/{job_id}"
 _UPLOAD = "/uploads/{upload_id}"
 _BUDGET = "/universes/{universe_id}/budget"
+_BACKUP = "/backups/{archive_id}"
+_SCHEDULE = "/backup-schedules/{schedule}"
 
 ROUTES: tuple[Route, ...] = (
     Route("hello", "GET", "/hello", None, "Server identity, protocol version and schema hash.",
@@ -622,6 +654,63 @@ ROUTES: tuple[Route, ...] = (
           "Check that every chunk arrived (and the file's SHA-256); then imports can use it.",
           (UploadInfo,), no_store=True),
     Route("delete_upload", "DELETE", _UPLOAD, _A, "Delete an upload.", status=204),
+    # Backups, restores and erasure (docs/backups.md). Creating each is a job: the answer is
+    # its JobView, and the job routes above start, pause, resume, cancel and roll it back.
+    Route("list_backups", "GET", "/backups", _V,
+          "Archives in the server's backups folder, newest first.", (BackupList,),
+          no_store=True),
+    Route("create_backup", "POST", "/backups", _E,
+          "Plan a backup (a job), or plan and start it with dry_run false.", (JobView,),
+          body=BackupCreateRequest, no_store=True),
+    Route("import_backup", "POST", "/backups/import/{upload_id}", _A,
+          "Move an uploaded archive (a portable one from another machine) into the backups "
+          "folder.", (BackupSummary,), body=ArchiveKeyRequest, no_store=True),
+    Route("get_backup", "GET", _BACKUP, _V, "One archive's manifest.", (BackupView,),
+          no_store=True),
+    Route("open_backup", "POST", _BACKUP + "/open", _V,
+          "One archive's manifest, opened with its passphrase.", (BackupView,),
+          body=ArchiveKeyRequest, no_store=True),
+    Route("verify_backup", "POST", _BACKUP + "/verify", _V,
+          "Decrypt an archive and check every checksum; names the first bad entry.",
+          (BackupVerifyReport,), body=ArchiveKeyRequest, no_store=True),
+    Route("diff_backup", "POST", _BACKUP + "/diff", _V,
+          "Compare an archive with another: created, changed (with patches), deleted.",
+          (BackupDiff,), body=BackupDiffRequest, no_store=True),
+    Route("delete_backup", "DELETE", _BACKUP, _A, "Delete an archive file.", status=204),
+    Route("list_backup_schedules", "GET", "/backup-schedules", _V,
+          "Scheduled backups and their last runs.", (BackupScheduleList,), no_store=True),
+    Route("put_backup_schedule", "PUT", _SCHEDULE, _A,
+          "Create or replace a scheduled backup with its retention.", (BackupScheduleView,),
+          body=BackupScheduleRequest, no_store=True),
+    Route("delete_backup_schedule", "DELETE", _SCHEDULE, _A,
+          "Stop a scheduled backup (its archives stay).", status=204),
+    Route("run_backup_schedule", "POST", _SCHEDULE + "/run", _E,
+          "Run a scheduled backup now (retention applies when it succeeds).", (JobView,),
+          no_store=True),
+    # Restores write many entries, like imports: the jobs service asks for admin.
+    Route("create_restore", "POST", "/restores", _E,
+          "Plan a restore (a job) of an archive or of the state at a moment.", (JobView,),
+          body=RestoreCreateRequest, large_body=True, no_store=True),
+    Route("get_restore_plan", "GET", "/restores/{job_id}/plan", _V,
+          "A restore's keys: action, source, precision, patch and outcome, paged.",
+          (RestorePlanPage,), query=RestorePlanQuery, no_store=True),
+    Route("create_erasure", "POST", "/erasures", _A,
+          "Find a player's data (a job's dry run); start it to erase it.", (JobView,),
+          body=ErasureCreateRequest, no_store=True),
+    Route("get_erasure", "GET", "/erasures/{job_id}", _A,
+          "What an erasure found where, and what it scrubs.", (ErasureView,), no_store=True),
+    Route("get_erasure_report", "GET", "/erasures/{job_id}/report", _A,
+          "The erasure report (JSON and text), until it is forgotten.", (ErasureReportView,),
+          no_store=True),
+    Route("forget_erasure_report", "DELETE", "/erasures/{job_id}/report", _A,
+          "Forget the report once it is saved: the server then keeps nothing naming the player.",
+          status=204),
+    Route("get_erasure_patterns", "GET", "/erasure-patterns", _V,
+          "Which keys hold a player's data (key patterns per data store, ordered stores).",
+          (ErasurePatternsView,), no_store=True),
+    Route("put_erasure_patterns", "PUT", "/erasure-patterns", _A,
+          "Set which keys hold a player's data.", (ErasurePatternsView,),
+          body=ErasurePatternsRequest, no_store=True),
     Route("openapi", "GET", "/openapi.json", _V, "This API's OpenAPI 3.1 description."),
 )  # fmt: skip
 

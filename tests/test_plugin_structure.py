@@ -46,6 +46,9 @@ UNMODELLED = {
     "openapi": "{ [string]: any }",
     "close_session": "nil",
     "delete_upload": "nil",
+    "delete_backup": "nil",
+    "delete_backup_schedule": "nil",
+    "forget_erasure_report": "nil",
 }
 
 

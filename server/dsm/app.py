@@ -23,6 +23,7 @@ from shared_schema.common import Role
 
 from .config import ServerConfig
 from .http.appkeys import (
+    BACKUPS,
     CONFIG,
     DATA,
     EVENTS,
@@ -42,6 +43,8 @@ from .http.connections import connection_cap
 from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, body_deadline_middleware, guard_middleware
 from .http.routes import bind_all
+from .services.backups.api import open_backups
+from .services.backups.service import ArchiveKeysSource
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
 from .services.index.sample import SampleGameService
@@ -187,6 +190,17 @@ jobs = provide(
 )
 
 
+def backups(data_key: bytes, persistent: bool) -> Lifecycle:
+    """Backups, schedules, restores and erasure; needs the jobs service (they are its jobs)."""
+    keys = ArchiveKeysSource(data_key, persistent)
+    return provide(
+        BACKUPS,
+        lambda app: open_backups(
+            app[CONFIG].data_dir, keys, app[JOBS], schedule=app[CONFIG].backup_schedules
+        ),
+    )
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -194,8 +208,10 @@ def create_app(
     data_key: bytes,
     port: BoundPort,
     announce: Announce | None = None,
+    vault_persistent: bool = True,
 ) -> web.Application:
-    """The server app; `keys` and `data_key` come from the unlocked vault."""
+    """The server app; `keys` and `data_key` come from the unlocked vault (`vault_persistent`
+    False: the data key lives only in memory for this run)."""
     app = web.Application(
         middlewares=[
             error_middleware,
@@ -219,6 +235,7 @@ def create_app(
             data_plane(config, keys, data_key),
             search_index(config, data_key),
             jobs,
+            backups(data_key, vault_persistent),
         ]
     )
     bind_all(app)

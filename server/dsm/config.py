@@ -43,3 +43,5 @@ class ServerConfig:
     job_plan_wait_seconds: float = 10.0
     job_held_wait_seconds: float = 15 * 60.0
     job_held_retry_seconds: float = 30.0
+    # Scheduled backups run while the server runs; tests that drive them by hand turn this off.
+    backup_schedules: bool = True

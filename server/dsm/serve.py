@@ -53,7 +53,13 @@ async def run_server(
     config: ServerConfig, unlocked: Unlocked, stop: asyncio.Event | None = None
 ) -> None:
     port = BoundPort(config.port)
-    app = create_app(config, keys=unlocked.keys, data_key=unlocked.data_key, port=port)
+    app = create_app(
+        config,
+        keys=unlocked.keys,
+        data_key=unlocked.data_key,
+        port=port,
+        vault_persistent=unlocked.persistent,
+    )
     install_log_throttle()
     runner = GuardedAppRunner(app, access_log=None)
     await runner.setup()

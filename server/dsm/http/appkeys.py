@@ -14,6 +14,7 @@ from aiohttp import web
 from shared_schema.common import Backend
 
 from ..config import ServerConfig
+from ..services.backups.api import BackupsService
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
 from ..services.index.sample import SampleGameService
@@ -51,6 +52,8 @@ STREAMS = web.AppKey("dsm.streams", StreamRegistry)
 DATA = web.AppKey("dsm.data", DataPlane)
 # Bulk jobs (delete, copy, export, import, ...), uploads for imports; needs the data plane.
 JOBS = web.AppKey("dsm.jobs", JobService)
+# Backups, their schedules, restores and erasure (jobs of JOBS); needs the jobs service.
+BACKUPS = web.AppKey("dsm.backups", BackupsService)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
 

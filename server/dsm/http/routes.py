@@ -7,6 +7,7 @@ from aiohttp import web
 from shared_schema.registry import ROUTES_BY_ID
 
 from . import (
+    routes_backups,
     routes_data,
     routes_events,
     routes_index,
@@ -31,6 +32,7 @@ HANDLERS: dict[str, Handler] = {
     **routes_memory.HANDLERS,
     **routes_index.HANDLERS,
     **routes_jobs.HANDLERS,
+    **routes_backups.HANDLERS,
 }
 
 

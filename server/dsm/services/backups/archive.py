@@ -270,6 +270,7 @@ class Manifest(_Model):
     frames: list[int]  # offsets of D0, X0, D1, X1, ...
     derived_from: str | None = None  # the archive this one was rewritten from
     erasures: list[ErasureNote] = []
+    job_id: str | None = None  # the backup job that made it
 
 
 class ArchiveHeader(_Model):
@@ -382,6 +383,7 @@ class ArchiveWriter:
         note: str | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         clock: Callable[[], datetime] = utc_now,
+        job_id: str | None = None,
         _reuse: _Reuse | None = None,
     ) -> None:
         if chunk_bytes < 1024:
@@ -398,6 +400,7 @@ class ArchiveWriter:
         self._reuse = _reuse
         self.archive_id = new_archive_id()
         self._meta = (universe_id, backend, selection or ArchiveSelection(), schedule, note)
+        self.job_id = job_id
         self._aead = AESGCM(archive_key)
         self._chunk = chunk_bytes
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
@@ -502,6 +505,7 @@ class ArchiveWriter:
             frames=self._frames,
             derived_from=reuse.derived_from if reuse else None,
             erasures=self.erasures,
+            job_id=self.job_id,
         )
         manifest_offset = self._offset
         self._frame(_MANIFEST, self._compressor.compress(manifest.model_dump_json().encode()))

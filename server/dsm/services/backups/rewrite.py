@@ -77,6 +77,7 @@ def rewrite_archive(
             note=manifest.note,
             chunk_bytes=manifest.chunk_bytes,
             clock=clock,
+            job_id=manifest.job_id,
             _reuse=reuse,
         )
         with writer:

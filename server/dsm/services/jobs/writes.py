@@ -284,14 +284,17 @@ def patch(before_json: str | None, after_json: str | None) -> list[JsonPatchOper
         before, after = json.loads(before_json), json.loads(after_json)
     except ValueError:
         return []
-    operations = []
-    for op in jsonpatch.make_patch(before, after).patch[:MAX_PATCH_OPS]:
-        operations.append(
-            JsonPatchOperation(
-                op=PatchOp(op["op"]),
-                path=op["path"],
-                from_path=op.get("from"),
-                value_json=compact_json(op["value"]) if "value" in op else None,
-            )
+    return patch_operations(jsonpatch.make_patch(before, after).patch[:MAX_PATCH_OPS])
+
+
+def patch_operations(ops: list[dict[str, Any]]) -> list[JsonPatchOperation]:
+    """jsonpatch's operations as the protocol carries them (values as JSON text)."""
+    return [
+        JsonPatchOperation(
+            op=PatchOp(op["op"]),
+            path=op["path"],
+            from_path=op.get("from"),
+            value_json=compact_json(op["value"]) if "value" in op else None,
         )
-    return operations
+        for op in ops
+    ]

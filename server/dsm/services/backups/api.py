@@ -1,0 +1,155 @@
+"""What the backup, restore and erasure routes call: one service over the archives folder, the
+jobs engine (backups, restores and erasures are jobs) and the backup schedules.
+
+Each `create_*` turns its protocol request into the kind's stored params (never a passphrase:
+a new archive's key is wrapped at once and only the wrapped key is kept) and hands it to the
+jobs service, which plans, runs and resumes it like every other job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shared_schema.backups import (
+    BackupCreateRequest,
+    BackupDiff,
+    BackupDiffRequest,
+    BackupList,
+    BackupSummary,
+    BackupVerifyReport,
+    BackupView,
+    ErasureCreateRequest,
+    ErasureOrderedView,
+    ErasurePatternsRequest,
+    ErasurePatternsView,
+    ErasureReportView,
+    ErasureView,
+    RestoreCreateRequest,
+    RestorePlanPage,
+    RestorePlanQuery,
+)
+from shared_schema.errors import ErrorCode
+from shared_schema.jobs import JobState, JobView
+
+from ..erasure import PATTERNS_FILENAME, ErasurePatterns
+from ..errors import ServiceError
+from ..jobs.service import JobService
+from ..tokens import Principal
+from .schedules import BackupSchedules
+from .service import ArchiveFolder, ArchiveKeysSource
+
+
+class BackupsService:
+    def __init__(self, data_dir: Path, archives: ArchiveFolder, jobs: JobService) -> None:
+        self.data_dir = data_dir
+        self.archives = archives
+        self.jobs = jobs
+        self.schedules = BackupSchedules(data_dir, archives, self.start_scheduled, self._job_state)
+
+    def _job_state(self, job_id: str) -> JobState | None:
+        record = self.jobs.store.find(job_id)
+        return None if record is None else JobState(record.state)
+
+    # ------------------------------------------------------------------------ archives
+
+    async def list(self) -> BackupList:
+        return await self.archives.list()
+
+    async def get(self, archive_id: str, passphrase: str | None = None) -> BackupView:
+        return await self.archives.get(archive_id, passphrase)
+
+    async def verify(self, archive_id: str, passphrase: str | None) -> BackupVerifyReport:
+        return await self.archives.verify(archive_id, passphrase)
+
+    async def diff(self, archive_id: str, request: BackupDiffRequest) -> BackupDiff:
+        return await self.archives.diff(archive_id, request)
+
+    def delete(self, archive_id: str) -> None:
+        self.archives.delete(archive_id)
+
+    async def import_upload(self, upload_id: str, passphrase: str | None) -> BackupSummary:
+        uploads = self.jobs.env.uploads
+        _, path = uploads.complete_file(upload_id)
+        imported = await self.archives.import_file(path, passphrase)
+        uploads.delete(upload_id)  # the archive is in the folder now
+        return imported
+
+    # ---------------------------------------------------------------------------- jobs
+    # The job kinds land in the next commits; until then these say so.
+
+    async def create_backup(self, caller: Principal, request: BackupCreateRequest) -> JobView:
+        raise _not_yet("backup")
+
+    async def start_scheduled(
+        self, caller: Principal, request: BackupCreateRequest, schedule: str
+    ) -> JobView:
+        raise _not_yet("backup")
+
+    async def create_restore(self, caller: Principal, request: RestoreCreateRequest) -> JobView:
+        raise _not_yet("restore")
+
+    async def restore_plan(self, job_id: str, query: RestorePlanQuery) -> RestorePlanPage:
+        raise _not_yet("restore")
+
+    async def create_erasure(self, caller: Principal, request: ErasureCreateRequest) -> JobView:
+        raise _not_yet("erase_user")
+
+    def erasure(self, job_id: str) -> ErasureView:
+        raise _not_yet("erase_user")
+
+    def erasure_report(self, job_id: str) -> ErasureReportView:
+        raise _not_yet("erase_user")
+
+    def forget_erasure_report(self, job_id: str) -> None:
+        raise _not_yet("erase_user")
+
+    # ------------------------------------------------------------------- erasure patterns
+
+    def erasure_patterns(self) -> ErasurePatternsView:
+        return _patterns_view(self.data_dir, ErasurePatterns.load(self.data_dir))
+
+    def set_erasure_patterns(self, request: ErasurePatternsRequest) -> ErasurePatternsView:
+        try:
+            patterns = ErasurePatterns.model_validate(request.model_dump(mode="json"))
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ServiceError(ErrorCode.BAD_REQUEST, message) from None
+        patterns.save(self.data_dir)
+        return _patterns_view(self.data_dir, patterns)
+
+
+def _not_yet(kind: str) -> ServiceError:
+    return ServiceError(ErrorCode.BAD_REQUEST, f"This server cannot run {kind!r} jobs yet.")
+
+
+def _patterns_view(data_dir: Path, patterns: ErasurePatterns) -> ErasurePatternsView:
+    return ErasurePatternsView(
+        standard=patterns.standard,
+        ordered={
+            store: ErasureOrderedView(scopes=target.scopes, ids=target.ids)
+            for store, target in patterns.ordered.items()
+        },
+        file=str(Path(data_dir) / PATTERNS_FILENAME),
+    )
+
+
+@asynccontextmanager
+async def open_backups(
+    data_dir: Path, keys: ArchiveKeysSource, jobs: JobService, *, schedule: bool = True
+) -> AsyncIterator[BackupsService]:
+    """The backups service; while it is open, scheduled backups run (unless `schedule` is off)."""
+    service = BackupsService(data_dir, ArchiveFolder(data_dir, keys), jobs)
+    loop = asyncio.create_task(service.schedules.run_forever()) if schedule else None
+    try:
+        yield service
+    finally:
+        if loop is not None:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
