@@ -96,7 +96,7 @@ def _print_banner(config: ServerConfig, app: web.Application, bound: int) -> Non
         print("              everything shown is emulator data; add a key with `dsm key add`")
     else:
         print(f"  backend   : LIVE - {config.open_cloud_base_url}")
-    print("Pair the Studio plugin: click Connect in the plugin; the code appears here.")
+    print("Pair the Studio plugin: click Start pairing in the plugin; the code appears here.")
     sys.stdout.flush()
 
 
