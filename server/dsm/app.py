@@ -44,7 +44,7 @@ from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, body_deadline_middleware, guard_middleware
 from .http.routes import bind_all
 from .services.backups.api import open_backups
-from .services.backups.service import ArchiveKeysSource
+from .services.backups.keyslots import ArchiveKeysSource
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
 from .services.index.sample import SampleGameService
@@ -175,24 +175,27 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
     return lifecycle
 
 
-# Needs the data plane (the write path every job item goes through), events and metrics.
-jobs = provide(
-    JOBS,
-    lambda app: open_jobs(
-        app[CONFIG].data_dir,
-        app[DATA],
-        app[EVENTS],
-        app[METRICS],
-        plan_wait=app[CONFIG].job_plan_wait_seconds,
-        held_wait=app[CONFIG].job_held_wait_seconds,
-        held_retry=app[CONFIG].job_held_retry_seconds,
-    ),
-)
+def jobs(keys: ArchiveKeysSource) -> Lifecycle:
+    """Jobs: needs the data plane (the write path every job item goes through), events,
+    metrics and the index (an erasure scrubs it); `keys` open and protect backup archives."""
+    return provide(
+        JOBS,
+        lambda app: open_jobs(
+            app[CONFIG].data_dir,
+            app[DATA],
+            app[EVENTS],
+            app[METRICS],
+            keys=keys,
+            index=app[INDEX],
+            plan_wait=app[CONFIG].job_plan_wait_seconds,
+            held_wait=app[CONFIG].job_held_wait_seconds,
+            held_retry=app[CONFIG].job_held_retry_seconds,
+        ),
+    )
 
 
-def backups(data_key: bytes, persistent: bool) -> Lifecycle:
+def backups(keys: ArchiveKeysSource) -> Lifecycle:
     """Backups, schedules, restores and erasure; needs the jobs service (they are its jobs)."""
-    keys = ArchiveKeysSource(data_key, persistent)
     return provide(
         BACKUPS,
         lambda app: open_backups(
@@ -223,6 +226,7 @@ def create_app(
     )
     app[CONFIG] = config
     app[INSTANCE_ID] = secrets.token_hex(8)
+    archive_keys = ArchiveKeysSource(data_key, vault_persistent)
     app.cleanup_ctx.extend(
         [
             tokens_and_pairing(
@@ -234,8 +238,8 @@ def create_app(
             event_streams,
             data_plane(config, keys, data_key),
             search_index(config, data_key),
-            jobs,
-            backups(data_key, vault_persistent),
+            jobs(archive_keys),
+            backups(archive_keys),
         ]
     )
     bind_all(app)

@@ -384,6 +384,7 @@ class ArchiveWriter:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         clock: Callable[[], datetime] = utc_now,
         job_id: str | None = None,
+        sealed: SealedKey | None = None,
         _reuse: _Reuse | None = None,
     ) -> None:
         if chunk_bytes < 1024:
@@ -391,11 +392,14 @@ class ArchiveWriter:
         self.path = Path(path)
         self._clock = clock
         self._started = clock()
-        if _reuse is None:
+        if _reuse is None and sealed is None:
             archive_key = new_archive_key()
             key_id = secrets.token_hex(8)
             slots = make_slots(archive_key, key_id, keys)
+        elif sealed is not None:
+            archive_key, key_id, slots = sealed.archive_key, sealed.key_id, sealed.slots
         else:
+            assert _reuse is not None
             archive_key, key_id, slots = _reuse.archive_key, _reuse.key_id, _reuse.slots
         self._reuse = _reuse
         self.archive_id = new_archive_id()
@@ -544,6 +548,17 @@ class ArchiveWriter:
         self._file.write(head + body)
         self._offset += len(head) + len(body)
         self._seq += 1
+
+
+@dataclass(frozen=True)
+class SealedKey:
+    """An archive key made (and wrapped in its slots) before the archive is written: a backup
+    job wraps it when it is created, so the passphrase is never kept, and encrypts its spool
+    with it while it runs."""
+
+    archive_key: bytes = field(repr=False)
+    key_id: str
+    slots: list[SlotModel]
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict
 
+from shared_schema.errors import ErrorCode
+
 from ...storage.crypto import KEY_BYTES, IntegrityError, RecordCipher, derive_key, new_key, slot
 from ...storage.vault import MIN_PASSPHRASE_CHARS, KdfParams
+from ..errors import ServiceError
 
 PASSPHRASE_ENV = "DSM_BACKUP_PASSPHRASE"
 _SALT_BYTES = 16
@@ -206,3 +209,31 @@ def _checked(key: bytes) -> bytes:
     if len(key) != KEY_BYTES:
         raise ArchiveLockedError("the archive key in the header is malformed")
     return key
+
+
+@dataclass(frozen=True)
+class ArchiveKeysSource:
+    """The server's side of archive keys: its vault data key, and whether it outlives the run."""
+
+    data_key: bytes
+    persistent: bool = True
+
+    def keys(self, passphrase: str | None = None) -> ArchiveKeys:
+        """Keys to open an archive: the passphrase if one is given, else the vault."""
+        if passphrase is not None:
+            return ArchiveKeys(passphrase=passphrase)
+        return ArchiveKeys(data_key=self.data_key if self.persistent else None)
+
+    def for_new(self, passphrase: str | None) -> ArchiveKeys:
+        """Keys to protect a new archive with: the vault (if it outlives this run) and the
+        passphrase, if any."""
+        if not self.persistent and passphrase is None:
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST,
+                "This server's data key lives only in memory (no vault passphrase was given), "
+                "so an archive it protects could not be opened after a restart: give a "
+                "passphrase, or start `dsm serve` with its vault unlocked.",
+            )
+        return ArchiveKeys(
+            data_key=self.data_key if self.persistent else None, passphrase=passphrase
+        )

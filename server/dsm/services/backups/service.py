@@ -12,7 +12,6 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,37 +47,9 @@ from .folder import (
     find_archive,
     list_archives,
 )
-from .keyslots import ArchiveKeyError, ArchiveKeys
+from .keyslots import ArchiveKeyError, ArchiveKeysSource
 
 MAX_PATCH_OPS = 50
-
-
-@dataclass(frozen=True)
-class ArchiveKeysSource:
-    """The server's side of archive keys: its vault data key, and whether it outlives the run."""
-
-    data_key: bytes
-    persistent: bool = True
-
-    def keys(self, passphrase: str | None = None) -> ArchiveKeys:
-        """Keys to open an archive: the passphrase if one is given, else the vault."""
-        if passphrase is not None:
-            return ArchiveKeys(passphrase=passphrase)
-        return ArchiveKeys(data_key=self.data_key if self.persistent else None)
-
-    def for_new(self, passphrase: str | None) -> ArchiveKeys:
-        """Keys to protect a new archive with: the vault (if it outlives this run) and the
-        passphrase, if any."""
-        if not self.persistent and passphrase is None:
-            raise ServiceError(
-                ErrorCode.BAD_REQUEST,
-                "This server's data key lives only in memory (no vault passphrase was given), "
-                "so an archive it protects could not be opened after a restart: give a "
-                "passphrase, or start `dsm serve` with its vault unlocked.",
-            )
-        return ArchiveKeys(
-            data_key=self.data_key if self.persistent else None, passphrase=passphrase
-        )
 
 
 def _problem(exc: Exception) -> ServiceError:

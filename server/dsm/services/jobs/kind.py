@@ -18,10 +18,10 @@ metrics and rollback.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
@@ -38,10 +38,14 @@ from shared_schema.jobs import (
 )
 
 from ...storage.journal import JournalRecord, Status
+from ..backups.keyslots import ArchiveKeysSource
 from ..dataplane import DataPlane
 from ..errors import ServiceError
 from .store import ItemRecord, JobRecord, JobStore, NewItem
 from .uploads import UploadStore
+
+if TYPE_CHECKING:
+    from ..index.service import IndexService
 
 RollbackRule = Literal["journal", "none"]
 # Attempts of one write step (each a new idempotency key) before the item fails.
@@ -50,12 +54,16 @@ MAX_ATTEMPTS = 6
 
 @dataclass(frozen=True)
 class JobEnv:
-    """What kinds may use: the data plane (read and write paths), job state, files."""
+    """What kinds may use: the data plane (read and write paths), job state, files; for
+    backups, restores and erasure the data dir, the archive keys and the search index."""
 
     plane: DataPlane
     store: JobStore
     uploads: UploadStore
     exports_dir: Path
+    data_dir: Path | None = None
+    keys: ArchiveKeysSource | None = None
+    index: IndexService | None = None
 
 
 @dataclass(frozen=True)
@@ -248,9 +256,13 @@ class JobKindHandler:
     rollback: ClassVar[RollbackRule] = "journal"
     # The request type that paces the job (workers are sized to fill it).
     pace: ClassVar[str] = "write"
+    # Whether it writes to Open Cloud; None: it does when it can be rolled back.
+    writes_open_cloud: ClassVar[bool | None] = None
 
     @property
     def writes(self) -> bool:
+        if self.writes_open_cloud is not None:
+            return self.writes_open_cloud
         return self.rollback != "none"
 
     # ------------------------------------------------------------------------ checking
@@ -265,6 +277,11 @@ class JobKindHandler:
     def written_universes(self, spec: JobSpec, env: JobEnv) -> set[int]:
         """Universes whose data the job writes (production ones need the typed confirmation)."""
         return {spec.universe} if self.writes else set()
+
+    def confirmation(self, spec: JobSpec, env: JobEnv, production: Sequence[str]) -> str | None:
+        """The text `confirm` must be to start it; `production` are the labels of the
+        production universes it writes to (the default asks for those)."""
+        return " + ".join(production) or None
 
     def describe(self, spec: JobSpec) -> str:
         return f"{spec.kind.value.replace('_', '-').capitalize()} {describe_selection(spec)}"

@@ -19,11 +19,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from shared_schema.common import Backend
 from shared_schema.entries import StoreKind
@@ -57,9 +60,11 @@ from shared_schema.jobs import (
 )
 
 from ...opencloud.ratelimit import background_calls
+from ..backups.keyslots import ArchiveKeysSource
 from ..dataplane import DataPlane
 from ..errors import ServiceError
 from ..events import EventBus
+from ..index.service import IndexService
 from ..metrics import Metrics
 from ..tokens import Principal
 from .kind import (
@@ -195,7 +200,7 @@ class JobService:
             return [JobAction.PAUSE, JobAction.CANCEL]
         if state is JobState.PAUSED:
             return [JobAction.RESUME, JobAction.CANCEL]
-        if state is JobState.ROLLED_BACK or not handler.writes or not self._wrote(record):
+        if state is JobState.ROLLED_BACK or handler.rollback == "none" or not self._wrote(record):
             return []
         if record.rolled_back_by is not None:
             rollback = self.store.find(record.rolled_back_by)
@@ -310,12 +315,20 @@ class JobService:
 
     def confirmation(self, spec: JobSpec, handler: JobKindHandler) -> str | None:
         """The text `confirm` must be to write to the production universes this job writes."""
-        labels = []
-        for universe in sorted(handler.written_universes(spec, self.env)):
-            binding = self.plane.upstream.binding(universe)
-            if binding.environment == "production":
-                labels.append(binding.label)
-        return " + ".join(labels) or None
+        return handler.confirmation(spec, self.env, self.production_labels(spec, handler))
+
+    def production_universes(self, spec: JobSpec, handler: JobKindHandler) -> tuple[int, ...]:
+        """The universes configured as production this job writes to."""
+        return tuple(
+            universe
+            for universe in sorted(handler.written_universes(spec, self.env))
+            if self.plane.upstream.binding(universe).environment == "production"
+        )
+
+    def production_labels(self, spec: JobSpec, handler: JobKindHandler) -> tuple[str, ...]:
+        return tuple(
+            self.plane.upstream.binding(u).label for u in self.production_universes(spec, handler)
+        )
 
     def _require_role(self, caller: Principal, spec: JobSpec, handler: JobKindHandler) -> None:
         needed = handler.role_for(spec, self.env)
@@ -358,29 +371,64 @@ class JobService:
 
     async def create(self, caller: Principal, request: JobCreateRequest) -> JobView:
         assert request.params is not None  # filled in by the model for every kind it accepts
-        body = {
-            "selection": request.selection.model_dump(mode="json", exclude_unset=True),
-            "params": request.params.model_dump(mode="json"),
-        }
-        earlier = self.store.find_by_idempotency_key(request.idempotency_key)
-        if earlier is not None:
-            if earlier.kind == request.kind.value and earlier.request == body:
-                return self.view(earlier)
-            raise _key_reused(request.idempotency_key, earlier.id)
-        handler = handler_for(request.kind)
-        record = self._new_record(
+        return await self.create_job(
             caller,
             request.kind,
             universe=request.selection.universe_id,
-            store_kind=request.selection.store_kind.value,
-            body=body,
+            store_kind=request.selection.store_kind,
+            selection=request.selection.model_dump(mode="json", exclude_unset=True),
+            params=request.params,
+            dry_run=request.dry_run,
+            confirm=request.confirm,
             idempotency_key=request.idempotency_key,
-            start=not request.dry_run,
+            skip_backup=request.skip_backup,
+        )
+
+    async def create_job(
+        self,
+        caller: Principal,
+        kind: JobKind,
+        *,
+        universe: int,
+        params: BaseModel,
+        dry_run: bool,
+        idempotency_key: str,
+        confirm: str | None = None,
+        store_kind: StoreKind = StoreKind.STANDARD,
+        selection: dict[str, Any] | None = None,
+        skip_backup: bool = False,
+        kind_state: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    ) -> JobView:
+        """Plan a job of any kind (and start it unless `dry_run`); the routes of kinds with a
+        request of their own (backups, restores, erasures) come here too.
+
+        `kind_state` makes what the kind keeps beside its params (a new archive's wrapped
+        key), once the request is known to be new.
+        """
+        body: dict[str, Any] = {"selection": selection, "params": params.model_dump(mode="json")}
+        if skip_backup:
+            body["skip_backup"] = True
+        earlier = self.store.find_by_idempotency_key(idempotency_key)
+        if earlier is not None:
+            if earlier.kind == kind.value and earlier.request == body:
+                return self.view(earlier)
+            raise _key_reused(idempotency_key, earlier.id)
+        handler = handler_for(kind)
+        record = self._new_record(
+            caller,
+            kind,
+            universe=universe,
+            store_kind=store_kind.value,
+            body=body,
+            idempotency_key=idempotency_key,
+            start=not dry_run,
         )
         spec = spec_of(record)
         self._check_new(caller, spec, handler)
-        if not request.dry_run:
-            self._require_confirmation(spec, handler, request.confirm)
+        if not dry_run:
+            self._require_confirmation(spec, handler, confirm)
+        if kind_state is not None:
+            record = replace(record, kind_state=await kind_state())
         record = self.store.create(record)
         self._state_event(record, None, actor=caller.name)
         return await self._plan_and_wait(record.id)
@@ -804,16 +852,22 @@ async def open_jobs(
     plane: DataPlane,
     events: EventBus,
     metrics: Metrics | None = None,
+    *,
+    keys: ArchiveKeysSource | None = None,
+    index: IndexService | None = None,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
 
-    `settings` are JobService's keyword settings (plan_wait, held_wait, held_retry).
+    `keys` open and protect backup archives; `index` is the search index (erasure scrubs
+    it). `settings` are JobService's keyword settings (plan_wait, held_wait, held_retry).
     """
     with JobStore(data_dir) as store:
         uploads = UploadStore(store, data_dir)
         uploads.sweep()
-        env = JobEnv(plane, store, uploads, data_dir / EXPORTS_DIRNAME)
+        env = JobEnv(
+            plane, store, uploads, data_dir / EXPORTS_DIRNAME, data_dir, keys=keys, index=index
+        )
         service = JobService(env, events, metrics, **settings)
         service.resume_all()
         try:

@@ -283,8 +283,8 @@ class JobStore:
             conn.execute(
                 "INSERT INTO jobs (id, kind, state, universe, store_kind, request,"
                 " idempotency_key, actor_id, actor_name, created_ms, updated_ms, plan,"
-                " plan_complete, plan_cursor, start_when_planned, rollback_of)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " plan_complete, plan_cursor, start_when_planned, rollback_of, kind_state)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.kind,
@@ -302,6 +302,7 @@ class JobStore:
                     _json(record.plan_cursor),
                     int(record.start_when_planned),
                     record.rollback_of,
+                    _json(record.kind_state),
                 ),
             )
         return self.get(record.id)

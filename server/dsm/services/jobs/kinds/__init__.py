@@ -4,6 +4,15 @@ To add a kind, write a module here with a `JobKindHandler` subclass and `registe
 import the module below (see docs/architecture.md, "How to add a job kind").
 """
 
-from . import copy, delete, export, importing, rollback, set_metadata, transform
+from . import backup, copy, delete, export, importing, rollback, set_metadata, transform
 
-__all__ = ["copy", "delete", "export", "importing", "rollback", "set_metadata", "transform"]
+__all__ = [
+    "backup",
+    "copy",
+    "delete",
+    "export",
+    "importing",
+    "rollback",
+    "set_metadata",
+    "transform",
+]
