@@ -260,6 +260,58 @@ JOB_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[None
         6000,
     ),
 }
+
+
+async def _open_backups(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate)
+    await d.pair()
+    make_admin(d.server)  # schedules need admin
+    await d.click("Universe_1")
+    await d.wait_text("PlayerData")
+    await d.click("BackupsButton")
+    await d.wait_for(lambda: d.rendered("BackupsView"), "no Backups view")
+
+
+async def _back_up(d: PluginDriver, note: str) -> None:
+    await d.click("BackupNowButton")
+    await d.wait_for(lambda: d.rendered("BackupFormDialog"), "no backup form")
+    await d.type("BackupNoteInput", note)
+    await d.click("ConfirmButton")
+    await d.wait_text("entries selected.", timeout=30)
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=60)
+    await d.click(await d.reveal("OpenBackupsButton"))
+    await d.wait_for(lambda: d.has_text(note), "the archive is not listed")
+
+
+async def _backups(d: PluginDriver, teammate: str) -> None:
+    await _open_backups(d, teammate)
+    await d.click("ScheduleButton")
+    await d.wait_for(lambda: d.rendered("ScheduleFormDialog"), "no schedule form")
+    await d.click("ConfirmButton")
+    await d.wait_text("Scheduled: nightly")
+    await _back_up(d, "before v42")
+
+
+async def _backup_verified(d: PluginDriver, teammate: str) -> None:
+    await _open_backups(d, teammate)
+    await _back_up(d, "before v42")
+    await d.click(d.row_with("ArchiveRow", next(t for t in d.texts() if "before v42" in t)))
+    await d.wait_text("From the archive's manifest")
+    await d.click("VerifyButton")
+    await d.wait_text("Verified: ")
+
+
+JOB_SCENARIOS["plugin-backups"] = (
+    "the Backups view: archives with their manifest facts, a schedule, back up now",
+    _backups,
+    6000,
+)
+JOB_SCENARIOS["plugin-backup-verified"] = (
+    "an archive: its manifest's facts, verified entry by entry",
+    _backup_verified,
+    6000,
+)
 for _name, (_description, _body, _rpm) in JOB_SCENARIOS.items():
     SCENARIOS[_name] = Scenario(
         _description,
