@@ -147,3 +147,31 @@ async def test_a_backup_is_made_listed_opened_verified_and_compared(
     await d.wait_text("1 new · 1 changed · 0 gone · 4 the same")
     assert d.has_text("changed PlayerData / global / Player_2: 1 value operation")
     assert d.has_text("new PlayerData / global / Player_9")
+
+
+async def test_the_restore_and_erasure_forms_check_what_is_typed_before_asking(
+    harness: LuauHarness, server: Server
+) -> None:
+    game_writes(server, {"Player_12": player(12)})
+    d = await open_backups(harness, server)
+
+    # As at a moment: the zone must be written (Studio's clock zone is not the server's).
+    await d.click("RestoreAtButton")
+    await d.wait_for(lambda: d.rendered("RestoreView"), "no restore form")
+    await d.type("TimeText", "2026-12-01 14:00")
+    await d.click("PlanButton")
+    await d.wait_text("time zone")
+    await d.type("TimeText", "2026-12-01T14:00Z")
+    await d.wait_text("= 2026-12-01 14:00:00 UTC")
+    await d.click("PlanButton")  # a moment's restore names its data stores
+    await d.wait_text("Name at least one data store, or choose every data store.")
+
+    # Erasure: one user id, and the server's patterns shown with where they are kept.
+    await d.click("Crumb3")
+    await d.wait_for(lambda: d.rendered("BackupsView"), "no Backups view")
+    await d.click("EraseButton")
+    await d.wait_for(lambda: d.rendered("ErasureView"), "no erasure form")
+    await d.wait_text("on the server's machine.")
+    await d.type("UserIdInput", "Player_12")
+    await d.click("FindButton")
+    await d.wait_text('"Player_12" is not a user id (a whole number).')
