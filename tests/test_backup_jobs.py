@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ async def entry(env: Env, universe: int, store: str, key: str, scope: str = "glo
     view = await jobs.read_value(env.call, env.admin, universe, store, key, scope=scope)
     if view is None:
         return None
-    return json.loads(view["value_json"]), view["attributes"], view["user_ids"]
+    return json.loads(view["value_json"]), view.get("attributes"), view.get("user_ids")
 
 
 async def seed_players(env: Env) -> dict[str, Any]:
@@ -94,3 +96,140 @@ async def test_backup_of_a_prefix_and_scope_only(env: Env) -> None:
     await seed_players(env)
     job = await backup(env, datastores=["Players"], scopes=["global"], prefix="p1")
     assert job["progress"]["applied"] == 1
+
+
+async def archive_of(env: Env, job: dict[str, Any]) -> str:
+    status, listing = await env.call("GET", "/backups", env.admin)
+    assert status == 200, listing
+    (found,) = [a for a in listing["archives"] if a["job_id"] == job["id"]]
+    archive_id: str = found["archive_id"]
+    return archive_id
+
+
+async def test_restore_puts_back_exactly_what_the_archive_holds_and_rolls_back(env: Env) -> None:
+    players = await seed_players(env)
+    archive_id = await archive_of(env, await backup(env))
+    before = {k: await entry(env, U, "Players", k) for k in players}
+    # A bad release: two players broken, one deleted, one new key.
+    await jobs.run(
+        env.call,
+        env.admin,
+        {"kind": "transform", "selection": {"universe_id": U, "datastores": ["Players"],
+         "keys": [{"key": "p1"}, {"key": "p2"}]}, "params": {"program": ".coins = -1"}},
+    )  # fmt: skip
+    await jobs.run(
+        env.call,
+        env.admin,
+        {"kind": "delete", "selection": {"universe_id": U, "datastores": ["Players"],
+         "keys": [{"key": "p3"}]}},
+    )  # fmt: skip
+    await jobs.seed(env.call, env.admin, U, "Players", {"newcomer": {"coins": 5}})
+
+    status, plan = await env.call(
+        "POST",
+        "/restores",
+        env.admin,
+        json={"universe_id": U, "archive_id": archive_id, "part": {"datastores": ["Players"]},
+              "idempotency_key": idem()},
+    )  # fmt: skip
+    assert status == 200, plan
+    plan = await jobs.wait(env.call, env.admin, plan["id"], ("planned", *jobs.TERMINAL))
+    assert plan["kind"] == "restore" and plan["plan"]["items"] == 7, plan
+    status, page = await env.call("GET", f"/restores/{plan['id']}/plan", env.admin)
+    assert status == 200, page
+    counts = page["summary"]["counts"]
+    assert (counts["update"], counts["create"], counts["unchanged"]) == (2, 1, 4), counts
+    updates = [k for k in page["keys"] if k["action"] == "update"]
+    assert {k["key"] for k in updates} == {"p1", "p2"}
+    assert updates[0]["patch"][0]["path"] == "/coins" and updates[0]["source"] == "archive"
+    assert await entry(env, U, "Players", "p3") is None  # the plan wrote nothing
+
+    status, job = await env.call("POST", f"/jobs/{plan['id']}/start", env.admin, json={})
+    assert status == 200, job
+    job = await jobs.wait(env.call, env.admin, plan["id"])
+    assert job["state"] == "succeeded", job
+    assert job["progress"]["applied"] == 3 and job["progress"]["skipped"] == 4
+    assert {k: await entry(env, U, "Players", k) for k in players} == before
+    assert await entry(env, U, "Players", "newcomer") is not None  # left alone
+
+    status, rollback = await env.call(
+        "POST",
+        f"/jobs/{job['id']}/rollback",
+        env.admin,
+        json={"dry_run": False, "idempotency_key": idem()},
+    )
+    assert status == 200, rollback
+    rollback = await jobs.wait(env.call, env.admin, rollback["id"])
+    assert rollback["state"] == "succeeded" and rollback["progress"]["applied"] == 3
+    assert await entry(env, U, "Players", "p3") is None
+    assert (await entry(env, U, "Players", "p1"))[0]["coins"] == -1
+
+
+async def test_restore_into_another_universe_store_and_scope(env: Env) -> None:
+    players = await seed_players(env)
+    archive_id = await archive_of(env, await backup(env))
+    job = await start(
+        env,
+        "/restores",
+        {"universe_id": U, "archive_id": archive_id, "part": {"datastores": ["Players"],
+         "scopes": ["global"]}, "target": {"universe_id": U2, "datastore": "Staging",
+         "scope": "copy"}},
+    )  # fmt: skip
+    assert job["state"] == "succeeded" and job["progress"]["applied"] == len(players), job
+    for key in players:
+        assert await entry(env, U2, "Staging", key, scope="copy") == await entry(
+            env, U, "Players", key
+        )
+    assert await entry(env, U2, "Players", "p0") is None
+
+
+async def test_restore_skips_a_key_written_after_the_plan(env: Env) -> None:
+    await seed_players(env)
+    archive_id = await archive_of(env, await backup(env))
+    status, plan = await env.call(
+        "POST",
+        "/restores",
+        env.admin,
+        json={"universe_id": U, "archive_id": archive_id, "part": {"datastores": ["Guilds"]},
+              "target": {"datastore": "Guilds2"}, "idempotency_key": idem()},
+    )  # fmt: skip
+    assert status == 200, plan
+    plan = await jobs.wait(env.call, env.admin, plan["id"], ("planned", *jobs.TERMINAL))
+    # A game server creates the key between the plan and the run: it must win.
+    await jobs.seed(env.call, env.admin, U, "Guilds2", {"g1": {"members": [1]}})
+    status, _ = await env.call("POST", f"/jobs/{plan['id']}/start", env.admin, json={})
+    job = await jobs.wait(env.call, env.admin, plan["id"])
+    assert job["progress"]["skipped"] == 1, job
+    (item,) = await jobs.items(env.call, env.admin, job["id"])
+    assert item["skip_code"] == "changed_since"
+    assert (await entry(env, U, "Guilds2", "g1"))[0] == {"members": [1]}
+
+
+async def test_restore_at_a_moment_from_the_journal(env: Env) -> None:
+    await jobs.seed(env.call, env.admin, U, "Players", {"a": {"n": 1}, "b": {"n": 2}})
+    await asyncio.sleep(0.05)
+    moment = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await jobs.run(
+        env.call,
+        env.admin,
+        {"kind": "transform", "selection": {"universe_id": U, "datastores": ["Players"]},
+         "params": {"program": ".n += 100"}},
+    )  # fmt: skip
+    await jobs.seed(env.call, env.admin, U, "Players", {"c": {"n": 3}})  # created after
+    body = {
+        "universe_id": U,
+        "at": moment.isoformat().replace("+00:00", "Z"),
+        "part": {"datastores": ["Players"]},
+        "delete_absent": True,
+    }
+    job = await start(env, "/restores", body)
+    assert job["state"] == "succeeded", job
+    status, page = await env.call("GET", f"/restores/{job['id']}/plan", env.admin)
+    assert status == 200, page
+    by_key = {k["key"]: k for k in page["keys"]}
+    assert by_key["a"]["source"] == "journal" and by_key["a"]["precision"] == "exact", by_key
+    assert by_key["c"]["action"] == "delete" and by_key["c"]["exists_then"] is False
+    assert (await entry(env, U, "Players", "a"))[0] == {"n": 1}
+    assert (await entry(env, U, "Players", "b"))[0] == {"n": 2}
+    assert await entry(env, U, "Players", "c") is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from shared_schema.backups import (
     RestoreCreateRequest,
     RestorePlanPage,
     RestorePlanQuery,
+    RestoreTarget,
 )
 from shared_schema.errors import ErrorCode
 from shared_schema.jobs import JobKind, JobState, JobView
@@ -41,9 +42,11 @@ from shared_schema.jobs import JobKind, JobState, JobView
 from ..erasure import PATTERNS_FILENAME, ErasurePatterns
 from ..errors import ServiceError
 from ..jobs.kinds.backup import BackupParams, new_key_state
+from ..jobs.kinds.restore import RestoreParams, archive_key_state
 from ..jobs.service import JobService
 from ..tokens import Principal
 from .keyslots import ArchiveKeysSource
+from .restore_plan import restore_plan_page
 from .schedules import BackupSchedules
 from .service import ArchiveFolder
 
@@ -120,10 +123,66 @@ class BackupsService:
         return await self.create_backup(caller, request, schedule)
 
     async def create_restore(self, caller: Principal, request: RestoreCreateRequest) -> JobView:
-        raise _not_yet("restore")
+        part, target = request.part, request.target or RestoreTarget()
+        params = RestoreParams(
+            source_universe=request.universe_id,
+            at=request.at,
+            datastores=part.datastores,
+            ordered_datastores=part.ordered_datastores,
+            scopes=part.scopes,
+            prefix=part.prefix,
+            keys=None
+            if part.keys is None
+            else [(k.store_kind.value, k.datastore, k.scope, k.key) for k in part.keys],
+            target_datastore=target.datastore,
+            target_scope=target.scope,
+            delete_absent=request.delete_absent,
+            held_sessions=request.held_sessions,
+        )
+        kind_state: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        if request.archive_id is not None:
+            if request.delete_absent:
+                raise ServiceError(
+                    ErrorCode.BAD_REQUEST,
+                    "delete_absent works with a restore at a point in time (`at`) only for "
+                    "now: an archive restore puts back the keys the archive holds and leaves "
+                    "other keys alone.",
+                )
+            path = self.archives.path(request.archive_id)
+            manifest = await asyncio.to_thread(self.archives.manifest, path, request.passphrase)
+            if manifest.universe_id != request.universe_id:
+                raise ServiceError(
+                    ErrorCode.BAD_REQUEST,
+                    f"Archive {manifest.archive_id} holds universe {manifest.universe_id}, not "
+                    f"{request.universe_id}: give its own universe as universe_id (and another "
+                    "one as target.universe_id to restore it elsewhere).",
+                )
+            params.archive_file, params.archive_id = path.name, manifest.archive_id
+            keys = self.archives.keys
+            opening = keys.keys(request.passphrase)
+
+            async def archive_key() -> dict[str, Any]:
+                return await asyncio.to_thread(archive_key_state, path, opening, keys.data_key)
+
+            kind_state = archive_key
+
+        return await self.jobs.create_job(
+            caller,
+            JobKind.RESTORE,
+            universe=target.universe_id or request.universe_id,
+            params=params,
+            dry_run=request.dry_run,
+            confirm=request.confirm,
+            idempotency_key=request.idempotency_key,
+            skip_backup=request.skip_backup,
+            kind_state=kind_state,
+        )
 
     async def restore_plan(self, job_id: str, query: RestorePlanQuery) -> RestorePlanPage:
-        raise _not_yet("restore")
+        record = self.jobs.store.find(job_id)
+        if record is None or record.kind != JobKind.RESTORE.value:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"There is no restore job {job_id!r}.")
+        return await restore_plan_page(self.jobs, record, query)
 
     async def create_erasure(self, caller: Principal, request: ErasureCreateRequest) -> JobView:
         raise _not_yet("erase_user")

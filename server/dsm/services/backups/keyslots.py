@@ -77,11 +77,15 @@ class ArchiveKeys:
     data_key: bytes | None = None
     passphrase: str | None = None
     kdf: KdfParams = field(default_factory=KdfParams)
+    # The archive key itself, already unwrapped (a job keeps it wrapped by the server's data
+    # key so it runs without the passphrase it was made with).
+    archive_key: bytes | None = None
 
     def __repr__(self) -> str:
         return (
             f"ArchiveKeys(data_key={'<set>' if self.data_key else None}, "
-            f"passphrase={'<set>' if self.passphrase else None})"
+            f"passphrase={'<set>' if self.passphrase else None}, "
+            f"archive_key={'<set>' if self.archive_key else None})"
         )
 
 
@@ -154,6 +158,8 @@ def unwrap(slots: list[SlotModel], key_id: str, keys: ArchiveKeys) -> bytes:
     A passphrase is tried first when one is given (the user asked for it explicitly); a wrong
     one is an error even if the vault could open the archive, so a typo is never hidden.
     """
+    if keys.archive_key is not None:
+        return _checked(keys.archive_key)
     by_kind = {s.kind: s for s in slots}
     if keys.passphrase is not None:
         chosen = by_kind.get("passphrase")

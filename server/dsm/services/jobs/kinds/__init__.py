@@ -4,7 +4,7 @@ To add a kind, write a module here with a `JobKindHandler` subclass and `registe
 import the module below (see docs/architecture.md, "How to add a job kind").
 """
 
-from . import backup, copy, delete, export, importing, rollback, set_metadata, transform
+from . import backup, copy, delete, export, importing, restore, rollback, set_metadata, transform
 
 __all__ = [
     "backup",
@@ -12,6 +12,7 @@ __all__ = [
     "delete",
     "export",
     "importing",
+    "restore",
     "rollback",
     "set_metadata",
     "transform",
