@@ -11,8 +11,11 @@ companion server on the emulator, driven through the widget like a user.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,8 @@ from shared_schema.common import Role
 from tools.luau_harness import LuauHarness
 from tools.luau_harness.errors import HarnessError
 from tools.luau_harness.ui import Element, Node
-from tools.testing.plugin import PLUGIN_SRC, PluginDriver, make_admin, player
-from tools.testing.server import Server, running_server
+from tools.testing.plugin import PLUGIN_SRC, PluginDriver, make_admin, player, write_entry
+from tools.testing.server import Server, entry_path, running_server
 
 
 @pytest.fixture
@@ -175,3 +178,98 @@ async def test_the_restore_and_erasure_forms_check_what_is_typed_before_asking(
     await d.type("UserIdInput", "Player_12")
     await d.click("FindButton")
     await d.wait_text('"Player_12" is not a user id (a whole number).')
+
+
+async def stored_value(server: Server, token: str, key: str) -> Any:
+    status, view = await server.call(
+        "GET", entry_path(1, "PlayerData", key) + "?scope=global", token
+    )
+    return json.loads(view["value_json"]) if status == 200 else None
+
+
+async def test_a_restore_from_an_archive_is_planned_key_by_key_run_and_rolled_back(
+    harness: LuauHarness, server: Server
+) -> None:
+    game_writes(server, {f"Player_{i}": player(i) for i in range(1, 5)})
+    teammate = await server.pair("Teammate", role=Role.ADMIN)
+    d = await open_backups(harness, server)
+    await back_up_now(d, "before the release", 4)
+    before = {f"Player_{i}": await stored_value(server, teammate, f"Player_{i}") for i in (1, 2)}
+
+    # A bad release: a game server breaks two players and saves a new one.
+    game_writes(
+        server,
+        {
+            "Player_1": {**player(1), "coins": -1},
+            "Player_2": {**player(2), "coins": -1},
+            "Player_7": player(7),
+        },
+    )
+    await d.click(await d.reveal("OpenBackupsButton"))
+    await d.wait_for(lambda: archive_row(d, "before the release") is not None, "no archive")
+    await d.click(archive_row(d, "before the release") or "no row")
+    await d.click("RestoreButton")
+    await d.wait_for(lambda: d.rendered("RestoreView"), "no restore form")
+    await d.click("PlanButton")
+
+    # The dry run in the Jobs view: counts, then every key with its source; nothing written.
+    await d.wait_text("The restore, key by key")
+    await d.wait_text("2 replace · 2 already so", timeout=20)
+    assert d.has_text("Planned (dry run)")
+    assert d.has_text("Keys by source: archive 4")
+    await d.wait_text("replace PlayerData / global / Player_1 · archive, ")
+    assert (await stored_value(server, teammate, "Player_1"))["coins"] == -1
+    await d.click(await d.reveal("RestoreKey1"))
+    await d.wait_for(lambda: d.rendered("RestoreKeyDialog"), "no key dialog")
+    assert "/coins" in d.element("KeyPatch").text
+    await d.click("ConfirmButton")  # Close
+    await d.click("Option_update")  # only the keys it replaces
+    await d.wait_for(
+        lambda: not d.has_text("already so PlayerData / global / Player_3"), "filter not applied"
+    )
+    assert d.has_text("replace PlayerData / global / Player_2")
+
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=30)
+    for key, value in before.items():
+        assert await stored_value(server, teammate, key) == value
+    assert await stored_value(server, teammate, "Player_7") == player(7)  # left alone
+
+    # Rolled back: the restore's own writes undone, conditionally, as a job planned first.
+    await d.click("RollbackButton")
+    await d.wait_for(lambda: d.rendered("RollbackDialog"), "no rollback dialog")
+    await d.click("ConfirmButton")
+    await d.wait_text("Rolls back ")
+    await d.wait_text("2 entries selected.", timeout=20)
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=30)
+    assert (await stored_value(server, teammate, "Player_1"))["coins"] == -1
+
+
+async def test_a_restore_as_at_a_moment_names_each_keys_source_and_puts_it_back(
+    harness: LuauHarness, server: Server
+) -> None:
+    teammate = await server.pair("Teammate", role=Role.ADMIN)
+    for index in (1, 2):
+        await write_entry(server, teammate, "PlayerData", f"Player_{index}", player(index))
+    await asyncio.sleep(0.05)
+    moment = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    await asyncio.sleep(0.05)
+    await write_entry(server, teammate, "PlayerData", "Player_1", {**player(1), "coins": -1})
+
+    d = await open_backups(harness, server)
+    # The plugin's clock (virtual, from the harness's start) catches up with the moment typed:
+    # a moment later than the plugin's now is refused as in the future.
+    await harness.advance_async(time.time() - (harness.epoch + harness.now) + 1)
+    await d.click("RestoreAtButton")
+    await d.wait_for(lambda: d.rendered("RestoreView"), "no restore form")
+    await d.type("TimeText", moment)
+    await d.type("StoresInput", "PlayerData")
+    await d.click("PlanButton")
+    await d.wait_text("The restore, key by key")
+    await d.wait_text("1 replace · 1 already so", timeout=20)
+    assert d.has_text("Keys by source: journal 2")
+    assert d.has_text("replace PlayerData / global / Player_1 · journal, exact")
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=30)
+    assert await stored_value(server, teammate, "Player_1") == player(1)
