@@ -302,9 +302,34 @@ async def _backup_verified(d: PluginDriver, teammate: str) -> None:
     await d.wait_text("Verified: ")
 
 
+async def _restore_plan(d: PluginDriver, teammate: str) -> None:
+    await _open_backups(d, teammate)
+    await _back_up(d, "before v42")
+    for index in (3, 7, 12):  # a bad release breaks three players
+        await write_entry(
+            d.server, teammate, "PlayerData", f"Player_{index}", {**player(index), "coins": -1}
+        )
+    await d.click(d.row_with("ArchiveRow", next(t for t in d.texts() if "before v42" in t)))
+    await d.wait_text("From the archive's manifest")
+    await d.click("RestoreButton")
+    await d.wait_for(lambda: d.rendered("RestoreView"), "no restore form")
+    await d.click("StoresChoice/Options/Option_named")
+    await d.type("StoresInput", "PlayerData")
+    await d.click("PlanButton")
+    await d.wait_text("The restore, key by key")
+    await d.wait_text("3 replace", timeout=30)
+    await d.click(await d.reveal("Option_update"))
+    await d.wait_for(lambda: not d.has_text("already so "), "the filter did not apply")
+
+
 JOB_SCENARIOS["plugin-backups"] = (
     "the Backups view: archives with their manifest facts, a schedule, back up now",
     _backups,
+    6000,
+)
+JOB_SCENARIOS["plugin-restore-plan"] = (
+    "a restore's dry run, key by key: what it replaces, from which source, how exactly",
+    _restore_plan,
     6000,
 )
 JOB_SCENARIOS["plugin-backup-verified"] = (
