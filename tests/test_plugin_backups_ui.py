@@ -114,6 +114,8 @@ async def test_a_backup_is_made_listed_opened_verified_and_compared(
     ]
 
     await back_up_now(d, "before v42", 5)
+    await d.wait_for(lambda: d.rendered("OpenArchiveButton"), "no link to the archive made")
+    assert d.has_text("· Manifest: 5 entries")
     await d.click(await d.reveal("OpenBackupsButton"))
     await d.wait_for(lambda: archive_row(d, "before v42") is not None, "no archive row")
     status, listed = await server.call("GET", "/backups", teammate)
