@@ -158,6 +158,7 @@ async def test_the_restore_and_erasure_forms_check_what_is_typed_before_asking(
     harness: LuauHarness, server: Server
 ) -> None:
     game_writes(server, {"Player_12": player(12)})
+    teammate = await server.pair("Teammate", role=Role.ADMIN)
     d = await open_backups(harness, server)
 
     # As at a moment: the zone must be written (Studio's clock zone is not the server's).
@@ -177,6 +178,26 @@ async def test_the_restore_and_erasure_forms_check_what_is_typed_before_asking(
     await d.click("EraseButton")
     await d.wait_for(lambda: d.rendered("ErasureView"), "no erasure form")
     await d.wait_text("on the server's machine.")
+
+    # The patterns edited from the plugin, kept by the server, shown as saved.
+    await d.click("EditPatternsButton")
+    await d.wait_for(lambda: d.rendered("PatternsDialog"), "no patterns editor")
+    await d.type("PatternsInput", "*: Player_{userId}\nInventory {userId}", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("Line 2: write the data store, a colon, then its key patterns")
+    await d.type(
+        "PatternsInput",
+        "*: Player_{userId}\nInventory: {userId}_inventory\nordered Wins (global): {userId}",
+        enter=False,
+    )
+    await d.click("ConfirmButton")
+    await d.wait_for(lambda: not d.rendered("PatternsDialog"), "the editor stayed open")
+    assert d.has_text("Inventory: {userId}_inventory")
+    status, saved = await server.call("GET", "/erasure-patterns", teammate)
+    assert status == 200, saved
+    assert saved["standard"] == {"*": ["Player_{userId}"], "Inventory": ["{userId}_inventory"]}
+    assert saved["ordered"] == {"Wins": {"scopes": ["global"], "ids": ["{userId}"]}}
+
     await d.type("UserIdInput", "Player_12")
     await d.click("FindButton")
     await d.wait_text('"Player_12" is not a user id (a whole number).')
