@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +13,10 @@ from typing import Any
 
 import pytest
 
+from dsm.services.backups.archive import ArchiveReader
+from dsm.services.backups.folder import list_archives
+from dsm.services.backups.keyslots import ArchiveKeys
+from dsm.storage.crypto import new_key
 from shared_schema.common import Role
 from tools.testing import jobs
 from tools.testing.server import Server, idem, running_server
@@ -233,3 +238,117 @@ async def test_restore_at_a_moment_from_the_journal(env: Env) -> None:
     assert (await entry(env, U, "Players", "a"))[0] == {"n": 1}
     assert (await entry(env, U, "Players", "b"))[0] == {"n": 2}
     assert await entry(env, U, "Players", "c") is None
+
+
+# ------------------------------------------------------------------------------ erasure
+
+
+def files_containing(root: Path, needles: list[bytes]) -> dict[str, list[bytes]]:
+    """Every file under `root` (WAL files included) that holds one of `needles` in clear; the
+    embedded emulator's own files stand for Roblox, which keeps old versions for 30 days."""
+    found: dict[str, list[bytes]] = {}
+    for path in root.rglob("*"):
+        if path.is_file() and "emulator" not in path.relative_to(root).parts:
+            data = path.read_bytes()
+            hits = [n for n in needles if n in data]
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    return found
+
+
+async def test_erasure_removes_a_planted_player_everywhere_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    uid = 900_000_000_000 + secrets.randbelow(99_999_999)
+    marker = f"CANARY-erase-{secrets.token_hex(12)}"
+    data_key = new_key()
+    async with running_server(
+        tmp_path, data_key=data_key, budget_rpm=1_000_000, emulator_universes=[U],
+        job_plan_wait_seconds=20,
+    ) as server:  # fmt: skip
+        env = Env(server, await server.pair("admin", role=Role.ADMIN), tmp_path)
+        status, _ = await env.call(
+            "PUT",
+            "/erasure-patterns",
+            env.admin,
+            json={"standard": {"*": ["Player_{userId}"], "Inventory": ["{userId}_inventory"]}},
+        )
+        assert status == 200
+        mine = {"coins": 5, "secret": marker}
+        await jobs.seed(env.call, env.admin, U, "Players", {f"Player_{uid}": mine},
+                        attributes={"owner": marker}, user_ids=[uid])  # fmt: skip
+        await jobs.seed(env.call, env.admin, U, "Players", {f"Player_{uid}": mine}, scope="eu")
+        await jobs.seed(env.call, env.admin, U, "Inventory", {f"{uid}_inventory": [marker]})
+        await jobs.seed(env.call, env.admin, U, "Guilds", {"g1": {"name": "shared"}},
+                        user_ids=[7, uid])  # fmt: skip
+        await jobs.seed(env.call, env.admin, U, "Players", {"Player_7": {"coins": 1}},
+                        user_ids=[7])  # fmt: skip
+        # A write through the journal (before-images) and a backup that holds the player.
+        await jobs.run(
+            env.call,
+            env.admin,
+            {"kind": "transform", "selection": {"universe_id": U, "datastores": ["Players"],
+             "all_scopes": True}, "params": {"program": ".coins += 1"}},
+        )  # fmt: skip
+        await backup(env)
+
+        status, plan = await env.call(
+            "POST", "/erasures", env.admin,
+            json={"universe_id": U, "user_id": uid, "idempotency_key": idem()},
+        )  # fmt: skip
+        assert status == 200, plan
+        plan = await jobs.wait(env.call, env.admin, plan["id"], ("planned", *jobs.TERMINAL))
+        assert plan["plan"]["items"] == 4, plan
+        assert plan["plan"]["confirmation"] == f"erase {uid}"
+        status, view = await env.call("GET", f"/erasures/{plan['id']}", env.admin)
+        assert status == 200 and view["user_id"] == uid and not view["redacted"], view
+        actions = {(f["datastore"], f["scope"], f["key"]): f["action"] for f in view["found"]}
+        assert actions[("Guilds", "global", "g1")] == "remove_user_id"
+        assert actions[("Inventory", "global", f"{uid}_inventory")] == "delete_entry"
+
+        status, refused = await env.call(
+            "POST", f"/jobs/{plan['id']}/start", env.admin, json={"confirm": "yes"}
+        )
+        assert status >= 400, refused
+        status, job = await env.call(
+            "POST", f"/jobs/{plan['id']}/start", env.admin, json={"confirm": f"erase {uid}"}
+        )
+        assert status == 200, job
+        job = await jobs.wait(env.call, env.admin, plan["id"])
+        assert job["state"] == "succeeded" and job["progress"]["applied"] == 4, (
+            job,
+            await jobs.items(env.call, env.admin, job["id"]),
+        )
+        assert job["actions"] == []  # never rolled back
+
+        # Gone from Open Cloud; the shared entry keeps its value; unrelated data untouched.
+        assert await entry(env, U, "Players", f"Player_{uid}") is None
+        assert await entry(env, U, "Players", f"Player_{uid}", scope="eu") is None
+        assert await entry(env, U, "Inventory", f"{uid}_inventory") is None
+        assert await entry(env, U, "Guilds", "g1") == ({"name": "shared"}, None, [7])
+        assert await entry(env, U, "Players", "Player_7") == ({"coins": 2}, None, [7])
+
+        status, report = await env.call("GET", f"/erasures/{job['id']}/report", env.admin)
+        assert status == 200, report
+        assert report["user_id"] == uid and len(report["roblox"]) == 4
+        assert {s["where"] for s in report["local"]} >= {"cache", "journal", "backups", "index"}
+        assert all(not s["problems"] for s in report["local"]), report["local"]
+        assert "Still kept by Roblox" in report["text"]
+        status, view = await env.call("GET", f"/erasures/{job['id']}", env.admin)
+        assert view["redacted"] and view.get("user_id") is None and view["found_total"] == 4
+        # Only the shared entry is still named (its key is not the player's).
+        assert [f["key"] for f in view["found"]] == ["g1"]
+        status, _ = await env.call("DELETE", f"/erasures/{job['id']}/report", env.admin)
+        assert status == 204
+        status, _ = await env.call("GET", f"/erasures/{job['id']}/report", env.admin)
+        assert status == 404
+
+        # The archive, rewritten, no longer holds the player.
+        keys = ArchiveKeys(data_key=data_key)
+        for listing in list_archives(tmp_path / "backups", keys):
+            with ArchiveReader(listing.path, keys) as reader:
+                for held in reader.entries():
+                    assert str(uid) not in held.name.key and uid not in held.user_ids
+                    assert marker not in held.value_json
+        needles = [marker.encode(), f"Player_{uid}".encode(), str(uid).encode()]
+        assert files_containing(tmp_path, needles) == {}

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared_schema.backups import (
+    MAX_ERASURE_FOUND,
     BackupCreateRequest,
     BackupDiff,
     BackupDiffRequest,
@@ -25,25 +26,33 @@ from shared_schema.backups import (
     BackupSummary,
     BackupVerifyReport,
     BackupView,
+    ErasureAction,
     ErasureCreateRequest,
+    ErasureFound,
     ErasureOrderedView,
     ErasurePatternsRequest,
     ErasurePatternsView,
+    ErasureReason,
     ErasureReportView,
+    ErasureRobloxAction,
+    ErasureScrub,
     ErasureView,
     RestoreCreateRequest,
     RestorePlanPage,
     RestorePlanQuery,
     RestoreTarget,
 )
+from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
-from shared_schema.jobs import JobKind, JobState, JobView
+from shared_schema.jobs import ItemState, JobKind, JobState, JobView, SkipCode
 
-from ..erasure import PATTERNS_FILENAME, ErasurePatterns
+from ..erasure import PATTERNS_FILENAME, ErasurePatterns, ErasureReport
 from ..errors import ServiceError
 from ..jobs.kinds.backup import BackupParams, new_key_state
+from ..jobs.kinds.erase_user import ErasureParams, load_report, report_path
 from ..jobs.kinds.restore import RestoreParams, archive_key_state
 from ..jobs.service import JobService
+from ..jobs.store import ItemRecord, JobRecord
 from ..tokens import Principal
 from .keyslots import ArchiveKeysSource
 from .restore_plan import restore_plan_page
@@ -185,16 +194,65 @@ class BackupsService:
         return await restore_plan_page(self.jobs, record, query)
 
     async def create_erasure(self, caller: Principal, request: ErasureCreateRequest) -> JobView:
-        raise _not_yet("erase_user")
+        return await self.jobs.create_job(
+            caller,
+            JobKind.ERASE_USER,
+            universe=request.universe_id,
+            params=ErasureParams(user_id=request.user_id, held_sessions=request.held_sessions),
+            dry_run=request.dry_run,
+            confirm=request.confirm,
+            idempotency_key=request.idempotency_key,
+            skip_backup=request.skip_backup,
+        )
+
+    def _erasure_record(self, job_id: str) -> JobRecord:
+        record = self.jobs.store.find(job_id)
+        if record is None or record.kind != JobKind.ERASE_USER.value:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"There is no erasure job {job_id!r}.")
+        return record
 
     def erasure(self, job_id: str) -> ErasureView:
-        raise _not_yet("erase_user")
+        record = self._erasure_record(job_id)
+        found: list[ErasureFound] = []
+        after = 0
+        while len(found) < MAX_ERASURE_FOUND and (
+            page := self.jobs.store.items(job_id, after=after, limit=500)
+        ):
+            found += [_found(item) for item in page if item.data]
+            after = page[-1].seq
+        state = record.kind_state or {}
+        cursor = record.plan_cursor or {}
+        user_id = record.params.get("user_id")
+        return ErasureView(
+            job_id=record.id,
+            universe_id=record.universe,
+            user_id=user_id,
+            redacted=user_id is None,
+            found=found[:MAX_ERASURE_FOUND],
+            found_total=record.item_count,
+            searched=cursor.get("searched", []),
+            not_searched=cursor.get("not_searched", []),
+            scrubs=state.get("scrubs", ["cache", "journal", "backups", "index", "jobs"]),
+            report_ready=report_path(self.data_dir, job_id).exists(),
+        )
 
     def erasure_report(self, job_id: str) -> ErasureReportView:
-        raise _not_yet("erase_user")
+        self._erasure_record(job_id)
+        report = load_report(self.data_dir, self.archives.keys.data_key, job_id)
+        if report is None:
+            raise ServiceError(
+                ErrorCode.NOT_FOUND,
+                f"Erasure {job_id} has no report: it has not finished, or its report was "
+                "taken and forgotten.",
+            )
+        return _report_view(report)
 
     def forget_erasure_report(self, job_id: str) -> None:
-        raise _not_yet("erase_user")
+        self._erasure_record(job_id)
+        path = report_path(self.data_dir, job_id)
+        if not path.exists():
+            raise ServiceError(ErrorCode.NOT_FOUND, f"Erasure {job_id} has no report to forget.")
+        path.unlink()
 
     # ------------------------------------------------------------------- erasure patterns
 
@@ -211,8 +269,52 @@ class BackupsService:
         return _patterns_view(self.data_dir, patterns)
 
 
-def _not_yet(kind: str) -> ServiceError:
-    return ServiceError(ErrorCode.BAD_REQUEST, f"This server cannot run {kind!r} jobs yet.")
+def _found(item: ItemRecord) -> ErasureFound:
+    data = item.data or {}
+    return ErasureFound(
+        seq=item.seq,
+        store_kind=StoreKind(item.store_kind),
+        datastore=item.datastore,
+        scope=item.scope,
+        key=item.key,
+        action=ErasureAction(data["action"]),
+        reason=ErasureReason(data["reason"]),
+        detail=str(data.get("detail", "")),
+        state=ItemState(item.state),
+        skip_code=SkipCode(item.skip_code) if item.skip_code else None,
+        error_code=ErrorCode(item.error_code) if item.error_code else None,
+        message=item.message,
+    )
+
+
+def _report_view(report: ErasureReport) -> ErasureReportView:
+    return ErasureReportView(
+        request_id=report.request_id,
+        user_id=report.user_id,
+        universe_id=report.universe_id,
+        backend=report.backend,
+        requested_at=report.requested_at,
+        completed_at=report.completed_at,
+        searched=report.searched,
+        not_searched=report.not_searched,
+        roblox=[
+            ErasureRobloxAction(
+                store_kind=a.kind,
+                datastore=a.datastore,
+                scope=a.scope,
+                key=a.key,
+                action=ErasureAction(a.action.value),
+                at=a.at,
+                outcome=a.outcome,
+                message=a.message,
+                retained_until=a.retained_until,
+            )
+            for a in report.roblox
+        ],
+        local=[ErasureScrub(**s.model_dump()) for s in report.local],
+        retained_by_roblox=report.retained,
+        text=report.text(),
+    )
 
 
 def _patterns_view(data_dir: Path, patterns: ErasurePatterns) -> ErasurePatternsView:

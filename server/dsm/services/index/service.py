@@ -275,6 +275,12 @@ class IndexService:
             else "There was no search index.",
         )
 
+    async def listing_user(
+        self, universe_id: int, user_id: int
+    ) -> list[tuple[str, str, str, list[int]]]:
+        """Indexed entries whose user ids contain the id (see IndexStore.listing_user)."""
+        return await self.worker.run(self.store.listing_user, universe_id, user_id)
+
     async def scrub_user(self, user_id: int) -> int:
         """Erase a user from the index (the erasure feature calls this); rows removed."""
         return await self.worker.run(self.store.scrub_user, user_id)

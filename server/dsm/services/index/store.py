@@ -767,6 +767,16 @@ class IndexStore:
         self.refresh_typed_columns()
         return removed
 
+    def listing_user(self, universe_id: int, user_id: int) -> list[tuple[str, str, str, list[int]]]:
+        """Indexed entries of a universe whose user ids contain the id: (store, scope, key,
+        user ids); the erasure's source for shared entries (a key listing shows no user ids)."""
+        rows = self.con.execute(
+            "SELECT datastore, scope, key, user_ids FROM entries"
+            " WHERE universe_id = ? AND list_contains(user_ids, ?) ORDER BY datastore, scope, key",
+            [universe_id, user_id],
+        ).fetchall()
+        return [(str(d), str(s), str(k), [int(u) for u in users]) for d, s, k, users in rows]
+
     def scrub_user(self, user_id: int) -> int:
         """Erase a user from the index: every row tagged with the id or whose key names it.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,8 @@ from typing import Any, Self
 from ...storage.sqlite import SqliteFile, StorageFileError
 
 JOBS_FILENAME = "jobs.sqlite3"
+# What an erased player's key becomes in job items (the erasure report keeps the real ones).
+REDACTED_KEY = "(erased)"
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -491,6 +493,50 @@ class JobStore:
             params.append(now_ms())
             conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*params, job_id))
         return self.get(job_id)
+
+    def redact_items(self, names_player: Callable[[str, str, str, str], bool], user_id: int) -> int:
+        """Erasure: take the key (and what the kind kept with it) out of every item of every
+        job whose (store kind, store, scope, key) `names_player` says is the player's; plans
+        lose such samples, and the user id from the user ids of the others."""
+        with self._tx() as conn:
+            conn.create_function(
+                "names_player", 4, lambda *name: int(names_player(*name)), deterministic=True
+            )
+            changed = conn.execute(
+                "UPDATE items SET key = ?, data = NULL, message = NULL"
+                " WHERE key != ? AND names_player(store_kind, datastore, scope, key)",
+                (REDACTED_KEY, REDACTED_KEY),
+            ).rowcount
+            # Plans keep samples (key, value before and after) of the first items.
+            for job_id, store_kind, plan_json in conn.execute(
+                "SELECT id, store_kind, plan FROM jobs WHERE plan IS NOT NULL"
+            ).fetchall():
+                plan = json.loads(plan_json)
+                samples = plan.get("samples") or []
+                kept = [
+                    s
+                    for s in samples
+                    if not names_player(store_kind, s.get("datastore", ""), s.get("scope", ""),
+                                        s.get("key", ""))
+                ]  # fmt: skip
+                listed = [
+                    image
+                    for sample in kept
+                    for image in (sample.get("before"), sample.get("after"))
+                    if image and user_id in (image.get("user_ids") or [])
+                ]
+                for image in listed:
+                    image["user_ids"] = [u for u in image["user_ids"] if u != user_id]
+                if len(kept) != len(samples) or listed:
+                    plan["samples"] = kept
+                    conn.execute("UPDATE jobs SET plan = ? WHERE id = ?", (_json(plan), job_id))
+                    changed += 1
+        conn = self._db.conn
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        conn.execute("VACUUM")  # no free page or log keeps the old keys
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return int(changed)
 
     # ---------------------------------------------------------------------------- uploads
 

@@ -4,12 +4,24 @@ To add a kind, write a module here with a `JobKindHandler` subclass and `registe
 import the module below (see docs/architecture.md, "How to add a job kind").
 """
 
-from . import backup, copy, delete, export, importing, restore, rollback, set_metadata, transform
+from . import (
+    backup,
+    copy,
+    delete,
+    erase_user,
+    export,
+    importing,
+    restore,
+    rollback,
+    set_metadata,
+    transform,
+)
 
 __all__ = [
     "backup",
     "copy",
     "delete",
+    "erase_user",
     "export",
     "importing",
     "restore",
