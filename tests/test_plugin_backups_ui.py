@@ -296,3 +296,48 @@ async def test_a_restore_as_at_a_moment_names_each_keys_source_and_puts_it_back(
     await d.click("StartButton")
     await d.wait_text("Succeeded", timeout=30)
     assert await stored_value(server, teammate, "Player_1") == player(1)
+
+
+async def test_a_players_data_is_found_erased_on_confirmation_and_reported(
+    harness: LuauHarness, server: Server
+) -> None:
+    uid = 900_000_000_123
+    teammate = await server.pair("Teammate", role=Role.ADMIN)
+    await write_entry(server, teammate, "PlayerData", f"Player_{uid}", {"coins": 5}, user_ids=[uid])
+    await write_entry(server, teammate, "Guilds", "g1", {"name": "shared"}, user_ids=[7, uid])
+    await write_entry(server, teammate, "PlayerData", "Player_7", player(7), user_ids=[7])
+
+    d = await open_backups(harness, server)
+    await d.click("EraseButton")
+    await d.wait_for(lambda: d.rendered("ErasureView"), "no erasure form")
+    await d.type("UserIdInput", str(uid))
+    await d.click("FindButton")
+
+    # What was found where, before anything is erased.
+    await d.wait_text("What the search found")
+    await d.wait_text("places hold the player's data", timeout=20)
+    await d.wait_text(f"delete PlayerData / global / Player_{uid} (key pattern Player_{{userId}})")
+    assert d.has_text("take the id out of Guilds / global / g1 (user ids")
+    assert d.has_text("Then scrubs this server's: ")
+    assert (await stored_value(server, teammate, f"Player_{uid}")) == {"coins": 5}
+
+    # A typed confirmation, then the job; the report for the studio's records, then forgotten.
+    await d.click("StartButton")
+    await d.wait_for(lambda: d.rendered("StartDialog"), "no typed confirmation")
+    assert d.has_text("Erase this player's data?")
+    assert d.has_text(f"Type erase {uid} to confirm.")
+    await d.type("ConfirmationInput", f"erase {uid}", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("Succeeded", timeout=30)
+    assert await stored_value(server, teammate, f"Player_{uid}") is None
+    assert await stored_value(server, teammate, "Player_7") == player(7)
+    await d.wait_text("This job's own record no longer names the player.")
+    await d.click(await d.reveal("ShowReportButton"))
+    await d.wait_for(lambda: d.rendered("ReportDialog"), "no report")
+    report = d.element("ReportText").text
+    assert str(uid) in report and "Still kept by Roblox" in report
+    job_id = next(t for t in d.texts() if t.startswith("job_"))
+    await d.click("ConfirmButton")  # Forget it on the server
+    await d.wait_for(lambda: not d.rendered("ReportDialog"), "the report stayed open")
+    status, _ = await server.call("GET", f"/erasures/{job_id}/report", teammate)
+    assert status >= 400
