@@ -322,6 +322,18 @@ async def _restore_plan(d: PluginDriver, teammate: str) -> None:
     await d.wait_for(lambda: not d.has_text("already so "), "the filter did not apply")
 
 
+async def _erasure_found(d: PluginDriver, teammate: str) -> None:
+    uid = 1012  # seed_players gives Player_12 the user id 1012
+    await write_entry(d.server, teammate, "Guilds", "g1", {"name": "shared"}, user_ids=[7, uid])
+    await _open_backups(d, teammate)
+    await d.click("EraseButton")
+    await d.wait_for(lambda: d.rendered("ErasureView"), "no erasure form")
+    await d.type("UserIdInput", str(uid))
+    await d.click("FindButton")
+    await d.wait_text("places hold the player's data", timeout=30)
+    await d.reveal("ErasureFound")
+
+
 JOB_SCENARIOS["plugin-backups"] = (
     "the Backups view: archives with their manifest facts, a schedule, back up now",
     _backups,
@@ -330,6 +342,11 @@ JOB_SCENARIOS["plugin-backups"] = (
 JOB_SCENARIOS["plugin-restore-plan"] = (
     "a restore's dry run, key by key: what it replaces, from which source, how exactly",
     _restore_plan,
+    6000,
+)
+JOB_SCENARIOS["plugin-erasure-found"] = (
+    "an erasure's dry run: where the player's data was found, what the server scrubs",
+    _erasure_found,
     6000,
 )
 JOB_SCENARIOS["plugin-backup-verified"] = (
