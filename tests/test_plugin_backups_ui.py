@@ -30,9 +30,10 @@ from tools.testing.plugin import PLUGIN_SRC, PluginDriver, make_admin, player, w
 from tools.testing.server import Server, entry_path, running_server
 
 
-@pytest.fixture
-def harness() -> Iterator[LuauHarness]:
-    h = LuauHarness(PLUGIN_SRC)
+# Under both of Studio's signal behaviours, as every plugin UI test.
+@pytest.fixture(params=["Deferred", "Immediate"])
+def harness(request: pytest.FixtureRequest) -> Iterator[LuauHarness]:
+    h = LuauHarness(PLUGIN_SRC, signal_behavior=request.param)
     try:
         yield h
     finally:
