@@ -15,6 +15,7 @@ from aiohttp import web
 from . import (
     __version__,
     cli_backup,
+    cli_backup_jobs,
     cli_budget,
     cli_index,
     cli_jobs,
@@ -194,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     cli_plugin.register(sub)
     cli_index.register(sub)
     cli_backup.register(sub)
+    cli_backup_jobs.restore_arguments(
+        sub.add_parser("restore", help="restore an archive or a moment (as `dsm backup restore`)")
+    )
+    cli_backup_jobs.register_erase_user(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "emulator":
@@ -230,8 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli_plugin.run(args)
     if args.command in ("search", "index", "analytics", "report"):
         return cli_index.run(args)
-    if args.command == "backup":
+    if args.command in ("backup", "restore"):
         return cli_backup.run(args)
+    if args.command == "erase-user":
+        return cli_backup_jobs.run(args)
     parser.error(f"unknown command {args.command}")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from . import cli_keys
+from . import cli_backup_jobs, cli_keys
 from .paths import data_dir
 from .services.backups.archive import ArchiveError, ArchiveReader, Manifest, read_header
 from .services.backups.diff import Change, DiffItem, diff_archives
@@ -39,10 +39,10 @@ MIB = 1024 * 1024
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "backup",
-        help="list, show, verify and compare backup archives",
-        description="Look after encrypted backup archives (.dsmbak) in the server's backups "
-        "folder or anywhere on disk. Creating, scheduling and restoring backups come with the "
-        "jobs of `dsm serve`.",
+        help="create, restore, schedule, list, show, verify and compare backups",
+        description="Encrypted backup archives (.dsmbak). create, restore and schedule go "
+        "through the running `dsm serve` (they are its jobs); list, show, verify and diff read "
+        "archives on disk, in the server's backups folder or anywhere.",
     )
     actions = parser.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="list the archives in the backups folder")
@@ -67,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             action="store_true",
             help=f"open portable archives with a passphrase (hidden prompt, or ${PASSPHRASE_ENV})",
         )
+    cli_backup_jobs.register_backup_actions(actions)
 
 
 class CliError(Exception):
@@ -129,6 +130,13 @@ def run(
 ) -> int:
     out = sys.stdout if stdout is None else stdout
     err = sys.stderr if stderr is None else stderr
+    if args.command == "restore" or args.backup_command in ("create", "restore", "schedule"):
+        try:
+            passphrase = _passphrase(getattr(args, "passphrase", False))
+        except CliError as exc:
+            print(f"error: {exc}", file=err)
+            return 1
+        return cli_backup_jobs.run(args, passphrase, stdout=stdout, stderr=stderr)
     folder = args.dir if args.dir is not None else backups_dir(data_dir())
     try:
         keys = _Keys(_passphrase(args.passphrase))
