@@ -342,3 +342,40 @@ async def test_a_players_data_is_found_erased_on_confirmation_and_reported(
     await d.wait_for(lambda: not d.rendered("ReportDialog"), "the report stayed open")
     status, _ = await server.call("GET", f"/erasures/{job_id}/report", teammate)
     assert status >= 400
+
+
+async def test_a_schedule_is_run_now_and_removed_and_an_archive_deleted(
+    harness: LuauHarness, server: Server
+) -> None:
+    game_writes(server, {f"Player_{i}": player(i) for i in range(1, 4)})
+    teammate = await server.pair("Teammate", role=Role.ADMIN)
+    d = await open_backups(harness, server)
+    await d.click("ScheduleButton")
+    await d.wait_for(lambda: d.rendered("ScheduleFormDialog"), "no schedule form")
+    await d.click("ConfirmButton")
+    await d.wait_text("Scheduled: nightly · every 24h, keep 14")
+
+    # Run now: the schedule's backup job opens and runs; its archive is the schedule's.
+    await d.click("Schedule_nightly")
+    await d.wait_for(lambda: d.rendered("ScheduleDialog"), "no schedule dialog")
+    assert d.has_text("every data store · every scope")
+    await d.click("ConfirmButton")  # Run it now
+    await d.wait_text("Succeeded", timeout=30)
+    await d.click(await d.reveal("OpenBackupsButton"))
+    await d.wait_for(lambda: archive_row(d, "schedule nightly") is not None, "no scheduled archive")
+    await d.wait_text("1 archive kept")
+
+    # Removed: the schedule goes, its archive stays; then the archive is deleted.
+    await d.click("Schedule_nightly")
+    await d.wait_for(lambda: d.rendered("ScheduleDialog"), "no schedule dialog")
+    await d.click("RemoveScheduleButton")
+    await d.wait_text("No scheduled backups of this universe")
+    assert archive_row(d, "schedule nightly") is not None
+    await d.click(archive_row(d, "schedule nightly") or "no row")
+    await d.wait_text("From the archive's manifest")
+    await d.click("DeleteArchiveButton")
+    await d.wait_for(lambda: d.rendered("DeleteArchiveDialog"), "no delete dialog")
+    await d.click("ConfirmButton")
+    await d.wait_text("No archives of Emulator universe 1 in ")
+    status, listed = await server.call("GET", "/backups", teammate)
+    assert status == 200 and listed["archives"] == [], listed
