@@ -13,13 +13,19 @@ from typing import Any
 
 import pytest
 
+from dsm.emulator.context import EmulatorConfig
+from dsm.emulator.throttle import LimitsConfig
 from dsm.services.backups.archive import ArchiveReader
 from dsm.services.backups.folder import list_archives
 from dsm.services.backups.keyslots import ArchiveKeys
 from dsm.storage.crypto import new_key
 from shared_schema.common import Role
 from tools.testing import jobs
+from tools.testing.emulator import start_emulator
 from tools.testing.server import Server, idem, running_server
+
+from .test_jobs_safety import LABEL
+from .test_jobs_safety import key as api_key
 
 U, U2 = 1, 2
 
@@ -352,3 +358,55 @@ async def test_erasure_removes_a_planted_player_everywhere_and_nothing_else(
                     assert marker not in held.value_json
         needles = [marker.encode(), f"Player_{uid}".encode(), str(uid).encode()]
         assert files_containing(tmp_path, needles) == {}
+
+
+# ---------------------------------------------------------------- the backup before a job
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[str]:
+    runner, base_url, _ = await start_emulator(EmulatorConfig(limits=LimitsConfig(mode="off")))
+    yield base_url
+    await runner.cleanup()
+
+
+async def test_a_production_job_is_backed_up_first_unless_skipped(
+    tmp_path: Path, emulator: str
+) -> None:
+    async with running_server(
+        tmp_path, keys=[api_key("production")], open_cloud_base_url=emulator, budget_rpm=1_000_000
+    ) as server:
+        admin = await server.pair("admin", role=Role.ADMIN)
+        call = server.call
+        await jobs.seed(call, admin, U, "Players", {"a": {"n": 1}, "b": {"n": 2}}, user_ids=[4])
+        delete = {"kind": "delete", "selection": {"universe_id": U, "datastores": ["Players"]}}
+        status, job = await jobs.create(call, admin, delete)
+        assert status == 200, job
+        backup = job["plan"]["backup"]
+        assert backup["required"] and not backup["skipped"] and backup["entries"] == 2
+        assert backup["requests"] == {"read": 2} and "2 read requests" in backup["note"]
+
+        status, job = await call("POST", f"/jobs/{job['id']}/start", admin,
+                                 json={"confirm": LABEL})  # fmt: skip
+        assert status == 200, job
+        job = await jobs.wait(call, admin, job["id"])
+        assert job["state"] == "succeeded" and job["progress"]["applied"] == 2, job
+        (taken,) = job["plan"]["backup"]["job_ids"]
+        backup_job = await jobs.wait(call, admin, taken)
+        assert backup_job["kind"] == "backup" and backup_job["progress"]["applied"] == 2
+        # The archive holds the entries as they were before the delete: restore puts them back.
+        status, listing = await call("GET", "/backups", admin)
+        (archive,) = [a for a in listing["archives"] if a["job_id"] == taken]
+        status, restore = await call(
+            "POST", "/restores", admin,
+            json={"universe_id": U, "archive_id": archive["archive_id"], "dry_run": False,
+                  "confirm": LABEL, "skip_backup": True, "idempotency_key": idem()},
+        )  # fmt: skip
+        assert status == 200, restore
+        restore = await jobs.wait(call, admin, restore["id"])
+        assert restore["state"] == "succeeded" and restore["plan"]["backup"]["skipped"], restore
+        view = await jobs.read_value(call, admin, U, "Players", "b")
+        assert view is not None and json.loads(view["value_json"]) == {"n": 2}
+        assert view["user_ids"] == [4]
+        status, listing = await call("GET", "/backups", admin)
+        assert len(listing["archives"]) == 1  # skip_backup took none

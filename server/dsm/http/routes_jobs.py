@@ -61,7 +61,9 @@ async def list_job_items(call: Call) -> BaseModel:
 
 
 async def start_job(call: Call) -> BaseModel:
-    return await call.app[JOBS].start(call.caller, call.path["job_id"], call.body.confirm)
+    return await call.app[JOBS].start(
+        call.caller, call.path["job_id"], call.body.confirm, call.body.skip_backup
+    )
 
 
 async def pause_job(call: Call) -> BaseModel:

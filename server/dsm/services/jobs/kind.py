@@ -258,6 +258,9 @@ class JobKindHandler:
     pace: ClassVar[str] = "write"
     # Whether it writes to Open Cloud; None: it does when it can be rolled back.
     writes_open_cloud: ClassVar[bool | None] = None
+    # Whether its items are the entries it writes (the backup before a production job backs
+    # up the items' keys); a copy's items are its sources.
+    backs_up_items: ClassVar[bool] = True
 
     @property
     def writes(self) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared_schema.common import Backend
+from shared_schema.common import Backend, Role
 from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import EventType
@@ -56,6 +56,7 @@ from shared_schema.jobs import (
     JobStatePayload,
     JobSummary,
     JobView,
+    PreJobBackup,
     SkipCode,
 )
 
@@ -75,6 +76,7 @@ from .kind import (
     JobSpec,
     JobStop,
     PlanNotes,
+    category,
     handler_for,
     spec_of,
 )
@@ -147,6 +149,12 @@ class JobService:
         for record in self.store.in_states([JobState.PLANNED.value]):
             if not record.plan_complete:
                 self._plan_later(record.id)
+            elif record.start_when_planned and ((record.plan or {}).get("backup") or {}).get(
+                "job_ids"
+            ):
+                last = self.store.find(record.plan["backup"]["job_ids"][-1])  # type: ignore[index]
+                if last is not None and last.state in TERMINAL_STATES:
+                    self._after_pre_backup(record.id, last)
 
     async def close(self) -> None:
         """Stop at shutdown: running jobs stay `running` and resume at the next start."""
@@ -491,7 +499,7 @@ class JobService:
             if record.state != JobState.PLANNED.value:
                 return  # cancelled while its samples were read
             if record.start_when_planned and not plan.blocking:
-                self._queue(record, None, message="plan ready; starting")
+                self._begin(record, None, message="plan ready; starting")
             else:
                 message = "plan ready" if not plan.blocking else "plan ready; cannot start"
                 self._state_event(record, JobState.PLANNED, message=message)
@@ -558,6 +566,9 @@ class JobService:
         if count == 0:
             notes.notes.insert(0, "Nothing matches the selection: the job has nothing to do.")
         backend = self.plane.upstream.binding(slowest).backend
+        backup = self._pre_backup(spec, handler, count)
+        if backup is not None and backup.required and not backup.skipped:
+            notes.notes.append(backup.note)
         return JobPlan(
             complete=True,
             items=count,
@@ -577,6 +588,37 @@ class JobService:
             bad_line_count=notes.bad_line_count,
             confirmation=confirmation,
             planned_at=datetime.now(UTC),
+            backup=backup,
+        )
+
+    def _pre_backup(
+        self, spec: JobSpec, handler: JobKindHandler, count: int
+    ) -> PreJobBackup | None:
+        """The backup taken before a job writes to a production universe (and its cost)."""
+        if not handler.writes or spec.kind in (JobKind.BACKUP, JobKind.ERASE_USER):
+            return None  # an erasure's backup would keep the very data it erases
+        if not self.production_universes(spec, handler):
+            return None
+        skipped = bool(spec.record.request.get("skip_backup"))
+        if not handler.backs_up_items:
+            return PreJobBackup(
+                required=True, skipped=True, entries=0, requests={}, seconds=0.0,
+                note="No backup is taken before a copy or move (its items are the source "
+                "entries, not the ones it writes); the journal keeps every overwritten entry "
+                "for its rollback.",
+            )  # fmt: skip
+        requests = {category(spec.store_kind, "read"): count}
+        budget = self.plane.budget.in_use(spec.universe, self.plane.upstream.limiter)
+        seconds = round(budget.estimate_seconds(requests), 1)
+        return PreJobBackup(
+            required=True,
+            skipped=skipped,
+            entries=count,
+            requests=requests,
+            seconds=seconds,
+            note=f"Before it writes, the {count:,} entries it will write are read into an "
+            f"encrypted archive (a backup job): {count:,} read requests, about {seconds:,.0f} s "
+            "at this server's share of the budget. Start it with skip_backup to go without.",
         )
 
     # -------------------------------------------------------------------------- running
@@ -629,6 +671,8 @@ class JobService:
                 self._set_state(original, JobState.ROLLED_BACK, message=f"rolled back by {job_id}")
         elif result.failure is not None and record.state == JobState.RUNNING.value:
             self._fail(job_id, result.failure.code, result.failure.message)
+        if spec.kind is JobKind.BACKUP and spec.params.from_job:
+            self._after_pre_backup(spec.params.from_job, self.store.get(job_id))
         self._publish_progress(self.store.get(job_id), force=True)
 
     def _flushed(self, run: JobRun) -> None:
@@ -642,7 +686,9 @@ class JobService:
 
     # --------------------------------------------------------------------- user actions
 
-    async def start(self, caller: Principal, job_id: str, confirm: str | None) -> JobView:
+    async def start(
+        self, caller: Principal, job_id: str, confirm: str | None, skip_backup: bool = False
+    ) -> JobView:
         record = self._get(job_id)
         spec, handler = spec_of(record), handler_for(record.kind)
         self._require_role(caller, spec, handler)
@@ -654,6 +700,8 @@ class JobService:
                 ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a planned job starts."
             )
         self._require_confirmation(spec, handler, confirm)
+        if skip_backup:
+            record = self._skip_backup(record)
         if not record.plan_complete:
             # Still counting: it starts by itself when the plan is ready.
             record = self.store.update(job_id, start_when_planned=True)
@@ -661,8 +709,75 @@ class JobService:
         blocking = (record.plan or {}).get("blocking") or []
         if blocking:
             raise ServiceError(ErrorCode.BAD_REQUEST, " ".join(blocking))
-        self._queue(record, caller.name)
+        self._begin(record, caller.name)
         return self.get(job_id)
+
+    # ---------------------------------------------------------- the backup before a job
+
+    def _skip_backup(self, record: JobRecord) -> JobRecord:
+        request = {**record.request, "skip_backup": True}
+        plan = record.plan
+        if plan is not None and plan.get("backup"):
+            plan = {**plan, "backup": {**plan["backup"], "skipped": True}}
+        return self.store.update(record.id, request=request, plan=plan)
+
+    def _begin(self, record: JobRecord, actor: str | None, message: str | None = None) -> None:
+        """Queue a planned job, after the backup its plan asks for (started here if needed)."""
+        backup = (record.plan or {}).get("backup") or {}
+        if not backup.get("required") or backup.get("skipped") or self.env.keys is None:
+            self._queue(record, actor, message)
+            return
+        job_ids: list[str] = list(backup.get("job_ids") or [])
+        last = self.store.find(job_ids[-1]) if job_ids else None
+        if last is not None and last.state == JobState.SUCCEEDED.value:
+            self._queue(record, actor, message)
+            return
+        record = self.store.update(record.id, start_when_planned=True)
+        if last is not None and last.state not in TERMINAL_STATES:
+            return  # it starts when its backup ends
+        taken = self._start_pre_backup(record, len(job_ids))
+        plan = {**(record.plan or {}), "backup": {**backup, "job_ids": [*job_ids, taken]}}
+        record = self.store.update(record.id, plan=plan)
+        self._state_event(
+            record, JobState.PLANNED, actor=actor,
+            message=f"backing up the entries it writes first (job {taken})",
+        )  # fmt: skip
+
+    def _start_pre_backup(self, record: JobRecord, attempt: int) -> str:
+        from .kinds.backup import BackupParams, new_key_state
+
+        assert self.env.keys is not None
+        params = BackupParams(from_job=record.id, note=f"before job {record.id}")
+        creator = Principal(token_id=record.actor_id, name=record.actor_name, role=Role.EDITOR)
+        backup = self._new_record(
+            creator,
+            JobKind.BACKUP,
+            universe=record.universe,
+            store_kind=record.store_kind,
+            body={"selection": None, "params": params.model_dump(mode="json")},
+            idempotency_key=f"{record.id}-backup-{attempt}",
+            start=True,
+        )
+        backup = replace(backup, kind_state=new_key_state(self.env.keys, None))
+        backup = self.store.create(backup)
+        self._state_event(backup, None, actor=record.actor_name)
+        self._plan_later(backup.id)
+        return backup.id
+
+    def _after_pre_backup(self, main_id: str, backup: JobRecord) -> None:
+        """A backup before a job ended: start the job, or say why it waits."""
+        main = self.store.find(main_id)
+        if main is None or main.state != JobState.PLANNED.value or not main.start_when_planned:
+            return
+        if backup.state == JobState.SUCCEEDED.value:
+            self._queue(main, None, message=f"backup {backup.id} taken; starting")
+            return
+        main = self.store.update(main_id, start_when_planned=False)
+        self._state_event(
+            main, JobState.PLANNED,
+            message=f"the backup before it ended {backup.state}: start it again to retry, or "
+            "start it with skip_backup",
+        )  # fmt: skip
 
     async def pause(self, caller: Principal, job_id: str) -> JobView:
         record = self._get(job_id)
@@ -726,7 +841,11 @@ class JobService:
             JobKind.ROLLBACK,
             universe=original.universe,
             store_kind=original.store_kind,
-            body={"selection": None, "params": {"of_job": job_id}},
+            body={
+                "selection": None,
+                "params": {"of_job": job_id},
+                **({"skip_backup": True} if request.skip_backup else {}),
+            },
             idempotency_key=request.idempotency_key,
             start=not request.dry_run,
             rollback_of=job_id,

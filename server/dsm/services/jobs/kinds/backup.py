@@ -63,10 +63,11 @@ from ..kind import (
     register,
 )
 from ..selection import enumerate_selection
-from ..store import ItemRecord
+from ..store import ItemRecord, NewItem
 from ..writes import image_of, missing, read_entry, read_ordered, sample, sample_image
 
 _LEN = struct.Struct(">I")
+PAGE = 500
 
 
 class BackupParams(BaseModel):
@@ -79,6 +80,7 @@ class BackupParams(BaseModel):
     note: str | None = None
     schedule: str | None = None
     passphrase_slot: bool = False
+    from_job: str | None = None  # the keys another job is about to write (before it starts)
 
 
 def new_key_state(keys: ArchiveKeysSource, passphrase: str | None) -> dict[str, Any]:
@@ -233,6 +235,8 @@ class BackupKind(JobKindHandler):
 
     def describe(self, spec: JobSpec) -> str:
         params: BackupParams = spec.params
+        if params.from_job is not None:
+            return f"Back up the entries job {params.from_job} writes, before it starts"
         stores = (
             "every data store" if params.datastores is None else ", ".join(params.datastores[:3])
         )
@@ -245,6 +249,15 @@ class BackupKind(JobKindHandler):
     async def enumerate(
         self, spec: JobSpec, env: JobEnv, cursor: dict[str, Any] | None
     ) -> AsyncIterator[ItemPage]:
+        if spec.params.from_job is not None:
+            after = int((cursor or {}).get("after", 0))
+            while chunk := env.store.items(spec.params.from_job, after=after, limit=PAGE):
+                after = chunk[-1].seq
+                found = [NewItem(i.universe, i.store_kind, i.datastore, i.scope, i.key)
+                         for i in chunk]  # fmt: skip
+                yield ItemPage(found, {"after": after}, False)
+            yield ItemPage([], None, True)
+            return
         state = dict(cursor or {})
         if "stores" not in state:
             state["stores"] = await self._stores(spec, env)

@@ -78,6 +78,7 @@ def _place(universe: int, store: str, scope: str) -> str:
 
 
 class CopyKind(JobKindHandler):
+    backs_up_items = False
     kind: ClassVar[JobKind] = JobKind.COPY
     params_model = CopyParams
     role: ClassVar[Role] = Role.EDITOR
