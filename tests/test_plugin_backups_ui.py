@@ -23,6 +23,7 @@ import pytest
 
 from dsm.emulator.context import EMULATOR
 from shared_schema.common import Role
+from tests.test_plugin_jobs_ui import JOB_SERVER, connected, opencloud_server, seed
 from tools.luau_harness import LuauHarness
 from tools.luau_harness.errors import HarnessError
 from tools.luau_harness.ui import Element, Node
@@ -379,3 +380,45 @@ async def test_a_schedule_is_run_now_and_removed_and_an_archive_deleted(
     await d.wait_text("No archives of Emulator universe 1 in ")
     status, listed = await server.call("GET", "/backups", teammate)
     assert status == 200 and listed["archives"] == [], listed
+
+
+async def plan_set_metadata(d: PluginDriver, attributes: str) -> None:
+    await d.tick("Player_1", "Player_2")
+    await d.plan_job("set_metadata")
+    await d.type("SetAttributesInput", attributes, enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("2 entries selected.")
+
+
+async def start_on_production(d: PluginDriver, backup: str) -> None:
+    """Start, choose whether the server backs up first, type the label, until it succeeds."""
+    await d.click("StartButton")
+    await d.wait_for(lambda: d.rendered("StartDialog"), "no typed confirmation")
+    assert d.has_text("Before writing, the server backs up the 2 entries it writes: 2 Open Cloud")
+    await d.click(f"PreJobBackupChoice/Options/Option_{backup}")
+    await d.type("ConfirmationInput", "Main game", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("Succeeded", timeout=30)
+
+
+async def test_a_production_job_is_backed_up_first_unless_the_start_skips_it(
+    harness: LuauHarness, tmp_path: Path
+) -> None:
+    async with opencloud_server(tmp_path, "production", **JOB_SERVER) as server:
+        teammate = await server.pair("Teammate", role=Role.ADMIN)
+        await seed(server, teammate, 2)
+        d = await connected(harness, server, "Main game")
+        await d.open_store("PlayerData")
+        await plan_set_metadata(d, '{"schema": 4}')
+        assert d.has_text("Before writing, the server backs up the 2 entries it writes")
+        await start_on_production(d, "skip")
+        status, listed = await server.call("GET", "/backups", teammate)
+        assert status == 200 and listed["archives"] == [], listed
+
+        await d.click("Crumb1")  # Universes
+        await d.open_store("PlayerData")
+        await plan_set_metadata(d, '{"schema": 5}')
+        await start_on_production(d, "backup")
+        status, listed = await server.call("GET", "/backups", teammate)
+        (archive,) = listed["archives"]
+        assert archive["entries"] == 2  # as they were before the job: schema 4
