@@ -422,3 +422,34 @@ async def test_a_production_job_is_backed_up_first_unless_the_start_skips_it(
         status, listed = await server.call("GET", "/backups", teammate)
         (archive,) = listed["archives"]
         assert archive["entries"] == 2  # as they were before the job: schema 4
+
+
+async def test_an_archive_is_restored_into_another_universe_and_scope(
+    harness: LuauHarness, tmp_path: Path
+) -> None:
+    async with running_server(
+        tmp_path, budget_rpm=6000, job_plan_wait_seconds=2, emulator_universes=[1, 2]
+    ) as server:
+        game_writes(server, {f"Player_{i}": player(i) for i in range(1, 4)})
+        teammate = await server.pair("Teammate", role=Role.ADMIN)
+        d = await open_backups(harness, server)
+        await back_up_now(d, "production copy", 3)
+        await d.click(await d.reveal("OpenArchiveButton"))
+        await d.wait_text("From the archive's manifest")
+        await d.click("RestoreButton")
+        await d.wait_for(lambda: d.rendered("RestoreView"), "no restore form")
+        await d.click(await d.reveal("TargetUniverseChoice/Options/Option_2"))
+        await d.type("TargetScopeInput", "staging", enter=False)
+        await d.click("PlanButton")
+        await d.wait_text("3 create", timeout=20)
+        assert d.has_text("create PlayerData / global / Player_1 → PlayerData / staging")
+        await d.click("StartButton")
+        await d.wait_text("Succeeded", timeout=30)
+        status, view = await server.call(
+            "GET", entry_path(2, "PlayerData", "Player_1") + "?scope=staging", teammate
+        )
+        assert status == 200 and json.loads(view["value_json"]) == player(1)
+        status, _ = await server.call(
+            "GET", entry_path(2, "PlayerData", "Player_1") + "?scope=global", teammate
+        )
+        assert status == 404
