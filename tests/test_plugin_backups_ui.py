@@ -256,6 +256,9 @@ async def test_a_restore_from_an_archive_is_planned_key_by_key_run_and_rolled_ba
 
     await d.click("StartButton")
     await d.wait_text("Succeeded", timeout=30)
+    # The filter chosen stays through the job's state changes; each key now says what happened.
+    await d.wait_text("replace PlayerData / global / Player_2 · archive, exact · applied")
+    assert not d.has_text("already so PlayerData / global / Player_3")
     for key, value in before.items():
         assert await stored_value(server, teammate, key) == value
     assert await stored_value(server, teammate, "Player_7") == player(7)  # left alone
