@@ -81,11 +81,15 @@ async def open_backups(harness: LuauHarness, server: Server) -> PluginDriver:
     return d
 
 
-async def back_up_now(d: PluginDriver, note: str, entries: int) -> None:
+async def back_up_now(
+    d: PluginDriver, note: str, entries: int, passphrase: str | None = None
+) -> None:
     """Back up now…: the form, its dry run in the Jobs view, Start, until it succeeds."""
     await d.click("BackupNowButton")
     await d.wait_for(lambda: d.rendered("BackupFormDialog"), "no backup form")
     await d.type("BackupNoteInput", note)
+    if passphrase is not None:
+        await d.type("PassphraseInput", passphrase)
     await d.click("ConfirmButton")  # Plan (dry run)
     await d.wait_text(f"{entries} entries selected.", timeout=20)
     assert d.has_text("Planned (dry run)")
@@ -143,9 +147,13 @@ async def test_a_backup_is_made_listed_opened_verified_and_compared(
     game_writes(server, {"Player_2": {**player(2), "coins": 1}, "Player_9": player(9)})
     await d.click("Crumb3")  # Universes › universe › backups
     await d.wait_for(lambda: d.rendered("BackupsView"), "no Backups view")
-    await back_up_now(d, "after the patch", 6)
+    await back_up_now(d, "after the patch", 6, passphrase="correct horse battery")
     await d.click(await d.reveal("OpenBackupsButton"))
     await d.wait_for(lambda: archive_row(d, "after the patch") is not None, "no second archive")
+    await d.click(archive_row(d, "after the patch") or "no row")
+    await d.wait_text("Protection: opens with this server's vault or a passphrase")
+    await d.click("Crumb3")
+    await d.wait_for(lambda: archive_row(d, "before v42") is not None, "no first archive")
     await d.click(archive_row(d, "before v42") or "no row")
     await d.wait_text("From the archive's manifest")
     await d.click("DiffButton")
