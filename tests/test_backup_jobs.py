@@ -15,6 +15,7 @@ import pytest
 
 from dsm.emulator.context import EmulatorConfig
 from dsm.emulator.throttle import LimitsConfig
+from dsm.http.appkeys import BACKUPS
 from dsm.services.backups.archive import ArchiveReader
 from dsm.services.backups.folder import list_archives
 from dsm.services.backups.keyslots import ArchiveKeys
@@ -410,3 +411,54 @@ async def test_a_production_job_is_backed_up_first_unless_skipped(
         assert view["user_ids"] == [4]
         status, listing = await call("GET", "/backups", admin)
         assert len(listing["archives"]) == 1  # skip_backup took none
+
+
+async def test_ordered_entries_are_backed_up_and_restored(env: Env) -> None:
+    base = f"/universes/{U}/ordered/Board/scopes/global/entries"
+    for entry_id, score in (("ann", 10), ("bob", 20)):
+        status, answer = await env.call(
+            "POST",
+            base,
+            env.admin,
+            json={"id": entry_id, "value": score, "idempotency_key": idem()},
+        )
+        assert status == 200, answer
+    job = await backup(env, datastores=[], ordered_datastores=["Board"], scopes=["global"])
+    assert job["progress"]["applied"] == 2
+    archive_id = await archive_of(env, job)
+    status, _ = await env.call(
+        "DELETE", f"{base}/ann", env.admin, params={"idempotency_key": idem()}
+    )
+    restore = await start(
+        env, "/restores", {"universe_id": U, "archive_id": archive_id,
+                           "part": {"ordered_datastores": ["Board"]}},
+    )  # fmt: skip
+    assert restore["state"] == "succeeded", restore
+    assert (restore["progress"]["applied"], restore["progress"]["skipped"]) == (1, 1)
+    status, page = await env.call("GET", base, env.admin)
+    assert sorted((e["id"], e["value"]) for e in page["items"]) == [("ann", 10), ("bob", 20)]
+
+
+async def test_a_schedule_runs_a_backup_and_keeps_only_its_newest_archives(env: Env) -> None:
+    await seed_players(env)
+    status, view = await env.call(
+        "PUT", "/backup-schedules/nightly", env.admin,
+        json={"universe_id": U, "datastores": ["Players"], "every_seconds": 86400, "keep": 1},
+    )  # fmt: skip
+    assert status == 200 and view["next_run_at"] is not None, view
+    schedules = env.server.app[BACKUPS].schedules
+    await schedules.tick()  # a new schedule is due at once
+    status, listing = await env.call("GET", "/backup-schedules", env.admin)
+    first = listing["schedules"][0]["last_job_id"]
+    assert (await jobs.wait(env.call, env.admin, first))["state"] == "succeeded"
+    status, job = await env.call("POST", "/backup-schedules/nightly/run", env.admin)
+    assert status == 200, job
+    assert (await jobs.wait(env.call, env.admin, job["id"]))["state"] == "succeeded"
+    status, listing = await env.call("GET", "/backups", env.admin)
+    assert [a["schedule"] for a in listing["archives"]] == ["nightly", "nightly"]
+    await schedules.tick()  # retention after the last run succeeded; not due again yet
+    status, listing = await env.call("GET", "/backups", env.admin)
+    assert [a["job_id"] for a in listing["archives"]] == [job["id"]]
+    status, listing = await env.call("GET", "/backup-schedules", env.admin)
+    (nightly,) = listing["schedules"]
+    assert nightly["archives"] == 1 and nightly["last_state"] == "succeeded"

@@ -264,6 +264,15 @@ def sample_image(entry: DataStoreEntry | None) -> SampleImage | None:
     return image_of(entry.value_json, entry.attributes, list(entry.user_ids))
 
 
+async def read_image(plane: Any, item: ItemRecord) -> SampleImage | None:
+    """An item's entry (standard or ordered, by the item's own kind) as a sample shows it."""
+    if item.store_kind == StoreKind.ORDERED.value:
+        found = await read_ordered(plane, item.universe, item.datastore, item.scope, item.key)
+        return None if found is None else image_of(str(found.value))
+    entry = await read_entry(plane, item.universe, item.datastore, item.scope, item.key)
+    return sample_image(entry)
+
+
 def image_of(
     value_json: str, attributes: dict[str, Any] | None = None, user_ids: list[int] | None = None
 ) -> SampleImage:

@@ -64,7 +64,7 @@ from ..kind import (
 )
 from ..selection import enumerate_selection
 from ..store import ItemRecord, NewItem
-from ..writes import image_of, missing, read_entry, read_ordered, sample, sample_image
+from ..writes import missing, read_entry, read_image, read_ordered, sample
 
 _LEN = struct.Struct(">I")
 PAGE = 500
@@ -305,14 +305,7 @@ class BackupKind(JobKindHandler):
         return notes
 
     async def sample(self, spec: JobSpec, item: ItemRecord, env: JobEnv) -> JobSample:
-        if item.store_kind == StoreKind.ORDERED.value:
-            found = await read_ordered(
-                env.plane, item.universe, item.datastore, item.scope, item.key
-            )
-            image = None if found is None else image_of(str(found.value))
-        else:
-            entry = await read_entry(env.plane, item.universe, item.datastore, item.scope, item.key)
-            image = sample_image(entry)
+        image = await read_image(env.plane, item)
         if image is None:
             return sample(item, SampleAction.SKIP, "would skip: it does not exist")
         return sample(item, SampleAction.READ, "would be kept in the archive", before=image)

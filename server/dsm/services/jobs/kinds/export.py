@@ -46,7 +46,7 @@ from ..kind import (
     register,
 )
 from ..store import ItemRecord
-from ..writes import image_of, read_entry, read_ordered, sample, sample_image
+from ..writes import read_entry, read_image, read_ordered, sample
 
 _EXTENSIONS = {ExportFormat.JSONL: "jsonl", ExportFormat.CSV: "csv", ExportFormat.SQLITE: "sqlite"}
 
@@ -124,14 +124,7 @@ class ExportKind(JobKindHandler):
         return notes
 
     async def sample(self, spec: JobSpec, item: ItemRecord, env: JobEnv) -> JobSample:
-        if spec.store_kind is StoreKind.ORDERED:
-            found = await read_ordered(
-                env.plane, item.universe, item.datastore, item.scope, item.key
-            )
-            image = None if found is None else image_of(str(found.value))
-        else:
-            entry = await read_entry(env.plane, item.universe, item.datastore, item.scope, item.key)
-            image = sample_image(entry)
+        image = await read_image(env.plane, item)
         if image is None:
             return sample(item, SampleAction.SKIP, "would skip: it does not exist")
         return sample(item, SampleAction.READ, "would be written to the file", before=image)
