@@ -260,6 +260,100 @@ JOB_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[None
         6000,
     ),
 }
+
+
+async def _open_backups(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate)
+    await d.pair()
+    make_admin(d.server)  # schedules need admin
+    await d.click("Universe_1")
+    await d.wait_text("PlayerData")
+    await d.click("BackupsButton")
+    await d.wait_for(lambda: d.rendered("BackupsView"), "no Backups view")
+
+
+async def _back_up(d: PluginDriver, note: str) -> None:
+    await d.click("BackupNowButton")
+    await d.wait_for(lambda: d.rendered("BackupFormDialog"), "no backup form")
+    await d.type("BackupNoteInput", note)
+    await d.click("ConfirmButton")
+    await d.wait_text("entries selected.", timeout=30)
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=60)
+    await d.click(await d.reveal("OpenBackupsButton"))
+    await d.wait_for(lambda: d.has_text(note), "the archive is not listed")
+
+
+async def _backups(d: PluginDriver, teammate: str) -> None:
+    await _open_backups(d, teammate)
+    await d.click("ScheduleButton")
+    await d.wait_for(lambda: d.rendered("ScheduleFormDialog"), "no schedule form")
+    await d.click("ConfirmButton")
+    await d.wait_text("Scheduled: nightly")
+    await _back_up(d, "before v42")
+
+
+async def _backup_verified(d: PluginDriver, teammate: str) -> None:
+    await _open_backups(d, teammate)
+    await _back_up(d, "before v42")
+    await d.click(d.row_with("ArchiveRow", next(t for t in d.texts() if "before v42" in t)))
+    await d.wait_text("From the archive's manifest")
+    await d.click("VerifyButton")
+    await d.wait_text("Verified: ")
+
+
+async def _restore_plan(d: PluginDriver, teammate: str) -> None:
+    await _open_backups(d, teammate)
+    await _back_up(d, "before v42")
+    for index in (3, 7, 12):  # a bad release breaks three players
+        await write_entry(
+            d.server, teammate, "PlayerData", f"Player_{index}", {**player(index), "coins": -1}
+        )
+    await d.click(d.row_with("ArchiveRow", next(t for t in d.texts() if "before v42" in t)))
+    await d.wait_text("From the archive's manifest")
+    await d.click("RestoreButton")
+    await d.wait_for(lambda: d.rendered("RestoreView"), "no restore form")
+    await d.click("StoresChoice/Options/Option_named")
+    await d.type("StoresInput", "PlayerData")
+    await d.click("PlanButton")
+    await d.wait_text("The restore, key by key")
+    await d.wait_text("3 replace", timeout=30)
+    await d.click(await d.reveal("Option_update"))
+    await d.wait_for(lambda: not d.has_text("already so "), "the filter did not apply")
+
+
+async def _erasure_found(d: PluginDriver, teammate: str) -> None:
+    uid = 1012  # seed_players gives Player_12 the user id 1012
+    await write_entry(d.server, teammate, "Guilds", "g1", {"name": "shared"}, user_ids=[7, uid])
+    await _open_backups(d, teammate)
+    await d.click("EraseButton")
+    await d.wait_for(lambda: d.rendered("ErasureView"), "no erasure form")
+    await d.type("UserIdInput", str(uid))
+    await d.click("FindButton")
+    await d.wait_text("places hold the player's data", timeout=30)
+    await d.reveal("ErasureFound")
+
+
+JOB_SCENARIOS["plugin-backups"] = (
+    "the Backups view: archives with their manifest facts, a schedule, back up now",
+    _backups,
+    6000,
+)
+JOB_SCENARIOS["plugin-restore-plan"] = (
+    "a restore's dry run, key by key: what it replaces, from which source, how exactly",
+    _restore_plan,
+    6000,
+)
+JOB_SCENARIOS["plugin-erasure-found"] = (
+    "an erasure's dry run: where the player's data was found, what the server scrubs",
+    _erasure_found,
+    6000,
+)
+JOB_SCENARIOS["plugin-backup-verified"] = (
+    "an archive: its manifest's facts, verified entry by entry",
+    _backup_verified,
+    6000,
+)
 for _name, (_description, _body, _rpm) in JOB_SCENARIOS.items():
     SCENARIOS[_name] = Scenario(
         _description,

@@ -356,10 +356,16 @@ class JobService:
         if expected is not None and (confirm or "").strip() != expected:
             raise ServiceError(
                 ErrorCode.FORBIDDEN,
-                f"This job writes to a production universe: type {expected!r} to confirm "
+                f"{self._confirmation_reason(spec, handler)}: type {expected!r} to confirm "
                 "(send it as `confirm`).",
                 details={"confirmation": expected},
             )
+
+    def _confirmation_reason(self, spec: JobSpec, handler: JobKindHandler) -> str:
+        # Only an erasure asks for typed confirmation outside production: it cannot be undone.
+        if self.production_universes(spec, handler):
+            return "This job writes to a production universe"
+        return "This job erases data for good"
 
     def _check_new(self, caller: Principal, spec: JobSpec, handler: JobKindHandler) -> None:
         """Everything that makes a job unusable, before it is stored."""
@@ -565,7 +571,8 @@ class JobService:
         confirmation = self.confirmation(spec, handler)
         if confirmation is not None:
             notes.warnings.insert(
-                0, f"This job writes to a production universe: starting it needs {confirmation!r}."
+                0,
+                f"{self._confirmation_reason(spec, handler)}: starting it needs {confirmation!r}.",
             )
         if count == 0:
             notes.notes.insert(0, "Nothing matches the selection: the job has nothing to do.")

@@ -265,7 +265,7 @@ class BackupKind(JobKindHandler):
         selections = parts(spec, state["stores"])
         while state["part"] < len(selections):
             inner = state.get("inner")
-            async for page in enumerate_selection(selections[state["part"]], env.plane, inner):
+            async for page in enumerate_selection(selections[state["part"]], env, inner):
                 if page.complete:
                     state["part"] += 1
                     state["inner"] = None

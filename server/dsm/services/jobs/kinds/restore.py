@@ -359,7 +359,7 @@ class RestoreKind(JobKindHandler):
             for store in params.ordered_datastores or []
         ]  # fmt: skip
         for selection in selections:
-            async for page in enumerate_selection(selection, env.plane, None):
+            async for page in enumerate_selection(selection, env, None):
                 found.update(
                     EntryName(StoreKind(i.store_kind), i.datastore, i.scope, i.key)
                     for i in page.items
