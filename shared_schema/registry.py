@@ -76,6 +76,7 @@ from .events import (
     ThrottleChangedPayload,
 )
 from .hello import Hello
+from .identity import Person
 from .journal import JournalItem, JournalPage, JournalQuery, UndoRequest
 from .memory import (
     QueueItemView,
@@ -87,6 +88,16 @@ from .memory import (
     SortedMapPage,
 )
 from .metrics import MetricSample, MetricsSummary
+from .monitor import (
+    BudgetUse,
+    Feature,
+    FeatureList,
+    MonitorTickPayload,
+    OperationTotal,
+    TrafficBucket,
+    TrafficQuery,
+    TrafficSeries,
+)
 from .ordered import (
     IdempotencyQuery,
     OrderedCreateRequest,
@@ -99,6 +110,37 @@ from .ordered import (
     OrderedUpdateRequest,
 )
 from .sessions import SessionInfo, SessionList, SessionOpenRequest
+from .team import (
+    ActivityItem,
+    ActivityPage,
+    ActivityQuery,
+    AuditHead,
+    AuditProblem,
+    AuditVerifyReport,
+    Bookmark,
+    BookmarkRequest,
+    EntryRef,
+    KeyNote,
+    LockAnswer,
+    LockQuery,
+    LockRequest,
+    NoteRequest,
+    SessionViewingRequest,
+    TeamActivityPayload,
+    TeamCaps,
+    TeamEnableRequest,
+    TeamInvite,
+    TeamInviteRequest,
+    TeamJoinRequest,
+    TeamLock,
+    Teammate,
+    TeamMember,
+    TeamNames,
+    TeamOverview,
+    TeamPresencePayload,
+    TeamStatus,
+    Workspace,
+)
 
 API_PREFIX = "/api/v1"
 SCHEMA_TITLE = "DataStore Manager Pro plugin protocol"
@@ -117,9 +159,12 @@ MODELS: tuple[type[BaseModel], ...] = (
     PairCompleteResponse,
     TokenInfo,
     TokenList,
+    Person,
+    EntryRef,
     SessionOpenRequest,
     SessionInfo,
     SessionList,
+    SessionViewingRequest,
     EventsQuery,
     Event,
     EventBatch,
@@ -175,6 +220,41 @@ MODELS: tuple[type[BaseModel], ...] = (
     QueuePeekQuery,
     QueueItemView,
     QueuePeek,
+    Teammate,
+    TeamLock,
+    TeamCaps,
+    TeamNames,
+    AuditHead,
+    TeamStatus,
+    TeamOverview,
+    TeamEnableRequest,
+    TeamInviteRequest,
+    TeamInvite,
+    TeamJoinRequest,
+    LockRequest,
+    LockQuery,
+    LockAnswer,
+    ActivityQuery,
+    ActivityItem,
+    ActivityPage,
+    AuditProblem,
+    AuditVerifyReport,
+    Bookmark,
+    KeyNote,
+    TeamMember,
+    Workspace,
+    BookmarkRequest,
+    NoteRequest,
+    TeamPresencePayload,
+    TeamActivityPayload,
+    TrafficBucket,
+    OperationTotal,
+    BudgetUse,
+    TrafficQuery,
+    TrafficSeries,
+    MonitorTickPayload,
+    Feature,
+    FeatureList,
 )
 
 MODELS_BY_NAME: dict[str, type[BaseModel]] = {model.__name__: model for model in MODELS}
@@ -257,6 +337,7 @@ _DS = "/universes/{universe_id}/datastores/{datastore}"
 _ENTRY = _DS + "/entries/{key}"
 _ORDERED = "/universes/{universe_id}/ordered/{ordered_store}/scopes/{scope}/entries"
 _MEMORY = "/universes/{universe_id}/memory"
+_TEAM = "/team/{universe_id}"
 
 ROUTES: tuple[Route, ...] = (
     Route("hello", "GET", "/hello", None, "Server identity, protocol version and schema hash.",
@@ -277,6 +358,9 @@ ROUTES: tuple[Route, ...] = (
           "Keep a session alive.", (SessionInfo,), no_store=True),
     Route("close_session", "DELETE", "/sessions/{session_id}", _V, "End a session.",
           status=204),
+    Route("set_session_viewing", "PUT", "/sessions/{session_id}/viewing", _V,
+          "Say what this session shows (teammates see it in presence).", (SessionInfo,),
+          body=SessionViewingRequest, no_store=True),
     Route("poll_events", "GET", "/events", _V,
           "Long-poll the event stream from a cursor; a too-old cursor answers resync.",
           (EventBatch, EventResync), query=EventsQuery, no_store=True),
@@ -345,6 +429,44 @@ ROUTES: tuple[Route, ...] = (
     Route("peek_queue", "GET", _MEMORY + "/queues/{queue}/peek", _E,
           "Read queue items (they become invisible to game servers for a while).",
           (QueuePeek,), query=QueuePeekQuery),
+    Route("team_overview", "GET", "/team", _V, "Team sync on each universe this server knows.",
+          (TeamOverview,), no_store=True),
+    Route("team_status", "GET", _TEAM, _V,
+          "Team sync of a universe: state, caps, teammates present, locks.", (TeamStatus,),
+          no_store=True),
+    Route("team_enable", "POST", _TEAM + "/enable", _E,
+          "Opt this universe in to team sync through its own Open Cloud.", (TeamStatus,),
+          body=TeamEnableRequest, no_store=True),
+    Route("team_disable", "POST", _TEAM + "/disable", _E,
+          "Stop team sync for this universe on this server.", (TeamStatus,), no_store=True),
+    Route("team_invite", "POST", _TEAM + "/invites", _A,
+          "Make a single-use, expiring invite code for a teammate's server.", (TeamInvite,),
+          body=TeamInviteRequest, no_store=True),
+    Route("team_join", "POST", "/team/join", _A, "Join a team with an invite code.",
+          (TeamStatus,), body=TeamJoinRequest, no_store=True),
+    Route("team_lock", "POST", _TEAM + "/locks", _E,
+          "Take or renew the soft lock on an entry being edited.", (LockAnswer,),
+          body=LockRequest, no_store=True),
+    Route("team_unlock", "DELETE", _TEAM + "/locks", _E, "Release a soft lock.", (LockAnswer,),
+          query=LockQuery, no_store=True),
+    Route("team_activity", "GET", _TEAM + "/activity", _V,
+          "The team's shared audit log, newest first, with filters.", (ActivityPage,),
+          query=ActivityQuery, no_store=True),
+    Route("audit_verify", "POST", _TEAM + "/audit/verify", _V,
+          "Read the whole audit chain and check every link and the newest head seen.",
+          (AuditVerifyReport,), no_store=True),
+    Route("team_workspace", "GET", _TEAM + "/workspace", _V,
+          "Members, shared bookmarks and notes on keys.", (Workspace,), no_store=True),
+    Route("team_bookmark", "POST", _TEAM + "/bookmarks", _E, "Add or remove a shared bookmark.",
+          (Workspace,), body=BookmarkRequest, no_store=True),
+    Route("team_note", "PUT", _TEAM + "/notes", _E, "Set or clear the team's note on a key.",
+          (Workspace,), body=NoteRequest, no_store=True),
+    Route("monitor_traffic", "GET", "/monitor/traffic", _V,
+          "Time series of this server's Open Cloud traffic (1 s or 10 s buckets, last hour).",
+          (TrafficSeries,), query=TrafficQuery, no_store=True),
+    Route("list_features", "GET", "/features", _V,
+          "Each feature AVAILABLE, UNAVAILABLE with the reason, or EXPERIMENTAL.",
+          (FeatureList,), no_store=True),
     Route("openapi", "GET", "/openapi.json", _V, "This API's OpenAPI 3.1 description."),
 )  # fmt: skip
 

@@ -25,11 +25,13 @@ from .http.appkeys import (
     CONFIG,
     DATA,
     EVENTS,
+    FEATURES,
     INSTANCE_ID,
     METRICS,
     PAIRING,
     SERVER_BACKEND,
     SESSIONS,
+    TEAM,
     TOKEN_STORE,
 )
 from .http.auth import auth_middleware
@@ -38,10 +40,14 @@ from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
 from .http.routes import bind_all
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
+from .services.features import Features
 from .services.metrics import Metrics
 from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, PairingService, announce_on_console
 from .services.sessions import SessionRegistry
+from .services.team import TeamService
 from .services.tokens import TokenStore
+from .services.traffic import MonitorTicker, budget_uses
+from .storage.crypto import RecordCipher
 from .storage.vault import ApiKeyRecord
 
 Lifecycle = Callable[[web.Application], AsyncIterator[None]]
@@ -110,6 +116,16 @@ sessions = provide(
 )
 
 
+async def monitor_ticks(app: web.Application) -> AsyncIterator[None]:
+    """Each finished second of Open Cloud traffic on the event stream (the Monitor view)."""
+    metrics = app[METRICS]
+    ticker = MonitorTicker(
+        metrics.traffic, app[EVENTS], lambda: budget_uses(metrics.budget_snapshot())
+    )
+    async with ticker.running():
+        yield
+
+
 def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) -> Lifecycle:
     """Open Cloud (or the emulator), cache, journal and the data services; needs metrics."""
 
@@ -119,6 +135,27 @@ def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) 
         ) as plane:
             app[DATA] = plane
             app[SERVER_BACKEND] = lambda: plane.upstream.backend
+            yield
+
+    return lifecycle
+
+
+def team_sync(config: ServerConfig, data_key: bytes) -> Lifecycle:
+    """Team sync and the feature checks; needs the data plane and the sessions."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        plane = app[DATA]
+        async with TeamService.opened(
+            config.data_dir,
+            RecordCipher(data_key),
+            upstream=plane.upstream,
+            events=app[EVENTS],
+            cache=plane.cache,
+            sessions=app[SESSIONS],
+            writes=plane.writes,
+        ) as team:
+            app[TEAM] = team
+            app[FEATURES] = Features(plane.upstream, team)
             yield
 
     return lifecycle
@@ -147,7 +184,9 @@ def create_app(
             event_stream,
             metrics,
             sessions,
+            monitor_ticks,
             data_plane(config, keys, data_key),
+            team_sync(config, data_key),
         ]
     )
     bind_all(app)

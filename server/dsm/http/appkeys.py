@@ -16,9 +16,11 @@ from shared_schema.common import Backend
 from ..config import ServerConfig
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
+from ..services.features import Features
 from ..services.metrics import Metrics
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
+from ..services.team import TeamService
 from ..services.tokens import Principal, TokenStore
 
 CONFIG = web.AppKey("dsm.config", ServerConfig)
@@ -45,5 +47,9 @@ EVENT_SOCKETS = web.AppKey("dsm.event_sockets", EventSockets)
 DATA = web.AppKey("dsm.data", DataPlane)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
+
+# Team sync (services/team) and the feature availability checks; after the data plane.
+TEAM = web.AppKey("dsm.team", TeamService)
+FEATURES = web.AppKey("dsm.features", Features)
 
 PRINCIPAL = web.RequestKey("dsm.principal", Principal)

@@ -12,9 +12,11 @@ from . import (
     routes_memory,
     routes_meta,
     routes_metrics,
+    routes_monitor,
     routes_ordered,
     routes_pairing,
     routes_sessions,
+    routes_team,
 )
 from .binding import Handler, bind_routes
 
@@ -27,6 +29,8 @@ HANDLERS: dict[str, Handler] = {
     **routes_data.HANDLERS,
     **routes_ordered.HANDLERS,
     **routes_memory.HANDLERS,
+    **routes_team.HANDLERS,
+    **routes_monitor.HANDLERS,
 }
 
 

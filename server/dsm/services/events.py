@@ -13,6 +13,7 @@ is swapped for a fresh one, so any number of long-polls cost nothing while idle.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 from collections import deque
@@ -27,6 +28,8 @@ from shared_schema.common import Backend
 from shared_schema.events import EVENT_PAYLOADS, Event, EventBatch, EventResync, EventType
 
 __all__ = ["MAX_BATCH_EVENTS", "EventBus", "utc_now"]
+
+log = logging.getLogger("dsm.events")
 
 # A client that was away for a while gets the backlog in chunks, keeping each answer small
 # enough for Studio's HttpService; it polls again at once with the returned next_cursor.
@@ -61,6 +64,7 @@ class EventBus:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._observers: list[Callable[[Event], None]] = []
 
     @property
     def latest_seq(self) -> int:
@@ -70,6 +74,12 @@ class EventBus:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def observe(self, observer: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `observer(event)` after every publish (in the publisher's thread); returns a
+        function that stops it. Team sync uses it to pass jobs' events on to teammates."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
 
     def publish(self, type: EventType | str, payload: BaseModel | Mapping[str, Any]) -> Event:
         """Append an event and wake every waiter. Synchronous; safe from any thread.
@@ -112,6 +122,11 @@ class EventBus:
             )
             self._buffer.append(event)
         self._wake_waiters()
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                log.exception("an event observer failed on %s", event.type)
         return event
 
     def close(self) -> None:
