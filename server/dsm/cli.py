@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, cli_budget, cli_keys, cli_plugin, cli_tokens
+from . import __version__, cli_budget, cli_keys, cli_plugin, cli_team, cli_tokens
 from .config import DEFAULT_PORT, ServerConfig
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
 from .emulator.auth import load_keys
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_tokens.register(sub)
     cli_budget.register(sub)
     cli_plugin.register(sub)
+    cli_team.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "emulator":
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_budget.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
+    if args.command in ("team", "audit"):
+        return cli_team.run(args)
     parser.error(f"unknown command {args.command}")
 
 
