@@ -42,7 +42,9 @@ def edit(stored: list[tuple[str, str | None]], seq: int, change: object) -> None
     stored[seq - 1] = (key, json.dumps(record))
 
 
-def problems(stored: list[tuple[str, str | None]], head: tuple[int, str] | None = None) -> list[str]:
+def problems(
+    stored: list[tuple[str, str | None]], head: tuple[int, str] | None = None
+) -> list[str]:
     verdict = verify(stored, head)
     return [f"#{seq}: {text}" for seq, text in verdict.problems]
 
@@ -71,9 +73,7 @@ def test_a_changed_record_with_a_recomputed_hash_breaks_the_next_link() -> None:
         record["hash"] = record_hash(record["prev"], record["chained"])
 
     edit(stored, 3, forge)
-    assert problems(stored) == [
-        "#4: does not follow the record before it (reordered or rewritten)"
-    ]
+    assert problems(stored) == ["#4: does not follow the record before it (reordered or rewritten)"]
 
 
 def test_a_removed_record_is_caught() -> None:

@@ -73,7 +73,7 @@ async def team(server: Server, token: str) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[Server, str, Server, str, str]]:
+async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[Server, str, Server, str]]:
     """Alice's and Bob's servers on one emulator, in one team (Alice invited Bob)."""
     async with (
         emulator() as (url, _),
@@ -94,11 +94,11 @@ async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[Server, str, Server
             "POST", "/team/join", bob_token, json={"code": invite["code"], "name": "Bob's laptop"}
         )
         assert status == 200 and joined["role"] == "editor", joined
-        yield alice, alice_token, bob, bob_token, url
+        yield alice, alice_token, bob, bob_token
 
 
 async def test_presence_locks_and_changes_cross_servers(tmp_path: Path) -> None:
-    async with two_servers(tmp_path) as (alice, alice_token, bob, bob_token, _):
+    async with two_servers(tmp_path) as (alice, alice_token, bob, bob_token):
         # Presence both ways, named by the Studio user each plugin announced.
         async def sees(server: Server, token: str, name: str) -> bool:
             shown = await team(server, token)
@@ -145,9 +145,7 @@ async def test_presence_locks_and_changes_cross_servers(tmp_path: Path) -> None:
         assert status == 200, written
         change = None
         while change is None and time.monotonic() - began < 5.0:
-            status, batch = await bob.call(
-                "GET", f"/events?cursor={cursor}&timeout=1", bob_token
-            )
+            status, batch = await bob.call("GET", f"/events?cursor={cursor}&timeout=1", bob_token)
             cursor = batch["next_cursor"]
             change = next(
                 (
@@ -163,7 +161,7 @@ async def test_presence_locks_and_changes_cross_servers(tmp_path: Path) -> None:
 
 
 async def test_audit_log_is_shared_verified_and_catches_tampering(tmp_path: Path) -> None:
-    async with two_servers(tmp_path) as (alice, alice_token, bob, bob_token, url):
+    async with two_servers(tmp_path) as (alice, alice_token, bob, bob_token):
         for n in range(3):
             status, _ = await alice.call(
                 "POST",
@@ -195,9 +193,7 @@ async def test_audit_log_is_shared_verified_and_catches_tampering(tmp_path: Path
             "Player_9": "BobDev",
         }
         assert next(i for i in items if i["key"] == "Player_2")["user_ids"] == [502]
-        status, filtered = await alice.call(
-            "GET", f"/team/{U}/activity?person=bob", alice_token
-        )
+        status, filtered = await alice.call("GET", f"/team/{U}/activity?person=bob", alice_token)
         assert [i["key"] for i in filtered["items"] if i["kind"] == "write"] in ([], ["Player_9"])
 
         status, report = await alice.call("POST", f"/team/{U}/audit/verify", alice_token)
@@ -279,10 +275,14 @@ async def test_a_key_without_memory_store_scopes_makes_team_sync_unavailable(
         assert status == 200 and read["value_json"] == "1"
         status, features = await server.call("GET", "/features", token)
         memory = next(
-            f for f in features["features"] if f["feature_id"] == "memory" and f.get("universe_id") == U
+            f
+            for f in features["features"]
+            if f["feature_id"] == "memory" and f.get("universe_id") == U
         )
         assert memory["status"] == "UNAVAILABLE" and "memory-store" in memory["reason"]
         team_feature = next(
-            f for f in features["features"] if f["feature_id"] == "team" and f.get("universe_id") == U
+            f
+            for f in features["features"]
+            if f["feature_id"] == "team" and f.get("universe_id") == U
         )
         assert team_feature["status"] == "UNAVAILABLE"
