@@ -29,7 +29,7 @@ class Person(ResponseBody):
     label: str = Field(
         min_length=1,
         description="How to show the person: the name, else 'Studio user <id>', else "
-        "'unknown Studio user (token ...)'.",
+        "'<token name> (Studio user unknown)'.",
     )
 
 
@@ -41,7 +41,7 @@ def person_label(
     if studio_user_id:
         return f"Studio user {studio_user_id}"
     if token_name:
-        return f"{UNKNOWN_PERSON} (token '{token_name}')"
+        return f"{token_name} (Studio user unknown)"
     return UNKNOWN_PERSON
 
 
