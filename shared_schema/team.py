@@ -95,6 +95,11 @@ class TeamStatus(ResponseBody):
     audit_head: AuditHead | None = Field(
         default=None, description="The newest audit record this server has seen."
     )
+    audit_announced: PositiveInt | None = Field(
+        default=None,
+        description="The newest record a teammate's server announced on the change feed (read "
+        "when the log is viewed).",
+    )
     source: Source
 
 

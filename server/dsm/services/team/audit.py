@@ -68,11 +68,14 @@ class AuditLog:
         self._store = store
         self._server_id = server_id
         self.on_appended = on_appended
+        # Called when the newest record known here changes (appended here or read from a
+        # teammate's): the Activity view reloads on the team.status event it leads to.
+        self.on_head: Callable[[], None] | None = None
         self._clock = clock
         self._pending: list[AuditEvent] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._sync_wanted = False
+        self.announced_seq = 0
         self.synced_at: datetime | None = None
         self.problem: str | None = None
 
@@ -86,22 +89,21 @@ class AuditLog:
     def pending(self) -> int:
         return len(self._pending)
 
-    def request_sync(self) -> None:
-        """A teammate appended a record: read it soon."""
-        self._sync_wanted = True
-        self._wake.set()
+    def announced(self, seq: int) -> None:
+        """A teammate's server says it appended record `seq`. Nothing is read now: records are
+        read when the log is viewed or verified (and before an append), so a busy team does
+        not pay one read per record per teammate."""
+        if seq > self.announced_seq:
+            self.announced_seq = seq
+            if self.on_head is not None:
+                self.on_head()
 
     async def run(self) -> None:
-        """Bring the local copy up to date, then append what is pending every FLUSH_SECONDS
-        and read what teammates append (cancel to stop)."""
-        await self._attempt(self.sync)
+        """Append what is pending every FLUSH_SECONDS (cancel to stop)."""
         while True:
             await self._wake.wait()
             await asyncio.sleep(FLUSH_SECONDS)
             self._wake.clear()
-            if self._sync_wanted:
-                self._sync_wanted = False
-                await self._attempt(self.sync)
             if self._pending and not await self._attempt(self.flush):
                 self._wake.set()
                 await asyncio.sleep(10.0)
@@ -146,6 +148,8 @@ class AuditLog:
             self.problem = None
             if self.on_appended is not None:
                 self.on_appended(seq)
+            if self.on_head is not None:
+                self.on_head()
             return
 
     async def _tail(self) -> Head:
@@ -187,6 +191,8 @@ class AuditLog:
             previous = Head(seq, record.hash)
             read += 1
         self.synced_at = datetime.now(UTC)
+        if read and self.on_head is not None:
+            self.on_head()
         return read
 
     def _kept_hash(self, seq: int) -> str:

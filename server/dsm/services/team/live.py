@@ -73,6 +73,7 @@ LOOKBACK_MS = 15_000  # changes listed again on each poll, for clocks that disag
 MAX_PAGES = 3
 MAX_PEOPLE = 8
 MAX_PERMISSION_BACKOFF = 60.0
+MIN_PRESENCE_SECONDS = 2.0  # between two presence writes, however often presence changes
 
 
 class Unavailable(Exception):
@@ -148,6 +149,8 @@ class LiveSync:
         self._published: str = ""
         self._wake = asyncio.Event()
         self._presence_due = 0.0
+        self._last_presence = float("-inf")
+        self._poll_due = 0.0
         self.available: bool | None = None  # None until the first sync
         self.reason: str | None = None
         self.last_sync_at: datetime | None = None
@@ -169,8 +172,11 @@ class LiveSync:
         self._wake.set()
 
     def nudge(self) -> None:
-        """Local presence changed (a plugin connected, opened something): write it soon."""
-        self._presence_due = 0.0
+        """Local presence changed (a plugin connected, opened something): write it soon, but
+        not more often than every MIN_PRESENCE_SECONDS however fast the user clicks."""
+        self._presence_due = min(self._presence_due, self._last_presence + MIN_PRESENCE_SECONDS)
+        # A plugin just connected: read at the connected pace from now on.
+        self._poll_due = min(self._poll_due, self._clock() + POLL_SECONDS)
         self._wake.set()
 
     # ------------------------------------------------------------------ the loop
@@ -181,27 +187,38 @@ class LiveSync:
             try:
                 await self.step()
                 backoff = 5.0
-                delay = POLL_SECONDS if self._local_sessions() else IDLE_POLL_SECONDS
+                delay = self._next_due() - self._clock()
             except Unavailable as exc:
                 self._set_state(False, str(exc))
+                self._poll_due = self._clock() + backoff
                 delay, backoff = backoff, min(backoff * 2, MAX_PERMISSION_BACKOFF)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(max(0.0, delay)):
                     await self._wake.wait()
-            if self._outgoing or self._audit_hints or self._jobs:
+            if self._has_outgoing():
                 await asyncio.sleep(FLUSH_DELAY)
 
     async def step(self) -> None:
-        """One round: write presence if due, send queued changes, read the map."""
+        """One round: write presence if due, send queued changes, read the map if due."""
         now = self._clock()
         if now >= self._presence_due:
             await self._write_presence()
+            self._last_presence = now
             self._presence_due = now + self.governor.caps.presence_ttl / 3
-        if self._outgoing or self._audit_hints or self._jobs:
+        if self._has_outgoing():
             await self._flush_changes()
-        await self._poll()
-        self._set_state(True, None)
+        if now >= self._poll_due:
+            await self._poll()
+            interval = POLL_SECONDS if self._local_sessions() else IDLE_POLL_SECONDS
+            self._poll_due = now + interval
+            self._set_state(True, None)
+
+    def _has_outgoing(self) -> bool:
+        return bool(self._outgoing or self._audit_hints or self._jobs)
+
+    def _next_due(self) -> float:
+        return min(self._presence_due, self._poll_due)
 
     def _set_state(self, available: bool, reason: str | None) -> None:
         changed = (available, reason) != (self.available, self.reason)

@@ -154,10 +154,11 @@ class TeamService:
             events=self._events,
             cache=self._cache,
             local_sessions=self._sessions.list,
-            on_audit_hint=lambda _seq: audit.request_sync(),
+            on_audit_hint=audit.announced,
             on_state=lambda: self._publish_status(universe_id),
         )
         audit.on_appended = live.queue_audit_hint
+        audit.on_head = lambda: self._publish_status(universe_id)
         running = _Running(
             space, governor, live, audit, WorkspaceStore(universe_id, self._upstream)
         )
@@ -345,6 +346,7 @@ class TeamService:
             locks=live.locks(principal),
             last_sync_at=live.last_sync_at,
             audit_head=running.audit.head(),
+            audit_announced=running.audit.announced_seq or None,
             source=source,
         )
 
