@@ -286,3 +286,36 @@ async def test_a_key_without_memory_store_scopes_makes_team_sync_unavailable(
             if f["feature_id"] == "team" and f.get("universe_id") == U
         )
         assert team_feature["status"] == "UNAVAILABLE"
+
+
+async def test_a_viewer_members_server_refuses_writes_and_cannot_invite(tmp_path: Path) -> None:
+    async with (
+        emulator() as (url, _),
+        running_server(tmp_path / "alice", upstream_url=url) as alice,
+        running_server(tmp_path / "vic", upstream_url=url) as vic,
+    ):
+        alice_token = await alice.pair("Alice", role=Role.ADMIN)
+        vic_token = await vic.pair("Vic", role=Role.ADMIN)
+        status, _ = await alice.call("POST", f"/team/{U}/enable", alice_token)
+        status, invite = await alice.call(
+            "POST", f"/team/{U}/invites", alice_token, json={"role": "viewer"}
+        )
+        status, joined = await vic.call(
+            "POST", "/team/join", vic_token, json={"code": invite["code"]}
+        )
+        assert status == 200 and joined["role"] == "viewer", joined
+        status, refused = await vic.call(
+            "POST",
+            entry_path(U, "PlayerData", "p"),
+            vic_token,
+            json={"value_json": "1", "idempotency_key": idem()},
+        )
+        assert status == 403 and "team role in universe" in refused["error"]["message"]
+        status, refused = await vic.call("POST", f"/team/{U}/invites", vic_token, json={})
+        assert status == 403 and "Only a team admin can invite" in refused["error"]["message"]
+        # Enabling a universe whose team this server is not in asks for an invite.
+        status, _ = await vic.call("POST", f"/team/{U}/disable", vic_token)
+        async with running_server(tmp_path / "other", upstream_url=url) as other:
+            token = await other.pair("Other", role=Role.ADMIN)
+            status, answer = await other.call("POST", f"/team/{U}/enable", token)
+            assert status == 409 and "Ask a team admin for an invite" in answer["error"]["message"]

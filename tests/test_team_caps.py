@@ -64,7 +64,11 @@ async def test_journal_events_and_audit_name_the_studio_user_or_say_unknown(
             "POST",
             "/sessions",
             studio,
-            json={"client_name": "Studio", "studio_user_id": 1001, "studio_user_name": "AlexBuilds"},
+            json={
+                "client_name": "Studio",
+                "studio_user_id": 1001,
+                "studio_user_name": "AlexBuilds",
+            },
         )
         assert status == 200 and opened["person"]["label"] == "AlexBuilds"
         status, tokens = await server.call("GET", "/tokens", studio)

@@ -206,6 +206,9 @@ async def test_two_developers_on_two_servers(tmp_path: Path) -> None:
             await sam.wait_text("AliceDev is editing PlayerData / global / Player_1")
             await sam.open_entry("PlayerData", "Player_1")
             await sam.wait_text("AliceDev is editing this entry")
+            await sam.h.wait_until(lambda: bool(sam.h.find_all("BookmarkButton")), timeout=10)
+            await sam.click("BookmarkButton")
+            await sam.wait_text("Bookmarked for the team.")
 
             # Alice saves: Bob's open entry shows her change within 5 s.
             await alex.click("SaveButton")
@@ -245,6 +248,11 @@ async def test_two_developers_on_two_servers(tmp_path: Path) -> None:
             await sam.click("VerifyButton")
             await sam.wait_text("The audit chain was tampered with")
             assert sam.has_text(f"#{seq}: its content does not match its hash")
+
+            # Bob's bookmark is the team's: Alice's Team screen lists it.
+            await alex.to_universe()
+            await alex.click("TeamButton")
+            await alex.wait_text("Bookmark: Player_1 · PlayerData / Player_1 (by BobDev)")
 
             # The Monitor view draws one bar per second the server counted calls in, no more.
             await alex.to_universe()

@@ -155,7 +155,7 @@ async def _journal(d: PluginDriver, teammate: str) -> None:
     await d.click("HistoryButton")
     await d.wait_text("revisions")
     await d.click("JournalTab")
-    await d.wait_text("by DataStore Manager Pro")
+    await d.wait_text("by SamTests")
 
 
 @asynccontextmanager

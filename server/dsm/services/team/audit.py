@@ -153,11 +153,25 @@ class AuditLog:
             return
 
     async def _tail(self) -> Head:
+        """The newest record known, to link the next one after. A record a teammate announced
+        on the change feed is read directly (one read), so a busy team does not collide on
+        every key in between; the local copy fills such gaps when the log is viewed."""
         head = self._store.head(self.universe_id)
         if head is None:
             await self._sync_locked()
             head = self._store.head(self.universe_id)
-        return head or Head(0, GENESIS)
+        head = head or Head(0, GENESIS)
+        if self.announced_seq > head.seq:
+            text = await self._read(self.announced_seq)
+            if text is not None:
+                try:
+                    record = parse_record(text)
+                except ChainFormatError:
+                    return head
+                if record.seq == self.announced_seq and not record.problems:
+                    self._keep(record.seq, record.hash, text)
+                    head = Head(record.seq, record.hash)
+        return head
 
     async def _adopt(self, seq: int, head: Head) -> Head:
         text = await self._read(seq)
@@ -178,29 +192,30 @@ class AuditLog:
             return await self._sync_locked()
 
     async def _sync_locked(self) -> int:
-        kept = self._store.last_kept(self.universe_id)
-        previous = Head(kept, self._kept_hash(kept)) if kept else Head(0, GENESIS)
+        kept = self._store.kept_hashes(self.universe_id)
+        last_kept = max(kept, default=0)
+        previous = Head(0, GENESIS)
         read = 0
+        seq = 1
         while True:
-            seq = previous.seq + 1
+            if seq in kept:
+                previous = Head(seq, kept[seq])
+                seq += 1
+                continue
             text = await self._read(seq)
             if text is None:
+                if seq < last_kept:
+                    raise self._broken(seq, "is missing (it was removed)")
                 break
             record = self._parse_linked(seq, text, previous)
             self._keep(seq, record.hash, text)
             previous = Head(seq, record.hash)
             read += 1
+            seq += 1
         self.synced_at = datetime.now(UTC)
         if read and self.on_head is not None:
             self.on_head()
         return read
-
-    def _kept_hash(self, seq: int) -> str:
-        for kept_seq, text in self._store.records(self.universe_id, before=seq + 1):
-            if kept_seq == seq:
-                return parse_record(text).hash
-            break
-        return GENESIS
 
     def _parse_linked(self, seq: int, text: str, previous: Head) -> Record:
         try:

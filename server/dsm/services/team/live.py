@@ -73,7 +73,9 @@ LOOKBACK_MS = 15_000  # changes listed again on each poll, for clocks that disag
 MAX_PAGES = 3
 MAX_PEOPLE = 8
 MAX_PERMISSION_BACKOFF = 60.0
-MIN_PRESENCE_SECONDS = 2.0  # between two presence writes, however often presence changes
+# Between two presence writes, however often presence changes (each navigation changes what a
+# user views): keeps a clicking user from spending the request cap on presence alone.
+MIN_PRESENCE_SECONDS = 5.0
 
 
 class Unavailable(Exception):

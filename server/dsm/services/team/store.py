@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -147,11 +146,12 @@ class TeamStore:
                 (universe_id, seq, hash_, sealed),
             )
 
-    def last_kept(self, universe_id: int) -> int:
-        row = self._db.conn.execute(
-            "SELECT MAX(seq) FROM audit WHERE universe = ?", (universe_id,)
-        ).fetchone()
-        return int(row[0] or 0)
+    def kept_hashes(self, universe_id: int) -> dict[int, str]:
+        """seq -> hash of every record kept (the local copy may have gaps until it is synced)."""
+        rows = self._db.conn.execute(
+            "SELECT seq, hash FROM audit WHERE universe = ?", (universe_id,)
+        ).fetchall()
+        return {int(seq): str(digest) for seq, digest in rows}
 
     def kept_count(self, universe_id: int) -> int:
         row = self._db.conn.execute(
@@ -178,7 +178,3 @@ class TeamStore:
     def forget_records(self, universe_id: int) -> None:
         with self._lock, self._db.transaction() as conn:
             conn.execute("DELETE FROM audit WHERE universe = ?", (universe_id,))
-
-
-def is_disk_problem(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.DatabaseError)
