@@ -13,8 +13,8 @@ their HTTP API.
     Counted by each server's own call counter (the Monitor view's figures) over a measured
     window, split into memory-store calls (presence, locks, change feed) and data-store calls:
     - idle: nobody writes; every call is team sync's;
-    - busy: every member writes one entry every 10 s; team sync's share is the difference from
-      the same run with team sync off (the writes themselves cost the same in both).
+    - busy: every member writes one entry every 10 s (staggered by 2 s); team sync's share is
+      the difference from the same run with team sync off (the writes cost the same in both).
 
     .venv/bin/python -m benchmarks.team_sync [--samples 20] [--seconds 60]
 """
@@ -70,7 +70,22 @@ async def team(
                 assert status == 200, joined
         for n, (server, token) in enumerate(members):
             await open_session(server, token, 9000 + n, f"Member{n}")
-        yield members
+
+        async def keep_alive() -> None:
+            # What each plugin does while connected: heartbeats keep its session (and so the
+            # server's connected pace) alive.
+            while True:
+                for server, token in members:
+                    _, sessions = await server.call("GET", "/sessions", token)
+                    for s in sessions["sessions"]:
+                        await server.call("POST", f"/sessions/{s['session_id']}/heartbeat", token)
+                await asyncio.sleep(10)
+
+        beating = asyncio.create_task(keep_alive())
+        try:
+            yield members
+        finally:
+            beating.cancel()
 
 
 async def open_session(server: Server, token: str, user_id: int, name: str) -> str:
@@ -141,21 +156,14 @@ def counted(server: Server, window: int) -> dict[str, int]:
 
 
 async def team_cost(
-    url: str, root: Path, seconds: int, *, busy: bool, enabled: bool
+    url: str, root: Path, seconds: int, *, busy: bool, enabled: bool, show_operations: bool = False
 ) -> dict[str, float]:
     async with team(url, root, 5, enabled=enabled) as members:
         await asyncio.sleep(12)  # warm-up: first presence writes, first audit sync
 
-        async def keep_alive() -> None:
-            while True:
-                for server, token in members:
-                    _, sessions = await server.call("GET", "/sessions", token)
-                    for s in sessions["sessions"]:
-                        await server.call("POST", f"/sessions/{s['session_id']}/heartbeat", token)
-                await asyncio.sleep(10)
-
         async def writer(server: Server, token: str, n: int) -> None:
             i = 0
+            await asyncio.sleep(2 * n)  # people do not all save at the same instant
             while True:
                 await asyncio.sleep(10)
                 i += 1
@@ -166,7 +174,7 @@ async def team_cost(
                     json={"value_json": str(i), "idempotency_key": idem()},
                 )
 
-        tasks = [asyncio.create_task(keep_alive())]
+        tasks = []
         if busy:
             tasks += [asyncio.create_task(writer(s, t, n)) for n, (s, t) in enumerate(members)]
         began = time.time()
@@ -175,6 +183,13 @@ async def team_cost(
         for task in tasks:
             task.cancel()
         memory = other = 0
+        if show_operations:
+            totals: dict[str, int] = {}
+            for server, _ in members:
+                series = server.app[METRICS].traffic.series(window, 1, budget=[], backend=None)
+                for op, n in series.totals.by_operation.items():
+                    totals[op] = totals.get(op, 0) + n
+            print("    by operation:", dict(sorted(totals.items())))
         for server, _ in members:
             categories = counted(server, window)
             memory += categories.get(MEMORY, 0)
