@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -32,6 +33,11 @@ ATTRIBUTES_BYTES_BELOW = 300  # attributes must serialize to *under* 300 bytes
 MAX_USER_IDS = 4
 # Luau numbers are IEEE doubles, so integers beyond 2**53 cannot survive the plugin unchanged.
 MAX_SAFE_INT = 2**53 - 1
+# How deeply arrays and objects may nest in an entry value. Open Cloud documents no limit; the
+# server and the emulator share this one (docs/limits.md) so a value that could not be checked,
+# diffed or undone is refused up front instead of failing after the write was journaled. Real
+# game data sits far below it; serde_json's default recursion limit is the same 128.
+MAX_JSON_DEPTH = 128
 
 
 def utf8_size(text: str) -> int:
@@ -108,9 +114,10 @@ class JsonTextOf:
         except json.JSONDecodeError as exc:
             raise ValueError(f"is not valid JSON text: {exc.msg} at character {exc.pos}") from None
         except RecursionError:
-            raise ValueError("is nested too deeply to be checked as JSON") from None
-        if not _all_finite(parsed):
-            raise ValueError("holds a number too large for a double (JSON cannot carry it)")
+            raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels (the limit)") from None
+        problem = json_value_problem(parsed, may_hold_surrogates="\\u" in value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 
@@ -118,18 +125,42 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _all_finite(value: Any) -> bool:
-    # Iterative: the parsed value can be as deep as json.loads allows.
-    pending = [value]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_value_problem(
+    value: Any,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    finite: bool = True,
+    may_hold_surrogates: bool = True,
+) -> str | None:
+    """Why a parsed JSON value cannot be stored, or None: too deep, not finite, lone surrogates.
+
+    A lone surrogate (`"\\ud800"` escaped in the text) is no character at all: it cannot be
+    encoded as UTF-8, so no data store can hold it. Iterative, so any depth json.loads allows
+    is checked without recursion. `finite=False` lets NaN and Infinity pass (a caller that
+    reports them itself); `may_hold_surrogates=False` skips the string scan when the text has
+    no `\\u` escape (a parsed string can only get a surrogate from one).
+    """
+    pending: list[tuple[Any, int]] = [(value, 0)]
     while pending:
-        item = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return False
-        if isinstance(item, list):
-            pending.extend(item)
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-    return True
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if may_hold_surrogates and _SURROGATE.search(item):
+                return "holds a lone UTF-16 surrogate escape (such as \\ud800), which is not text"
+        elif isinstance(item, float):
+            if finite and not math.isfinite(item):
+                return "holds a number too large for a double (JSON cannot carry it)"
+        elif isinstance(item, list | dict):
+            if depth >= max_depth:
+                return f"nests deeper than {MAX_JSON_DEPTH} levels (the limit)"
+            if isinstance(item, dict):
+                pending.extend((key, depth + 1) for key in item)
+                pending.extend((child, depth + 1) for child in item.values())
+            else:
+                pending.extend((child, depth + 1) for child in item)
+    return None
 
 
 @dataclass(frozen=True)
@@ -199,7 +230,11 @@ def _empty_list_as_object(value: Any) -> Any:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+14:00 is a valid RFC 3339 text whose UTC time is before year 1.
+        raise ValueError("is outside the range of dates that can be converted to UTC") from None
 
 
 class _AcceptsEmptyArray:

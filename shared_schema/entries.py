@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import QueryParams, RequestBody, ResponseBody
 from .common import Source
@@ -165,6 +165,13 @@ class RevisionListQuery(QueryParams):
     limit: int = Field(default=25, ge=1, le=100, description="Page size (1-100).")
     start: UtcDateTime | None = Field(default=None, description="Only revisions from this time.")
     end: UtcDateTime | None = Field(default=None, description="Only revisions up to this time.")
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> RevisionListQuery:
+        # Checked here rather than left for Open Cloud to refuse (or to answer empty).
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError("start is after end, so no revision can match")
+        return self
 
 
 class RevisionInfo(ResponseBody):

@@ -18,6 +18,8 @@ from .constraints import NonNegativeInt, PositiveInt, UtcDateTime
 from .data import DataStoreState
 from .entries import EntryOperation, EntryState, StoreKind
 from .identity import Person
+from .index import CrawlInfo
+from .jobs import JobProgressPayload, JobStatePayload
 from .monitor import MonitorTickPayload
 from .sessions import SessionInfo
 from .team import TeamActivityPayload, TeamPresencePayload, TeamStatus
@@ -26,7 +28,8 @@ from .team import TeamActivityPayload, TeamPresencePayload, TeamStatus
 class EventType(StrEnum):
     ENTRY_CHANGED = "entry.changed"
     DATASTORE_CHANGED = "datastore.changed"
-    JOB_PROGRESS = "job.progress"  # reserved: no payload is defined yet
+    JOB_PROGRESS = "job.progress"  # a job's progress (planning or running)
+    JOB_STATE = "job.state"  # a job changed state, or its plan is complete
     SESSION_JOINED = "session.joined"
     SESSION_LEFT = "session.left"
     THROTTLE_CHANGED = "throttle.changed"
@@ -35,6 +38,7 @@ class EventType(StrEnum):
     TEAM_PRESENCE = "team.presence"  # who is present and which entries are locked changed
     TEAM_ACTIVITY = "team.activity"  # a teammate's job or many changes at once
     MONITOR_TICK = "monitor.tick"  # one finished second of Open Cloud traffic
+    INDEX_CRAWL = "index.crawl"  # a crawl of the search index progressed or finished
 
 
 # Longer polls risk Studio's HttpService request timeout.
@@ -42,9 +46,8 @@ MAX_POLL_SECONDS = 25.0
 
 
 class EventsQuery(QueryParams):
-    cursor: int | None = Field(
+    cursor: NonNegativeInt | None = Field(
         default=None,
-        ge=0,
         description="next_cursor of the previous batch; omit to start from now.",
     )
     timeout: float = Field(
@@ -163,4 +166,7 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.TEAM_PRESENCE: TeamPresencePayload,
     EventType.TEAM_ACTIVITY: TeamActivityPayload,
     EventType.MONITOR_TICK: MonitorTickPayload,
+    EventType.INDEX_CRAWL: CrawlInfo,
+    EventType.JOB_PROGRESS: JobProgressPayload,
+    EventType.JOB_STATE: JobStatePayload,
 }

@@ -21,12 +21,12 @@ class JournalStatus(StrEnum):
 
 
 class JournalQuery(QueryParams):
-    universe: int | None = Field(default=None, ge=1, description="Only this universe.")
+    universe: PositiveInt | None = Field(default=None, description="Only this universe.")
     datastore: Name | None = Field(default=None, description="Only this data store.")
     key: Name | None = Field(default=None, description="Only this key.")
     limit: int = Field(default=50, ge=1, le=200, description="Page size (1-200).")
-    before: int | None = Field(
-        default=None, ge=1, description="Only items older than this id (from next_before)."
+    before: PositiveInt | None = Field(
+        default=None, description="Only items older than this id (from next_before)."
     )
 
 

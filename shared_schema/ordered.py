@@ -16,8 +16,8 @@ OrderedEntryId = Annotated[str, StringConstraints(min_length=1, max_length=63)]
 
 class OrderedListQuery(QueryParams):
     descending: bool = Field(default=False, description="Highest values first.")
-    min: int | None = Field(default=None, description="Only values >= min.")
-    max: int | None = Field(default=None, description="Only values <= max.")
+    min: SafeInt | None = Field(default=None, description="Only values >= min.")
+    max: SafeInt | None = Field(default=None, description="Only values <= max.")
     cursor: Cursor | None = None
     limit: int = Field(default=50, ge=1, le=100, description="Page size (1-100).")
 

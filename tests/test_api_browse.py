@@ -162,8 +162,9 @@ async def test_undeleting_an_active_or_unknown_store_is_refused(browse: Browse) 
     status, body = await browse.server.call(
         "POST", store_path(1, "Live") + "/undelete", browse.admin
     )
-    # Open Cloud refuses it (400); the server passes the refusal on with Open Cloud's reason.
-    assert status == 502 and body["error"]["code"] == "UPSTREAM_REJECTED"
+    # Open Cloud refuses it (400); the server passes the refusal on with Open Cloud's reason,
+    # as a conflict with the store's state (a client mistake, not an upstream failure).
+    assert status == 409 and body["error"]["code"] == "CONFLICT"
     assert "'Live' is not deleted" in body["error"]["message"]
     for method, path in (
         ("DELETE", store_path(1, "Nowhere")),

@@ -360,9 +360,9 @@ async def test_unknown_revisions_and_times_before_creation_are_refused(api: Api)
     status, body = await api.server.call(
         "GET", entry_path(U, DS, "h2") + "/revisions/NOPE", api.viewer
     )
-    # Open Cloud answers 400 for a revision id it does not know; the server passes it on as an
-    # upstream refusal and quotes the reason.
-    assert status == 502 and body["error"]["code"] == "UPSTREAM_REJECTED"
+    # Open Cloud answers 400 for a revision id it does not know; the server passes it on as the
+    # client's mistake (400, not an upstream failure) and quotes the reason.
+    assert status == 400 and body["error"]["code"] == "BAD_REQUEST"
     assert "version id" in body["error"]["message"]
     status, body = await api.server.call(
         "GET", entry_path(U, DS, "h2") + "/at", api.viewer, params={"time": "2001-01-01T00:00:00Z"}

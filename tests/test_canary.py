@@ -221,11 +221,11 @@ async def run_session(server: Server, seed: Any) -> None:
         editor,
         json={"value_json": "{}", "expected_revision": read["revision"], "idempotency_key": idem()},
     )
-    assert status == 502 and refused["error"]["code"] == "UPSTREAM_PERMISSION"
+    assert status == 403 and refused["error"]["code"] == "UPSTREAM_PERMISSION"
     assert "scope" in refused["error"]["message"]
     # A key Open Cloud does not accept at all (revoked on the Creator Dashboard): 401 upstream.
     status, rejected = await server.call("GET", entry_path(3, "Saves", "s1"), viewer)
-    assert status == 502 and rejected["error"]["code"] == "UPSTREAM_PERMISSION"
+    assert status == 403 and rejected["error"]["code"] == "UPSTREAM_PERMISSION"
     # A universe no key serves, a bad token, a bad body, a missing entry.
     status, none = await server.call("GET", entry_path(4, "Saves", "s1"), viewer)
     assert status == 404 and none["error"]["code"] == "NO_API_KEY"

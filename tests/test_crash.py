@@ -11,10 +11,8 @@ is left pending or unknown, and each one matches what Open Cloud holds.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import random
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +27,15 @@ from dsm.storage.journal import WriteJournal
 from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
 from tools.testing.emulator import start_emulator
-from tools.testing.server import entry_path, idem, serve_in_this_process
+from tools.testing.server import ServerProcess, entry_path, idem
 
 U, DS = 1, "crash"
 KILLS = 30
 API_KEY = "crash-test-key"
-_CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["dsm.app", "tools.testing.server"])
 
 
-class Child:
-    """The server in a child process; `kill` is a crash (SIGKILL: no cleanup runs)."""
+class Child(ServerProcess):
+    """The server in a child process, with the universe's key."""
 
     def __init__(self, data_dir: Path, data_key: bytes, base_url: str) -> None:
         record = ApiKeyRecord(
@@ -50,24 +46,7 @@ class Child:
             environment="production",
             added_at=datetime.now(UTC),
         )
-        receive, send = _CONTEXT.Pipe(duplex=False)
-        self.process = _CONTEXT.Process(
-            target=serve_in_this_process,
-            args=(data_dir, data_key, [record], base_url, send),
-            daemon=True,
-        )
-        self.process.start()
-        self._receive: Connection = receive
-
-    async def port(self) -> int:
-        ready = await asyncio.to_thread(self._receive.poll, 30)
-        assert ready, "the server did not start"
-        port: int = self._receive.recv()
-        return port
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.join()
+        super().__init__(data_dir, data_key, [record], base_url)
 
 
 async def fire_writes(http: aiohttp.ClientSession, base: str, token: str, n: int) -> None:

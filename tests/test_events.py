@@ -400,7 +400,7 @@ def test_publish_takes_only_the_payload_model_of_its_type() -> None:
     bus = EventBus(4)
     with pytest.raises(TypeError, match="SessionLeftPayload"):
         bus.publish(EventType.SESSION_LEFT, ds_changed(1, "x"))
-    with pytest.raises(ValueError, match="no payload model"):
+    with pytest.raises(TypeError, match="JobProgressPayload"):
         bus.publish(EventType.JOB_PROGRESS, ds_changed(1, "x"))
     assert bus.latest_seq == 0
     event = bus.publish(

@@ -186,6 +186,28 @@ def test_list_filters_and_pages_without_decrypting(journal: WriteJournal) -> Non
     assert all(r.before_sha256 == OLD.sha256 for r in journal.list())
 
 
+def test_unknown_writes_of_a_key_are_found_by_the_open_index(journal: WriteJournal) -> None:
+    """Every fresh read asks for its key's unknown writes: that must not scan the key's history."""
+    for _ in range(300):
+        journal.mark_applied(intent(journal), NEW, "v2")
+    lost_first = intent(journal)
+    journal.mark_unknown(lost_first, "the answer was lost")
+    journal.mark_unknown(intent(journal, key="Player_7"), "another key")
+    lost_second = intent(journal)
+    journal.mark_unknown(lost_second, "the answer was lost")
+    intent(journal)  # still in flight: not unknown
+    found = journal.unknown_for(99, "Players", "Player_42")
+    assert [r.id for r in found] == [lost_second, lost_first]
+    assert journal.unknown_for("99", "Players", "Player_8") == []
+    with raw_db(journal.path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM writes INDEXED BY writes_open"
+            " WHERE status IN ('INTENT', 'UNKNOWN') AND status = 'UNKNOWN'"
+            " AND universe = '99' AND datastore = 'Players' AND key = 'Player_42'"
+        ).fetchall()
+    assert any("writes_open" in str(row) for row in plan)
+
+
 def test_pending_survives_a_crash(tmp_path: Path, key: bytes) -> None:
     """A real process records writes and dies without closing anything; a new one reconciles."""
     script = textwrap.dedent(

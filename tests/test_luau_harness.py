@@ -722,6 +722,49 @@ def test_plugin_toolbar_widget_and_settings(src: Path) -> None:
         assert settings["unloaded"] is True and h.widgets() == []
 
 
+def test_import_file_dialog_waits_for_the_user_and_hands_back_a_file(h: LuauHarness) -> None:
+    h.eval(
+        """
+        _G.picked = {}
+        task.spawn(function()
+            local studio = game:GetService("StudioService")
+            for round = 1, 2 do
+                local file = studio:PromptImportFileAsync({ "jsonl", "CSV" })
+                if file == nil then
+                    table.insert(_G.picked, "cancelled")
+                else
+                    local bytes = file:GetBinaryContents()
+                    table.insert(_G.picked, { file.Name, file.Size, #bytes, bytes, file.ClassName })
+                end
+            end
+        end)
+        """
+    )
+    assert h.import_prompt == ["jsonl", "csv"]
+    with pytest.raises(HarnessError, match="cannot be picked"):
+        h.pick_import_file("notes.txt", b"x")
+    assert h.import_prompt == ["jsonl", "csv"]  # still open after a refused pick
+    contents = b'{"key":"a"}\n\xff\x00 binary\n'
+    h.pick_import_file("players.JSONL", contents)
+    assert h.import_prompt == ["jsonl", "csv"]  # the second round asked again
+    h.cancel_import_prompt()
+    assert h.import_prompt is None
+    picked = from_lua(h.eval("return _G.picked")[0])
+    assert picked[0][:3] == ["players.JSONL", len(contents), len(contents)]
+    assert picked[0][4] == "File" and picked[1] == "cancelled"
+    with pytest.raises(HarnessError, match="no import file dialog is open"):
+        h.cancel_import_prompt()
+    # Studio's File is not creatable and its Size is read-only for a plugin.
+    with pytest.raises(LuauError, match="Unable to create an Instance of type"):
+        h.eval('Instance.new("File")')
+    h.eval(
+        'task.spawn(function() _G.f = game:GetService("StudioService"):PromptImportFileAsync() end)'
+    )
+    h.pick_import_file("any.bin", b"\x00")
+    with pytest.raises(LuauError, match="read only"):
+        h.eval("_G.f.Size = 3")
+
+
 def test_theme_colors_and_switching(h: LuauHarness) -> None:
     h.eval(
         "settings().Studio.ThemeChanged:Connect(function() print('theme', settings().Studio.Theme.Name) end)"
@@ -851,6 +894,24 @@ def test_renderer_draws_the_demo_widget() -> None:
     assert px((14, 155)) == (52, 52, 52)  # row 5
     assert px((14, 235)) == (46, 46, 46)  # below the list: clipped rows are not drawn
     assert px((288, 160)) == (120, 120, 120) or px((289, 140)) == (120, 120, 120)  # scroll thumb
+
+
+def test_renderer_turns_rotated_frames_about_their_centre(h: LuauHarness) -> None:
+    # A line-chart segment: 80 x 4 centred at (50, 50), turned 90 degrees -> a vertical bar.
+    h.eval(
+        "local gui = Instance.new('ScreenGui') gui.Name = 'Probe' gui.Parent = game:GetService('CoreGui')\n"
+        "local f = Instance.new('Frame') f.AnchorPoint = Vector2.new(0.5, 0.5)\n"
+        "f.Position = UDim2.fromOffset(50, 50) f.Size = UDim2.fromOffset(80, 4)\n"
+        "f.BorderSizePixel = 0 f.BackgroundColor3 = Color3.fromRGB(255, 0, 0) f.Rotation = 90\n"
+        "local g = Instance.new('Frame') g.Size = UDim2.fromOffset(100, 100)\n"
+        "g.BackgroundTransparency = 1 g.Parent = gui f.Parent = g"
+    )
+    node = next(n for n in h.tree() if n.name == "Probe")
+    assert next(c for c in node.walk() if c.rotation == 90)
+    image = render_harness(h, root="Probe").convert("RGB")
+    assert image.getpixel((50, 15)) == (255, 0, 0)
+    assert image.getpixel((50, 85)) == (255, 0, 0)
+    assert image.getpixel((15, 50)) != (255, 0, 0)  # where the unturned frame would be
 
 
 def test_render_harness_needs_an_enabled_widget(h: LuauHarness) -> None:

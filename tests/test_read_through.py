@@ -8,6 +8,7 @@ or UPSTREAM_UNAVAILABLE, with an UNAVAILABLE source, never made up.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from dsm.http.appkeys import DATA
+from dsm.services.entries import EntryRef
 from shared_schema.common import Role
 from tools.testing.server import Server, entry_path, idem, running_server
 
@@ -143,3 +146,25 @@ async def test_every_read_kind_shows_its_cached_copy_while_unreachable(setup: Se
     for kind in (KINDS[0], KINDS[2]):
         status, body = await setup.get(kind.unread, kind.params)
         assert_unavailable(kind, status, body, "UPSTREAM_UNAVAILABLE")
+
+
+async def test_a_fresh_answer_is_cached_once_it_is_out_and_a_write_meanwhile_wins(
+    setup: Setup,
+) -> None:
+    """The copy of a fresh read is written after its answer (not on the way to it), and is in
+    both cache tiers by the time the client has the answer; a write that invalidates the key in
+    between wins over the older copy."""
+    data = setup.server.app[DATA]
+    cache = data.entries.cache
+    status, body = await setup.get(KINDS[0].path)
+    assert status == 200 and body["source"]["kind"] == "EMULATOR"
+    held = cache.get_entry(U, DS, "global", "sword")
+    assert held is not None and held.value_json == body["value_json"]
+    assert cache.stats().disk_rows >= 1
+
+    ref = EntryRef(U, DS, "global", "shield")
+    view = await data.entries.get(ref)  # its copy waits for the answer to be out
+    assert view.value_json == '{"def":2}'
+    cache.invalidate_entry(U, DS, "global", "shield")  # what a write does
+    await asyncio.sleep(0)
+    assert cache.get_entry(U, DS, "global", "shield") is None

@@ -303,13 +303,16 @@ async def test_absolute_form_target_naming_another_host_is_rejected(server: Serv
     )
     assert bad.status == 403
     assert bad.json()["error"]["code"] == "FORBIDDEN_HOST"
-    good = await raw_http(
+    # Any absolute-form target is refused, even one naming us: only proxies are sent them
+    # (issue 8; this used to be served). test_hostile_http.py tries every scheme and case.
+    ours = await raw_http(
         p,
         f"GET http://127.0.0.1:{p}/api/v1/hello HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n"
         "Connection: close\r\n\r\n",
     )
-    assert good.status == 200
-    assert server.calls["hello"] == 1
+    assert ours.status == 403
+    assert ours.json()["error"]["code"] == "FORBIDDEN_HOST"
+    assert server.calls["hello"] == 0
 
 
 async def test_guard_reads_the_port_bound_after_startup(server: Server) -> None:

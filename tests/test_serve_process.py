@@ -65,9 +65,9 @@ async def _pump(stream: asyncio.StreamReader | None, into: list[str]) -> None:
 
 
 @asynccontextmanager
-async def dsm_serve(tmp_path: Path, *extra: str) -> AsyncIterator[Child]:
+async def dsm_serve(tmp_path: Path, *extra: str, port: int | None = None) -> AsyncIterator[Child]:
     """`dsm serve` with its home and data under `tmp_path`; `extra` are more serve options."""
-    port = free_port()
+    port = free_port() if port is None else port
     env = {
         key: value
         for key, value in os.environ.items()
@@ -181,3 +181,18 @@ async def test_dsm_serve_starts_answers_guards_pairs_and_stops(tmp_path: Path) -
         child.proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(child.proc.wait(), 10) == 0
     assert "Traceback" not in "".join(child.err), "".join(child.err)
+
+
+async def test_a_port_in_use_is_one_clear_line_and_exit_code_1(tmp_path: Path) -> None:
+    """docs/getting-started.md promises this answer when another program holds the port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with dsm_serve(tmp_path, port=port) as child:
+            assert await asyncio.wait_for(child.proc.wait(), STARTUP_SECONDS) == 1
+    errors = "".join(child.err)
+    assert f"error: cannot listen on 127.0.0.1:{port}" in errors
+    assert "address already in use" in errors
+    assert "Traceback" not in errors, errors
+    assert BANNER_END not in "".join(child.out)

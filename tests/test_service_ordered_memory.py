@@ -202,7 +202,8 @@ async def test_list_validation(server: Server) -> None:
     status, body = await server.call("GET", f"{BASE}/ordered/{'x' * 51}/scopes/s/entries")
     assert "50 bytes" in error_of(status, body, 400, ErrorCode.BAD_REQUEST)
     status, body = await server.call("GET", f"{BASE}/ordered/wins/scopes/global/entries/x")
-    error_of(status, body, 404, ErrorCode.NOT_FOUND)  # no route reads one ordered entry
+    # No route reads one ordered entry: the path takes PUT and DELETE only (405 since issue 8).
+    error_of(status, body, 405, ErrorCode.METHOD_NOT_ALLOWED)
 
 
 # ----------------------------------------------------------------------- ordered: writes
@@ -391,7 +392,7 @@ async def test_a_refused_write_is_journaled_failed(server: Server) -> None:
     body = create_body("hank", 3, "create-hank-1")
     status, answer = await server.call("POST", LB, body=body)
     server.emulator.faults.update({"error_rate": 0.0})
-    error_of(status, answer, 502, ErrorCode.UPSTREAM_PERMISSION)
+    error_of(status, answer, 403, ErrorCode.UPSTREAM_PERMISSION)
     [record] = server.journal.list()
     assert record.status is Status.FAILED and record.reason
 

@@ -11,6 +11,7 @@ import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +179,39 @@ def test_revocation_by_another_process_applies_at_once(tmp_path: Path) -> None:
         token, info = server_side.issue("Studio", Role.EDITOR)
         assert server_side.lookup(token) is not None
         cli_side.revoke(info.token_id)
+        assert server_side.lookup(token) is None
+    finally:
+        cli_side.close()
+        server_side.close()
+
+
+def test_checked_tokens_are_remembered_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_side = TokenStore.open(tmp_path)
+    cli_side = TokenStore.open(tmp_path)
+    reads: list[str] = []
+    real_row = server_side._row
+
+    def counting_row(token_id: str) -> Any:
+        reads.append(token_id)
+        return real_row(token_id)
+
+    monkeypatch.setattr(server_side, "_row", counting_row)
+    try:
+        token, info = server_side.issue("Studio", Role.EDITOR)
+        assert server_side.lookup(token) is not None
+        reads.clear()
+        assert server_side.lookup(token) is not None
+        assert reads == []  # the second lookup did not read the row
+        # The right id with another secret is refused, remembered or not.
+        assert server_side.lookup(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+        # Another process changes the role: the next lookup sees it.
+        cli_side.set_role(info.token_id, Role.VIEWER)
+        found = server_side.lookup(token)
+        assert found is not None and found.role is Role.VIEWER
+        # This process revokes: the next lookup is refused.
+        server_side.revoke(info.token_id)
         assert server_side.lookup(token) is None
     finally:
         cli_side.close()

@@ -15,6 +15,7 @@ from dsm.services.jobs.transform import (
     check_program,
     evaluate,
 )
+from shared_schema.constraints import MAX_JSON_DEPTH
 
 
 def run(program: str, value_json: str) -> TransformOutcome:
@@ -136,8 +137,12 @@ def test_outputs_that_cannot_be_stored_are_invalid() -> None:
         "invalid",
         "The output is nested too deeply to be compared.",
     )
-    fine = "[" * 600 + "]" * 600
+    # Within the server's nesting limit (the object is one of its levels) the output is
+    # written; one level more and the write path would refuse it, so it is invalid here.
+    fine = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
     assert run(f"{{a: {fine}}}", "{}").kind == "changed"
+    over = run(f"{{a: [{fine}]}}", "{}")
+    assert over.kind == "invalid" and f"deeper than {MAX_JSON_DEPTH} levels" in over.message
 
 
 def test_a_stored_value_the_server_cannot_read_is_reported() -> None:

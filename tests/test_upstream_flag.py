@@ -193,3 +193,28 @@ async def test_two_dsm_serve_processes_on_one_emulator(tmp_path: Path) -> None:
         ) as resp:
             body = await resp.json()
         assert body["value_json"] == '{"from":"a"}' and body["source"]["kind"] == "EMULATOR"
+
+
+async def test_a_loopback_emulator_behind_the_wall_serves_upstream_by_its_loopback_names(
+    tmp_path: Path,
+) -> None:
+    """`dsm emulator` on a loopback host guards itself as the server does (Host, Origin); a
+    server given `--upstream` with any of our loopback names still reaches it."""
+    bound = [0]
+    config = EmulatorConfig(limits=LimitsConfig(mode="off"), guard_port=lambda: bound[0])
+    runner, url, _ = await start_emulator(config)
+    bound[0] = int(url.rsplit(":", 1)[1])
+    try:
+        for name in ("127.0.0.1", "localhost"):
+            upstream = url.replace("127.0.0.1", name)
+            async with running_server(tmp_path / name, upstream_url=upstream) as server:
+                token = await server.pair()
+                written = await write(server, token, 5, f"via-{name}", '{"n":1}')
+                assert written["source"]["kind"] == "EMULATOR"  # type: ignore[index]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "/", headers={"Origin": "https://example.com"}) as refused,
+        ):
+            assert refused.status == 403, await refused.text()
+    finally:
+        await runner.cleanup()

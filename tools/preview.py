@@ -5,11 +5,11 @@
 
 Scenarios (tools/preview_scenarios.py) drive a LuauHarness (start the plugin, click, type, talk to
 a real server); the renderer then draws the harness's tree() snapshot: background rectangles
-with transparency, borders, UICorner radii, UIStroke outlines, text (Pillow's bundled font at the
-element's TextSize, aligned, TextTruncate AtEnd honoured), TextBox placeholders, image
-placeholders (a tinted outline with a cross: asset images cannot be loaded outside Studio),
-ScrollingFrame/ClipsDescendants clipping and scroll bar thumbs. It shows layout, colours and
-text; fonts and anti-aliasing differ from Studio.
+with transparency (turned by Rotation about their centre), borders, UICorner radii, UIStroke
+outlines, text (Pillow's bundled font at the element's TextSize, aligned, TextTruncate AtEnd
+honoured), TextBox placeholders, image placeholders (a tinted outline with a cross: asset images
+cannot be loaded outside Studio), ScrollingFrame/ClipsDescendants clipping and scroll bar thumbs.
+It shows layout, colours and text; fonts and anti-aliasing differ from Studio.
 """
 
 from __future__ import annotations
@@ -97,6 +97,23 @@ class Renderer:
             draw.rectangle(xy, fill=fill, outline=outline, width=w)
         self._composite(layer, ox, oy)
 
+    def rotated(self, box: Box, degrees: float, clip: Box, fill: RGBA) -> None:
+        """A filled rectangle turned `degrees` clockwise about its centre (GuiObject.Rotation)."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        hw, hh = (box[2] - box[0]) / 2, (box[3] - box[1]) / 2
+        cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+        corners = [
+            (cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
+            for dx, dy in ((-hw, -hh), (hw, -hh), (hw, hh), (-hw, hh))
+        ]
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
+        bbox = (min(xs), min(ys), max(xs) + 1, max(ys) + 1)
+        if _intersect(bbox, clip) is None:
+            return
+        layer, draw, ox, oy = self._layer(bbox, clip)
+        draw.polygon([(x - ox, y - oy) for x, y in corners], fill=fill)
+        self._composite(layer, ox, oy)
+
     def cross(self, box: Box, clip: Box, color: RGBA) -> None:
         if _intersect(box, clip) is None:
             return
@@ -161,7 +178,13 @@ class Renderer:
         s = self.scale
         radius = node.corner_radius * s
         is_root = node.class_name in ("DockWidgetPluginGui", "ScreenGui")
-        if not is_root:
+        turned = node.rotation % 360 != 0 and node.class_name not in _TEXT_CLASSES
+        if not is_root and turned:
+            # Line-chart segments: only the fill is drawn turned (no text, stroke or image).
+            fill = _rgba(node.background, node.background_transparency)
+            if fill is not None:
+                self.rotated(box, node.rotation, clip, fill)
+        elif not is_root:
             fill = _rgba(node.background, node.background_transparency)
             self.rect(box, clip, fill=fill, radius=radius)
             # Roblox draws no border on transparent backgrounds or rounded corners.

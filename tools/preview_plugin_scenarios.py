@@ -17,10 +17,14 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from dsm.emulator.clock import ManualClock
 from shared_schema.common import Role
 from tools.luau_harness import LuauHarness
 from tools.preview_scenarios import SCENARIOS, Scenario
@@ -32,10 +36,13 @@ from tools.testing.plugin import (
     WIDGET_SETTING,
     PluginDriver,
     free_port,
+    make_admin,
     player,
+    profile_save,
     write_entry,
 )
 from tools.testing.server import Server, running_server
+from tools.testing.upstream import server_on_emulator
 
 SCREENS = ROOT / "docs" / "screens"
 
@@ -60,13 +67,14 @@ async def seed_players(server: Server, token: str, count: int = 30) -> None:
 Run = Callable[[LuauHarness], Awaitable[None]]
 
 
-def _with_server(body: Callable[[PluginDriver, str], Awaitable[None]]) -> Run:
-    """A scenario body run against a fresh server (a temporary data dir) with a teammate token."""
+def _with_server(body: Callable[[PluginDriver, str], Awaitable[None]], **config: Any) -> Run:
+    """A scenario body run against a fresh server (a temporary data dir) with a teammate token;
+    `config` goes to the server's ServerConfig."""
 
     async def run(h: LuauHarness) -> None:
         data_dir = Path(tempfile.mkdtemp(prefix="dsm-preview-"))
         try:
-            async with running_server(data_dir) as server:
+            async with running_server(data_dir, **config) as server:
                 teammate = await server.pair("Teammate (Alex)", role=Role.ADMIN)
                 h.set_studio_user(2002, "SamTests")
                 driver = await PluginDriver.open(h, server)
@@ -244,6 +252,63 @@ async def _monitor(d: PluginDriver, teammate: str) -> None:
     await d.wait_for(hour_bars, "no 10-second bucket yet", timeout=15)
 
 
+async def _plan_transform(d: PluginDriver, teammate: str, what: str = "keys") -> None:
+    """Tick three players and plan `.coins *= 2` on them (or on `what`), as an admin."""
+    await d.pair()
+    make_admin(d.server)
+    await d.open_store("PlayerData")
+    await d.wait_text("30 keys")
+    if what == "keys":
+        await d.tick("Player_1", "Player_12", "Player_2")
+    await d.plan_job("transform", what=what)
+    await d.type("ProgramInput", ".coins *= 2 | del(.lastLogin)", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("entries selected.", timeout=30)
+
+
+async def _jobs_act_on(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate)
+    await d.pair()
+    await d.open_store("PlayerData")
+    await d.wait_text("30 keys")
+    await d.tick("Player_1", "Player_12", "Player_2")
+    await d.click("ActOnButton")
+    await d.wait_for(lambda: d.rendered("ActOnDialog"), "no Act on dialog")
+    await d.click("Option_transform")
+
+
+async def _jobs_plan(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate)
+    await _plan_transform(d, teammate)
+    await d.wait_text("What it would do")
+
+
+async def _jobs_running(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate)
+    await _plan_transform(d, teammate, what="scope")
+    await d.click("StartButton")
+    # Paced to the budget share: a snapshot while it is part way through.
+    await d.wait_for(
+        lambda: any(" of 30 · " in t and "/s" in t for t in d.texts()), "not running", 60
+    )
+
+
+async def _jobs_rolled_back(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate)
+    await _plan_transform(d, teammate)
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=60)
+    await d.click("RollbackButton")
+    await d.wait_for(lambda: d.rendered("RollbackDialog"), "no rollback dialog")
+    await d.click("ConfirmButton")
+    await d.wait_text("Rolls back ")
+    await d.wait_text("entries selected.", timeout=30)
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=60)
+    await d.click("AllJobsButton")
+    await d.wait_for(lambda: d.has_text("Rolled back"), "the list shows no rolled-back job")
+
+
 PLUGIN_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[None]]]] = {
     "plugin-pairing": ("the pairing screen waiting for the code `dsm serve` printed", _pairing),
     "plugin-keys": ("the explorer: a data store's keys, virtualised, with the source badge", _keys),
@@ -274,6 +339,165 @@ for _name, (_description, _body) in PLUGIN_SCENARIOS.items():
         _description, _with_server(_body), plugin_root=PLUGIN_SRC, widget_size=TALL.get(_name)
     )
 
+# Jobs, paced by the server as in production, at a share that takes seconds rather than minutes
+# (the running one slow enough to be caught part way).
+JOB_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[None]], float]] = {
+    "plugin-jobs-act-on": (
+        "keys ticked in the explorer, and the job to plan on them (or on a prefix or scope)",
+        _jobs_act_on,
+        6000,
+    ),
+    "plugin-jobs-plan": (
+        "a job's dry run: counts, requests and time at the budget share, samples",
+        _jobs_plan,
+        6000,
+    ),
+    "plugin-jobs-running": (
+        "a running job: live progress, rate and time left, Pause and Cancel",
+        _jobs_running,
+        120,
+    ),
+    "plugin-jobs-rolled-back": (
+        "the jobs list: a transform rolled back by its rollback job",
+        _jobs_rolled_back,
+        6000,
+    ),
+}
+for _name, (_description, _body, _rpm) in JOB_SCENARIOS.items():
+    SCENARIOS[_name] = Scenario(
+        _description,
+        _with_server(_body, budget_rpm=_rpm, job_plan_wait_seconds=5),
+        plugin_root=PLUGIN_SRC,
+    )
+
+
+async def _session_lock(h: LuauHarness) -> None:
+    """A ProfileStore save held by a game server: three hourly saves by the holder after an
+    earlier session elsewhere (Open Cloud's clock is the emulator's, moved an hour a save)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="dsm-preview-"))
+    now = time.time()
+    clock = ManualClock(datetime.fromtimestamp(now - 3 * 3600 - 40, UTC).replace(microsecond=0))
+    try:
+        async with server_on_emulator(data_dir, clock) as server:
+            game = await server.pair("Game server")
+            saves = [("job-7f3a", 1, 120, 4000), ("job-9c21", 2, 340, 7300)]
+            saves += [("job-9c21", 2, 410, 3700), ("job-9c21", 2, 455, 40)]
+            for index, (job, loads, coins, ago) in enumerate(saves):
+                if index:
+                    clock.advance(hours=1)
+                value = profile_save(job, loads, coins, ago, now=now)
+                await write_entry(server, game, "PlayerData", "Player_1", value)
+            d = await PluginDriver.open(h, server)
+            await d.pair("Universe 1 at ")
+            await d.open_entry("PlayerData", "Player_1")
+            await d.wait_text("Held since ")
+            await h.step_async()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+SCENARIOS["plugin-session-lock"] = Scenario(
+    "a ProfileStore save held by a game server: who holds it, since when; only Data is edited",
+    _session_lock,
+    plugin_root=PLUGIN_SRC,
+)
+
+
+# -- search and analytics over the sample game ----------------------------------------------------
+
+
+async def _sample_game_indexed(d: PluginDriver) -> None:
+    """Like a new user: the empty emulator offers the sample game; load it, then open Search
+    (the plugin indexes it) and wait for the index to hold it."""
+    await d.pair()
+    await d.click("Universe_1")
+    await d.wait_for(lambda: d.rendered("LoadSampleGameButton"), "no sample game offer")
+    await d.click("LoadSampleGameButton")
+    await d.wait_text("PlayerData")
+    await d.click("SearchButton")
+    await d.wait_text("Index: sample game", timeout=30)
+    await d.wait_text("matches")
+
+
+async def _search_error(d: PluginDriver, teammate: str) -> None:
+    await _sample_game_indexed(d)
+    await d.type("QueryInput", 'coins > > 5 and inventory has "sword"', enter=False)
+    await d.h.advance_async(1)
+    await d.wait_text("Column 9:")
+
+
+async def _search_verified(d: PluginDriver, teammate: str) -> None:
+    await _sample_game_indexed(d)
+    await d.type("QueryInput", 'coins > 20000 and inventory has "sword"', enter=False)
+    await d.type("SortInput", "-coins", enter=True)
+    await d.wait_text("coins = ")
+    await d.click("VerifyLiveButton")
+    await d.wait_text("verified")
+
+
+async def _analytics(d: PluginDriver, tab: str, ready: str) -> None:
+    await _sample_game_indexed(d)
+    await d.click("AnalyticsButton")
+    await d.wait_text("PlayerData ·", timeout=30)
+    if tab != "SchemaTab":
+        await d.click(tab)
+    await d.wait_text(ready, timeout=30)
+
+
+async def _analytics_schema(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "SchemaTab", "integer")
+
+
+async def _analytics_field(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "SchemaTab", "integer")
+    row = d.row_with("FieldRow", "xp")
+    pane = d.element("SchemaPane").node()
+    await d.h.scroll_to_async("SchemaPane", row.node().y - pane.y - 40)
+    await d.click(d.row_with("FieldRow", "xp"))
+    await d.wait_text("Distribution of xp", timeout=30)
+
+
+async def _analytics_economy(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "EconomyTab", "total supply")
+
+
+async def _analytics_anomalies(d: PluginDriver, teammate: str) -> None:
+    await _analytics(d, "AnomaliesTab", "Each anomaly")
+
+
+SAMPLE_GAME_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[None]]]] = {
+    "plugin-search-error": (
+        "a value query checked as it is typed: the problem marked where the server says",
+        _search_error,
+    ),
+    "plugin-search": (
+        "search results over the sample game, sorted, verified live against Open Cloud",
+        _search_verified,
+    ),
+    "plugin-analytics-schema": (
+        "the schema: every field's types and shares, presence, examples, drift",
+        _analytics_schema,
+    ),
+    "plugin-analytics-field": (
+        "one field's histogram and percentiles, captioned with source, coverage and age",
+        _analytics_field,
+    ),
+    "plugin-analytics-economy": (
+        "a currency: supply, holders, Gini, richest 1%, holdings on log10 bins",
+        _analytics_economy,
+    ),
+    "plugin-analytics-anomalies": (
+        "anomalies by kind, each with its reason and a link to the entry",
+        _analytics_anomalies,
+    ),
+}
+
+for _name, (_description, _body) in SAMPLE_GAME_SCENARIOS.items():
+    # A generous request budget so the crawl is not paced for minutes.
+    SCENARIOS[_name] = Scenario(
+        _description, _with_server(_body, budget_rpm=1_000_000), plugin_root=PLUGIN_SRC
+    )
+
 
 async def _server_down(h: LuauHarness) -> None:
     h.plugin_settings[PORT_SETTING] = free_port()
@@ -288,7 +512,13 @@ SCENARIOS["plugin-server-down"] = Scenario(
     _server_down,
     plugin_root=PLUGIN_SRC,
 )
-PLUGIN_SCENARIO_NAMES = ["plugin-server-down", *PLUGIN_SCENARIOS]
+PLUGIN_SCENARIO_NAMES = [
+    "plugin-server-down",
+    *PLUGIN_SCENARIOS,
+    *SAMPLE_GAME_SCENARIOS,
+    "plugin-session-lock",
+    *JOB_SCENARIOS,
+]
 
 
 def render_all(names: list[str], out_dir: Path, theme: str = "Dark") -> list[Path]:

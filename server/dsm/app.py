@@ -6,7 +6,8 @@ services need each other, and the route table is bound to its handlers.
 
 Middleware order matters: the guards reject foreign Hosts, browser Origins, wrong media types
 and oversized bodies before anything else runs; errors are rendered in the one envelope; the
-auth middleware then requires a token everywhere the route table says so.
+auth middleware then requires a token everywhere the route table says so; only then is a body
+read, within its deadline (so only a paired client's body is ever buffered).
 """
 
 from __future__ import annotations
@@ -26,23 +27,32 @@ from .http.appkeys import (
     DATA,
     EVENTS,
     FEATURES,
+    INDEX,
     INSTANCE_ID,
+    JOBS,
     METRICS,
     PAIRING,
+    SAMPLE_GAME,
     SERVER_BACKEND,
     SESSIONS,
+    STREAMS,
     TEAM,
     TOKEN_STORE,
 )
 from .http.auth import auth_middleware
+from .http.connections import connection_cap
 from .http.errors import error_middleware
-from .http.guards import CLIENT_MAX_SIZE, BoundPort, guard_middleware
+from .http.guards import CLIENT_MAX_SIZE, BoundPort, body_deadline_middleware, guard_middleware
 from .http.routes import bind_all
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
 from .services.features import Features
+from .services.index.sample import SampleGameService
+from .services.index.service import open_index
+from .services.jobs.service import open_jobs
 from .services.metrics import Metrics
-from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, PairingService, announce_on_console
+from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, announce_on_console, open_pairing
+from .services.revocation import watched_streams
 from .services.sessions import SessionRegistry
 from .services.team import TeamService
 from .services.tokens import TokenStore
@@ -85,14 +95,22 @@ def tokens_and_pairing(
     role: Role = DEFAULT_PAIRING_ROLE,
     announce: Announce = announce_on_console,
 ) -> Lifecycle:
-    """The token store, and the pairing service that issues tokens into it."""
+    """The token store, and the pairing service that issues tokens into it (its attempt
+    counters on disk beside the tokens, so a restart does not reset the pairing limits)."""
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        with closing(TokenStore.open(config.data_dir)) as store:
+        with (
+            closing(TokenStore.open(config.data_dir)) as store,
+            open_pairing(
+                store,
+                config.data_dir,
+                ttl_seconds=config.pairing_code_ttl_seconds,
+                role=role,
+                announce=announce,
+            ) as pairing,
+        ):
             app[TOKEN_STORE] = store
-            app[PAIRING] = PairingService(
-                store, ttl_seconds=config.pairing_code_ttl_seconds, role=role, announce=announce
-            )
+            app[PAIRING] = pairing
             yield
 
     return lifecycle
@@ -113,6 +131,14 @@ metrics = provide(
 sessions = provide(
     SESSIONS,
     lambda app: SessionRegistry(app[CONFIG].session_ttl_seconds, bus=app[EVENTS]).sweeping(),
+)
+# Needs the token store and sessions: revoking a token ends its streams and sessions at once.
+# Streams may take half the connections the server accepts, so ordinary requests find room.
+event_streams = provide(
+    STREAMS,
+    lambda app: watched_streams(
+        app[TOKEN_STORE], app[SESSIONS], total=max(1, connection_cap() // 2)
+    ),
 )
 
 
@@ -161,6 +187,43 @@ def team_sync(config: ServerConfig, data_key: bytes) -> Lifecycle:
     return lifecycle
 
 
+def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
+    """The search index over the data plane's read path; follows its writes. Needs the plane."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        plane = app[DATA]
+        app[SAMPLE_GAME] = SampleGameService(plane.upstream)
+        if config.sample_game_seed is not None:
+            app[SAMPLE_GAME].load_on_start(config.sample_game_seed)
+        async with open_index(
+            config.data_dir,
+            data_key,
+            upstream=plane.upstream,
+            reads=plane.reads,
+            journal=plane.writes.journal,
+            events=app[EVENTS],
+        ) as index:
+            app[INDEX] = index
+            yield
+
+    return lifecycle
+
+
+# Needs the data plane (the write path every job item goes through), events and metrics.
+jobs = provide(
+    JOBS,
+    lambda app: open_jobs(
+        app[CONFIG].data_dir,
+        app[DATA],
+        app[EVENTS],
+        app[METRICS],
+        plan_wait=app[CONFIG].job_plan_wait_seconds,
+        held_wait=app[CONFIG].job_held_wait_seconds,
+        held_retry=app[CONFIG].job_held_retry_seconds,
+    ),
+)
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -171,7 +234,12 @@ def create_app(
 ) -> web.Application:
     """The server app; `keys` and `data_key` come from the unlocked vault."""
     app = web.Application(
-        middlewares=[error_middleware, guard_middleware(port), auth_middleware],
+        middlewares=[
+            error_middleware,
+            guard_middleware(port),
+            auth_middleware,
+            body_deadline_middleware,
+        ],
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[CONFIG] = config
@@ -185,8 +253,11 @@ def create_app(
             metrics,
             sessions,
             monitor_ticks,
+            event_streams,
             data_plane(config, keys, data_key),
             team_sync(config, data_key),
+            search_index(config, data_key),
+            jobs,
         ]
     )
     bind_all(app)

@@ -12,10 +12,22 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import __version__, cli_budget, cli_keys, cli_plugin, cli_team, cli_tokens
+from . import (
+    __version__,
+    cli_backup,
+    cli_budget,
+    cli_index,
+    cli_jobs,
+    cli_keys,
+    cli_plugin,
+    cli_team,
+    cli_tokens,
+)
 from .config import DEFAULT_PORT, ServerConfig
+from .emulator import sample_game
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
 from .emulator.auth import load_keys
+from .emulator.context import EMULATOR
 from .emulator.throttle import LimitsConfig
 from .opencloud.ratelimit import MAX_CCU
 from .paths import data_dir, ensure_private_dir
@@ -49,7 +61,17 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=0.0,
         help="share of writes applied whose response is then lost",
     )
-    p.add_argument("--seed", type=int, help="seed for fault injection (repeatable runs)")
+    p.add_argument("--seed", type=int, help="seed for fault injection and the sample game")
+    _sample_game_flag(p)
+
+
+def _sample_game_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sample-game",
+        action="store_true",
+        help="fill the emulator with the generated, labelled sample game (docs/sample-game.md; "
+        "deterministic with --seed)",
+    )
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,6 +110,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="concurrent users the game has, for the Open Cloud budgets of universes without "
         "their own `dsm budget set` (default 0: the smallest budgets)",
     )
+    p.add_argument("--seed", type=int, default=1, help="the sample game's seed (default 1)")
+    _sample_game_flag(p)
 
 
 def _ccu(text: str) -> int:
@@ -123,16 +147,25 @@ def build_emulator_config(args: argparse.Namespace) -> EmulatorConfig:
     return EmulatorConfig(data_dir=args.data, keys=keys, limits=limits, faults=faults)
 
 
-async def _serve_emulator(config: EmulatorConfig, host: str, port: int) -> None:
+async def _serve_emulator(
+    config: EmulatorConfig, host: str, port: int, *, sample: bool = False
+) -> None:
+    bound = [0]
+    if host in ("127.0.0.1", "localhost", "::1"):
+        # On loopback only local programs should reach it: refuse browsers and rebound names.
+        config.guard_port = lambda: bound[0]
     app = create_emulator_app(config)
+    if sample:
+        info = sample_game.load(app[EMULATOR], seed=config.faults.seed or 1)
+        print(f"Sample game loaded: {info.players} generated players in universe {info.universe}")
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     sockets = getattr(site._server, "sockets", None)
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound[0] = sockets[0].getsockname()[1] if sockets else port
     print(f"DataStore Manager Pro Open Cloud emulator {__version__}")
-    print(f"  base URL : http://{host}:{bound}  (stands in for https://apis.roblox.com)")
+    print(f"  base URL : http://{host}:{bound[0]}  (stands in for https://apis.roblox.com)")
     print(f"  data     : {config.data_dir or 'temporary store, deleted on exit'}")
     if config.keys is None:
         print(
@@ -158,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     cli_keys.register(sub)
     cli_tokens.register(sub)
     cli_budget.register(sub)
+    cli_jobs.register(sub)
     cli_plugin.register(sub)
     cli_team.register(sub)
+    cli_index.register(sub)
+    cli_backup.register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "emulator":
@@ -168,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_emulator(config, args.host, args.port))
+            asyncio.run(_serve_emulator(config, args.host, args.port, sample=args.sample_game))
         return 0
     if args.command == "serve":
         from .serve import serve
@@ -181,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             reserve_share=args.reserve_share,
             ccu=args.ccu,
             upstream_url=_upstream(parser, args.upstream),
+            sample_game_seed=args.seed if args.sample_game else None,
         )
         return serve(server_config)
     if args.command == "key":
@@ -189,10 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         return cli_tokens.run(args)
     if args.command == "budget":
         return cli_budget.run(args)
+    if args.command == "jobs":
+        return cli_jobs.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
     if args.command in ("team", "audit"):
         return cli_team.run(args)
+    if args.command in ("search", "index", "analytics", "report"):
+        return cli_index.run(args)
+    if args.command == "backup":
+        return cli_backup.run(args)
     parser.error(f"unknown command {args.command}")
 
 

@@ -34,5 +34,12 @@ class ServerConfig:
     session_ttl_seconds: float = 45.0
     event_buffer_size: int = 2048
     pairing_code_ttl_seconds: float = 300.0
+    # `dsm serve --sample-game`: load the emulator's generated sample game with this seed.
+    sample_game_seed: int | None = None
     # Tokens from pairing get this role; `dsm tokens role ID admin` grants more on purpose.
     pairing_role: Role = Role.EDITOR
+    # Jobs: how long POST /jobs waits for the plan before answering, and how held sessions
+    # are retried (held_sessions: retry). Tests shorten them.
+    job_plan_wait_seconds: float = 10.0
+    job_held_wait_seconds: float = 15 * 60.0
+    job_held_retry_seconds: float = 30.0

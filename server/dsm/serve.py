@@ -13,6 +13,7 @@ from . import __version__
 from .app import create_app
 from .config import ServerConfig
 from .http.appkeys import DATA
+from .http.connections import GuardedAppRunner, install_log_throttle
 from .http.guards import BoundPort
 from .services.upstream import UpstreamUnreachable
 from .storage.crypto import new_key
@@ -53,13 +54,24 @@ async def run_server(
 ) -> None:
     port = BoundPort(config.port)
     app = create_app(config, keys=unlocked.keys, data_key=unlocked.data_key, port=port)
-    runner = web.AppRunner(app, access_log=None)
+    install_log_throttle()
+    runner = GuardedAppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    sockets = getattr(site._server, "sockets", None)
-    bound = sockets[0].getsockname()[1] if sockets else config.port
-    port.set(bound)
+    # Cleaned up on every way out, a port in use included: otherwise the lifecycles opened by
+    # setup are torn down by the event loop's shutdown, with tracebacks, after the exit message.
+    try:
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        bound = sockets[0].getsockname()[1] if sockets else config.port
+        port.set(bound)
+        _print_banner(config, app, bound)
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
+
+
+def _print_banner(config: ServerConfig, app: web.Application, bound: int) -> None:
     upstream = app[DATA].upstream
     print(f"DataStore Manager Pro companion server {__version__}")
     print(f"  listening : http://{config.host}:{bound} (loopback only)")
@@ -80,10 +92,6 @@ async def run_server(
         print(f"  backend   : LIVE - {config.open_cloud_base_url}")
     print("Pair the Studio plugin: click Connect in the plugin; the code appears here.")
     sys.stdout.flush()
-    try:
-        await (stop or asyncio.Event()).wait()
-    finally:
-        await runner.cleanup()
 
 
 def serve(config: ServerConfig) -> int:

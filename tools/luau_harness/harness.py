@@ -330,6 +330,39 @@ class HarnessCore:
         count: int = self._lua_call(self._H.get("webStreamCount"))[0]
         return count
 
+    # -- Studio's file dialog (StudioService:PromptImportFileAsync) ----------------------------
+
+    @property
+    def import_prompt(self) -> list[str] | None:
+        """The open import dialog's extension filter ([] = any file), or None when none is open."""
+        found = self._lua_call(self._H.get("importPromptFilter"))[0]
+        return None if found is None else [lua_str(x) for x in from_lua(found)]
+
+    def pick_import_file(self, name: str, contents: bytes) -> None:
+        """The user picks a file named `name` holding `contents` in the open dialog (the plugin
+        gets a File); HarnessError if no dialog is open or its filter leaves the file out."""
+        self._answer_import(name, contents)
+        self.step()
+
+    async def pick_import_file_async(self, name: str, contents: bytes) -> None:
+        self._answer_import(name, contents)
+        await self.step_async()
+
+    def cancel_import_prompt(self) -> None:
+        """The user closes the open dialog without picking (the plugin gets nil)."""
+        self._answer_import(None, None)
+        self.step()
+
+    def _answer_import(self, name: str | None, contents: bytes | None) -> None:
+        try:
+            self._lua_call(
+                self._H.get("answerImportPrompt"),
+                name,
+                None if contents is None else self.lua.create_string(contents),
+            )
+        except LuauError as exc:
+            raise HarnessError(str(exc)) from None
+
     # -- internals: driving -------------------------------------------------------------------
 
     def _call_gen(self, fn: Any, args: Sequence[Any]) -> Generator[_Wait, None, list[Any]]:

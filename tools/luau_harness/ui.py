@@ -60,6 +60,7 @@ class Node:
     border_color: RGB | None = None
     border_size: int = 0
     clips: bool = False
+    rotation: float = 0.0  # degrees about the centre (Roblox rotates GUI objects there)
     corner_radius: float = 0.0
     stroke: Stroke | None = None
     title: str | None = None
@@ -138,6 +139,7 @@ def _node(data: dict[str, Any]) -> Node:
         border_color=_rgb(data.get("border_color")),
         border_size=int(data.get("border_size", 0)),
         clips=bool(data.get("clips", False)),
+        rotation=float(data.get("rotation", 0.0)),
         corner_radius=float(data.get("corner_radius", 0.0)),
         stroke=Stroke(
             _rgb(stroke["color"]) or (0, 0, 0),

@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dsm.http.appkeys import TOKEN_STORE
+from shared_schema.common import Role
 from tools.luau_harness import HarnessError, LuauHarness, Node
 from tools.luau_harness.ui import Element
 
@@ -23,6 +26,7 @@ SETTING = "DataStoreManagerPro."
 PORT_SETTING = SETTING + "serverPort"
 WIDGET_SETTING = SETTING + "widgetEnabled"
 TOOLBAR_BUTTON = "Data Stores"
+CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
 
 
 class PluginDriver:
@@ -112,6 +116,23 @@ class PluginDriver:
             raise HarnessError(f"{len(found)} drawn elements named {name!r}; texts: {self.texts()}")
         return found[0]
 
+    async def reveal(self, name: str) -> Element:
+        """The one element with this Name, scrolled into view inside its scrolling frame (as a
+        user scrolls to something below the fold)."""
+        for root in self.h.tree():
+            path = _path_to(root, name)
+            if path is None:
+                continue
+            target = path[-1]
+            scrollers = [n for n in path[:-1] if n.scroll is not None]
+            if scrollers:
+                frame = scrollers[-1]
+                assert frame.scroll is not None
+                y = frame.scroll.canvas_y + (target.y - frame.y) - 8
+                await self.h.scroll_to_async(self._by_id(frame.id), max(0.0, y))
+            return self._by_id(target.id)
+        raise HarnessError(f"no element named {name!r}; texts: {self.texts()}")
+
     # -- doing ------------------------------------------------------------------------------
 
     async def click(self, target: Element | str) -> None:
@@ -152,12 +173,40 @@ class PluginDriver:
         await self.click(self.row_with("KeyRow", key))
         await self.wait_text("Revision ")
 
+    async def tick(self, *keys: str) -> None:
+        """Tick keys in the open key list (the box at the start of each row)."""
+        for key in keys:
+            await self.wait_for(partial(self._has_row, "KeyRow", key), f"no key row {key!r}")
+            row = self.row_with("KeyRow", key)
+            await self.click(next(c for c in row.children() if c.name == "Tick"))
+
+    async def plan_job(self, job: str, what: str = "keys") -> None:
+        """From the key list: Act on… `what` ("keys" ticked, "prefix", "scope"), choose the job
+        (its Keys.ACTIONS id, e.g. "delete"), Next: its form opens."""
+        await self.click("ActOnButton")
+        await self.wait_for(lambda: self.rendered("ActOnDialog"), "no Act on dialog")
+        await self.click(f"WhatChoice/Options/Option_{what}")
+        await self.click(f"Option_{job}")
+        await self.click("ConfirmButton")
+        await self.wait_for(lambda: self.rendered("JobFormDialog"), "no job form")
+
     def _has_row(self, row_name: str, text: str) -> bool:
         try:
             self.row_with(row_name, text)
         except HarnessError:
             return False
         return True
+
+
+def _path_to(node: Node, name: str) -> list[Node] | None:
+    """The nodes from `node` down to the first one named `name` (a Name path suffix)."""
+    if node.path == name or node.path.endswith("/" + name):
+        return [node]
+    for child in node.children:
+        found = _path_to(child, name)
+        if found is not None:
+            return [node, *found]
+    return None
 
 
 # -- data written through the server, as a game or a teammate would -------------------------------
@@ -193,6 +242,15 @@ async def write_entry(
     return result
 
 
+def make_admin(server: Server) -> None:
+    """What `dsm tokens role ID admin` does to the plugin's token (pairing gives editor; delete,
+    move, import and transform jobs need admin)."""
+    store = server.app[TOKEN_STORE]
+    mine = [t for t in store.list_tokens() if t.name == CLIENT_NAME]
+    assert len(mine) == 1, [t.name for t in store.list_tokens()]
+    store.set_role(mine[0].token_id, Role.ADMIN)
+
+
 def player(index: int) -> dict[str, Any]:
     """A plausible player save for the demo data store (deterministic per index)."""
     return {
@@ -202,6 +260,26 @@ def player(index: int) -> dict[str, Any]:
         "settings": {"music": index % 2 == 0, "language": ["en", "de", "pt"][index % 3]},
         "lastLogin": f"2024-05-{1 + index % 28:02d}T12:00:00Z",
     }
+
+
+def profile_save(job: str, loads: int, coins: int, saved_ago: float, *, now: float) -> str:
+    """A ProfileStore save as the library writes it, its session held by server `job` of place
+    1818 for the `loads`-th time, last saved `saved_ago` seconds before `now` (Unix seconds)."""
+    return json.dumps(
+        {
+            "Data": {"Coins": coins, "Inventory": ["sword"]},
+            "MetaData": {
+                "ProfileCreateTime": 1_700_000_000,
+                "SessionLoadCount": loads,
+                "ActiveSession": [1818, job, f"{{G-{loads}}}"],
+                "LastUpdate": int(now - saved_ago),
+                "MetaTags": {},
+            },
+            "RobloxMetaData": {},
+            "UserIds": [42],
+            "GlobalUpdates": [0, []],
+        }
+    )
 
 
 def free_port() -> int:

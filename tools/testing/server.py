@@ -25,6 +25,7 @@ from aiohttp import web
 from dsm.app import create_app
 from dsm.config import ServerConfig
 from dsm.http.appkeys import DATA, TOKEN_STORE
+from dsm.http.connections import ConnectionLimits, GuardedAppRunner
 from dsm.http.guards import BoundPort
 from dsm.services.upstream import Upstream
 from dsm.storage.crypto import new_key
@@ -54,6 +55,7 @@ class Server:
     announced: list[str] = field(default_factory=list)
     # Every response body this client received, as text (the canary test searches them).
     transcript: list[str] = field(default_factory=list)
+    runner: GuardedAppRunner | None = None  # its server counts connections (hostile tests)
 
     @property
     def upstream(self) -> Upstream:
@@ -95,18 +97,33 @@ class Server:
         self, method: str, path: str, token: str | None, **kwargs: Any
     ) -> tuple[int, Any]:
         """`method` on /api/v1 + `path`; the body parsed when it is JSON, else the text."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if method in ("POST", "PUT", "PATCH", "DELETE") and "json" not in kwargs:
-            kwargs["json"] = {}
-        async with self.http.request(
-            method, self.url("/api/v1" + path), headers=headers, **kwargs
-        ) as resp:
-            text = await resp.text()
-            self.transcript.append(text)
-            body = None
-            if text and resp.content_type == "application/json":
-                body = json.loads(text)
-            return resp.status, body if body is not None else text
+        return await api_call(
+            self.http, self.base_url, method, path, token, transcript=self.transcript, **kwargs
+        )
+
+
+async def api_call(
+    http: aiohttp.ClientSession,
+    base_url: str,
+    method: str,
+    path: str,
+    token: str | None,
+    *,
+    transcript: list[str] | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """One API call to the server at `base_url` (any process); (status, parsed JSON or text)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if method in ("POST", "PUT", "PATCH", "DELETE") and "json" not in kwargs:
+        kwargs["json"] = {}
+    async with http.request(method, base_url + "/api/v1" + path, headers=headers, **kwargs) as resp:
+        text = await resp.text()
+        if transcript is not None:
+            transcript.append(text)
+        body = None
+        if text and resp.content_type == "application/json":
+            body = json.loads(text)
+        return resp.status, body if body is not None else text
 
 
 @asynccontextmanager
@@ -115,6 +132,7 @@ async def running_server(
     *,
     data_key: bytes | None = None,
     keys: list[ApiKeyRecord] | None = None,
+    limits: ConnectionLimits | None = None,
     **config: Any,
 ) -> AsyncIterator[Server]:
     announced: list[str] = []
@@ -127,7 +145,7 @@ async def running_server(
         port=port,
         announce=announced.append,
     )
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedAppRunner(app, access_log=None, limits=limits)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -135,33 +153,91 @@ async def running_server(
     port.set(bound)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Server(f"http://127.0.0.1:{bound}", app, http, announced)
+            yield Server(f"http://127.0.0.1:{bound}", app, http, announced, runner=runner)
     finally:
         await runner.cleanup()
 
 
 def serve_in_this_process(
-    data_dir: Path, data_key: bytes, keys: list[ApiKeyRecord], base_url: str, port_out: Any
+    data_dir: Path,
+    data_key: bytes,
+    keys: list[ApiKeyRecord],
+    base_url: str,
+    port_out: Any,
+    budget_rpm: float = 1_000_000,
 ) -> None:
     """Run the companion server until this process is killed (a child for crash tests).
 
     It talks to Open Cloud at `base_url` (an emulator outside this process, so it outlives a
-    crash) with `keys`, and sends its bound port through `port_out` once it serves.
+    crash) with `keys`, paced to `budget_rpm` per budget, and sends its bound port through
+    `port_out` once it serves.
     """
     import asyncio
+    import os
+
+    parent = os.getppid()
+
+    async def orphaned() -> None:
+        # Not a daemon (it runs jq worker processes), so it stops by itself instead: when the
+        # process that started it is gone.
+        while os.getppid() == parent:
+            await asyncio.sleep(0.5)
+        os._exit(0)
 
     async def main() -> None:
+        watchdog = asyncio.create_task(orphaned())
         port = BoundPort(0)
         config = ServerConfig(
-            data_dir=data_dir, port=0, open_cloud_base_url=base_url, budget_rpm=1_000_000
+            data_dir=data_dir, port=0, open_cloud_base_url=base_url, budget_rpm=budget_rpm
         )
         app = create_app(config, keys=keys, data_key=data_key, port=port, announce=lambda _: None)
-        runner = web.AppRunner(app, access_log=None)
+        runner = GuardedAppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port.set(int(runner.addresses[0][1]))
         port_out.send(port())
-        await asyncio.Event().wait()
+        await watchdog
 
     asyncio.run(main())
+
+
+class ServerProcess:
+    """`serve_in_this_process` in a child process; `kill` is a crash (SIGKILL: no cleanup).
+
+    Children are forked from a server pre-loaded once per test run, so a start costs
+    milliseconds rather than the seconds of importing the server again.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        data_key: bytes,
+        keys: list[ApiKeyRecord],
+        base_url: str,
+        budget_rpm: float = 1_000_000,
+    ) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["dsm.app", "tools.testing.server"])
+        receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=serve_in_this_process,
+            args=(data_dir, data_key, keys, base_url, send, budget_rpm),
+            daemon=False,  # it starts jq worker processes; it stops when its parent is gone
+        )
+        self.process.start()
+        self._receive = receive
+
+    async def port(self) -> int:
+        import asyncio
+
+        ready = await asyncio.to_thread(self._receive.poll, 30)
+        assert ready, "the server did not start"
+        port: int = self._receive.recv()
+        return port
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .. import __version__
-from . import routes_memorystore, routes_messaging, routes_ordered, routes_v1, routes_v2
+from ..http.wall import wall_refusal
+from . import (
+    routes_memorystore,
+    routes_messaging,
+    routes_ordered,
+    routes_v1,
+    routes_v2,
+    sample_game,
+)
 from .context import (
     EMULATOR,
     GRANT,
@@ -21,6 +29,7 @@ from .context import (
     json_response,
 )
 from .errors import EmulatorError, Family, family_for_path, invalid
+from .validation import parse_json_body
 
 __all__ = [
     "EMULATOR",
@@ -73,6 +82,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response.headers.setdefault(name, value)
     response.headers[EMULATOR_HEADER] = __version__
     return response
+
+
+def wall_middleware(port: Callable[[], int]) -> Middleware:
+    @web.middleware
+    async def wall(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = wall_refusal(request, port(), service="the emulator")
+        if refusal is not None:
+            raise EmulatorError("PERMISSION_DENIED", refusal.message, status=403)
+        return await handler(request)
+
+    return wall
 
 
 @web.middleware
@@ -153,27 +173,58 @@ async def get_faults(request: web.Request) -> web.Response:
 
 async def set_faults(request: web.Request) -> web.Response:
     ctx = request.app[EMULATOR]
-    try:
-        changes = await request.json()
-    except json.JSONDecodeError:
-        raise invalid("The body must be a JSON object of fault settings.") from None
+    changes = parse_json_body(await request.read())
     if not isinstance(changes, dict):
         raise invalid("The body must be a JSON object of fault settings.")
     ctx.faults.update(changes)
     return json_response({"settings": ctx.faults.__dict__, "injected": ctx.fault_counts})
 
 
+async def get_sample_game(request: web.Request) -> web.Response:
+    """Emulator extension: what sample game is loaded (docs/sample-game.md)."""
+    ctx = request.app[EMULATOR]
+    return json_response(
+        {
+            "loaded": [info.to_json() for info in sample_game.loaded(ctx)],
+            "empty": sample_game.is_empty(ctx),
+        }
+    )
+
+
+async def load_sample_game(request: web.Request) -> web.Response:
+    """Emulator extension: generate the labelled sample game, {universe?, seed?, players?}."""
+    ctx = request.app[EMULATOR]
+    body = parse_json_body(await request.read())
+    if not isinstance(body, dict):
+        raise invalid("The body must be a JSON object.")
+    try:
+        universe = str(int(body.get("universe", 1)))
+        seed = int(body.get("seed", 1))
+        players = int(body.get("players", 500))
+    except (TypeError, ValueError):
+        raise invalid("universe, seed and players must be whole numbers.") from None
+    if not 10 <= players <= 20000:
+        raise invalid("players must be from 10 to 20000.")
+    # In the loop's thread: the emulator's SQLite connection serves one thread at a time.
+    info = sample_game.load(ctx, universe=universe, seed=seed, players=players)
+    return json_response(info.to_json())
+
+
 def create_emulator_app(config: EmulatorConfig | None = None) -> web.Application:
+    config = config or EmulatorConfig()
+    guards = [] if config.guard_port is None else [wall_middleware(config.guard_port)]
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware, fault_middleware],
+        middlewares=[error_middleware, *guards, auth_middleware, fault_middleware],
         client_max_size=MAX_BODY,
     )
-    ctx = EmulatorContext(config or EmulatorConfig())
+    ctx = EmulatorContext(config)
     app[EMULATOR] = ctx
     app.router.add_get("/", index)
     app.router.add_get("/_emulator/faults", get_faults)
     app.router.add_get("/_emulator/universes", list_universes)
     app.router.add_post("/_emulator/faults", set_faults)
+    app.router.add_get("/_emulator/sample-game", get_sample_game)
+    app.router.add_post("/_emulator/sample-game", load_sample_game)
     for module in (routes_v1, routes_v2, routes_ordered, routes_memorystore, routes_messaging):
         module.setup(app, ctx)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ class EmulatorConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
     clock: Clock = field(default_factory=SystemClock)
+    # The bound port, read per request: when set, the browser and DNS-rebinding wall the
+    # companion server uses guards the emulator too (loopback Host, no Origin or Sec-Fetch).
+    guard_port: Callable[[], int] | None = None
 
 
 class EmulatorContext:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -17,6 +17,9 @@ class EmbeddedEmulator:
 
     @classmethod
     async def start(cls, config: EmulatorConfig, host: str = "127.0.0.1") -> EmbeddedEmulator:
+        """Serve on a free loopback port, behind the same Host/Origin wall as the server."""
+        bound = [0]  # set once the port is known; until then no Host matches
+        config = replace(config, guard_port=lambda: bound[0])
         runner = web.AppRunner(create_emulator_app(config), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, 0)
@@ -26,6 +29,7 @@ class EmbeddedEmulator:
             await runner.cleanup()
             raise RuntimeError("the embedded emulator could not bind a loopback port")
         port = sockets[0].getsockname()[1]
+        bound[0] = port
         return cls(runner, f"http://{host}:{port}")
 
     def universes(self) -> list[int]:

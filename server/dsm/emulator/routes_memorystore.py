@@ -25,7 +25,6 @@ Wire choices where Roblox documents nothing (state semantics are listed in memor
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from .memorystore import (
 )
 from .paging import decode_token, encode_token, fingerprint
 from .timefmt import parse_duration, whole_seconds
-from .validation import clamp_page_size, compact_json, parse_bool
+from .validation import clamp_page_size, compact_json, parse_bool, parse_json_body
 
 PREFIX = "/cloud/v2/universes/{universe_id}/memory-store"
 BUDGETS = ["memory_store"]
@@ -126,13 +125,10 @@ def _operation_json(universe: str, operation_id: str, done: bool) -> dict[str, A
 
 async def _body_fields(request: web.Request) -> dict[str, Any]:
     """The JSON object body with lower-cased field names ({} when there is no body)."""
-    text = await request.text() if request.can_read_body else ""
-    if not text.strip():
+    raw = await request.read() if request.can_read_body else b""
+    if not raw.strip():
         return {}
-    try:
-        body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise invalid("The request body is not valid JSON.") from None
+    body = parse_json_body(raw)
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return {str(key).lower(): value for key, value in body.items()}
@@ -527,13 +523,13 @@ async def get_operation(request: web.Request) -> web.Response:
 def setup(app: web.Application, ctx: EmulatorContext) -> None:
     del ctx  # handlers reach the context through the app
     router = app.router
-    items = PREFIX + "/sorted-maps/{sorted_map_id}/items"
+    items = PREFIX + "/sorted-maps/{sorted_map_id:[^/]+}/items"
     router.add_get(items, list_sorted_items)
     router.add_post(items, create_sorted_item)
-    router.add_get(items + "/{item_id}", get_sorted_item)
-    router.add_patch(items + "/{item_id}", update_sorted_item)
-    router.add_delete(items + "/{item_id}", delete_sorted_item)
-    queue = PREFIX + "/queues/{queue_id}"
+    router.add_get(items + "/{item_id:[^/]+}", get_sorted_item)
+    router.add_patch(items + "/{item_id:[^/]+}", update_sorted_item)
+    router.add_delete(items + "/{item_id:[^/]+}", delete_sorted_item)
+    queue = PREFIX + "/queues/{queue_id:[^/]+}"
     router.add_post(queue + "/items", add_queue_item)
     router.add_get(queue + "/items:read", read_queue_items)
     router.add_post(queue + "/items:discard", discard_queue_items)

@@ -12,7 +12,6 @@ be non-empty strings.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +19,7 @@ from aiohttp import web
 from .context import EMULATOR, EmulatorContext, json_response, universe_param
 from .errors import invalid
 from .messaging import MessageLog, Surface
-from .validation import clamp_page_size
+from .validation import clamp_page_size, parse_json_body
 
 SCOPE = "universe-messaging-service:publish"
 MAX_TOPIC_CHARS = 80
@@ -36,13 +35,10 @@ def _log(ctx: EmulatorContext) -> MessageLog:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    text = await request.text() if request.can_read_body else ""
-    if not text.strip():
+    raw = await request.read() if request.can_read_body else b""
+    if not raw.strip():
         raise invalid("The request body must be a JSON object with the message to publish.")
-    try:
-        body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise invalid("The request body is not valid JSON.") from None
+    body = parse_json_body(raw)
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return body
@@ -114,5 +110,7 @@ def setup(app: web.Application, ctx: EmulatorContext) -> None:
     # ':publishMessage' sits inside the universe segment; aiohttp matches it as a literal
     # suffix of that segment, so no /universes/{id}/... route can collide with it.
     app.router.add_post("/cloud/v2/universes/{universe_id}:publishMessage", publish_v2)
-    app.router.add_post("/messaging-service/v1/universes/{universeId}/topics/{topic}", publish_v1)
+    app.router.add_post(
+        "/messaging-service/v1/universes/{universeId}/topics/{topic:[^/]+}", publish_v1
+    )
     app.router.add_get("/_emulator/messages", read_messages)

@@ -21,6 +21,7 @@ from . import paging
 from .context import EmulatorContext, json_response, universe_param
 from .errors import invalid
 from .ordered import OrderedStore, StoredOrderedEntry, ValueRange, missing, parse_filter
+from .rawpath import decoded, raw_last_segment
 from .validation import (
     INT64_MAX,
     INT64_MIN,
@@ -41,9 +42,9 @@ MAX_PAGE_SIZE = 100
 # emulator accepts that spelling too rather than answer those clients with a 404.
 V1_BASE = (
     "/ordered-data-stores/v1/universes/{universeId}/{collection:orderedDataStores|orderedDatastores}"
-    "/{store}/scopes/{scope}/entries"
+    "/{store:[^/]+}/scopes/{scope:[^/]+}/entries"
 )
-V2_BASE = "/cloud/v2/universes/{universe_id}/ordered-data-stores/{store}/scopes/{scope}/entries"
+V2_BASE = "/cloud/v2/universes/{universe_id}/ordered-data-stores/{store:[^/]+}/scopes/{scope:[^/]+}/entries"
 
 # v1's order_by is documented only as "ascending by default, a `desc` suffix for descending";
 # the v2 spellings are accepted too since v1 describes `desc` as a suffix.
@@ -64,16 +65,16 @@ def setup(app: web.Application, ctx: EmulatorContext) -> None:
     v2 = _V2Routes(ctx, store)
     app.router.add_get(V1_BASE, v1.list)
     app.router.add_post(V1_BASE, v1.create)
-    app.router.add_get(V1_BASE + "/{entry}", v1.get)
-    app.router.add_patch(V1_BASE + "/{entry}", v1.update)
-    app.router.add_delete(V1_BASE + "/{entry}", v1.delete)
-    app.router.add_post(V1_BASE + "/{entry}", v1.increment)
+    app.router.add_get(V1_BASE + "/{entry:[^/]+}", v1.get)
+    app.router.add_patch(V1_BASE + "/{entry:[^/]+}", v1.update)
+    app.router.add_delete(V1_BASE + "/{entry:[^/]+}", v1.delete)
+    app.router.add_post(V1_BASE + "/{entry:[^/]+}", v1.increment)
     app.router.add_get(V2_BASE, v2.list)
     app.router.add_post(V2_BASE, v2.create)
-    app.router.add_get(V2_BASE + "/{entry}", v2.get)
-    app.router.add_patch(V2_BASE + "/{entry}", v2.update)
-    app.router.add_delete(V2_BASE + "/{entry}", v2.delete)
-    app.router.add_post(V2_BASE + "/{entry}", v2.increment)
+    app.router.add_get(V2_BASE + "/{entry:[^/]+}", v2.get)
+    app.router.add_patch(V2_BASE + "/{entry:[^/]+}", v2.update)
+    app.router.add_delete(V2_BASE + "/{entry:[^/]+}", v2.delete)
+    app.router.add_post(V2_BASE + "/{entry:[^/]+}", v2.increment)
 
 
 # Input parsing ---------------------------------------------------------------
@@ -101,12 +102,15 @@ def _v2_entry_id(raw: str | None) -> str:
     return raw
 
 
-def _split_verb(segment: str, expected: str) -> str:
-    """`name:increment` -> `name`; any other POST on an entry is not a route."""
-    entry_id, sep, verb = segment.rpartition(":")
+def _split_verb(request: web.Request, expected: str) -> str:
+    """`name:increment` -> `name`; any other POST on an entry is not a route.
+
+    Split on the raw segment: an encoded `:` (`%3A`) belongs to the id.
+    """
+    entry_id, sep, verb = raw_last_segment(request).rpartition(":")
     if not sep or verb != expected:
         raise web.HTTPNotFound()
-    return entry_id
+    return decoded(entry_id)
 
 
 def _reject_constant(token: str) -> Any:
@@ -119,7 +123,7 @@ async def _body(request: web.Request, example: str) -> dict[str, Any]:
         raise invalid(f"The request body is required: send a JSON object such as {example}.")
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise invalid(
             f"The request body is not valid JSON; send an object such as {example}."
         ) from None
@@ -314,7 +318,7 @@ class _V1Routes:
 
     async def increment(self, request: web.Request) -> web.Response:
         target = _target(request, "universeId")
-        entry_id = _v1_entry_id(_split_verb(request.match_info["entry"], "increment"))
+        entry_id = _v1_entry_id(_split_verb(request, "increment"))
         amount = _whole(await _body(request, '{"amount": 1}'), "amount")
         self._authorize(request, target, write=True)
         entry = self.store.increment(target.universe, target.store, target.scope, entry_id, amount)
@@ -406,7 +410,7 @@ class _V2Routes:
 
     async def increment(self, request: web.Request) -> web.Response:
         target = _target(request, "universe_id")
-        entry_id = _v2_entry_id(_split_verb(request.match_info["entry"], "increment"))
+        entry_id = _v2_entry_id(_split_verb(request, "increment"))
         # OAPI: "Both the existing value and the increment amount must be integers"; the
         # emulator also requires `amount`, since silently adding 0 hides a client bug.
         amount = _whole(await _body(request, '{"amount": 1}'), "amount")

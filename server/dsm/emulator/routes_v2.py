@@ -21,16 +21,19 @@ from aiohttp import web
 from .context import EMULATOR, EmulatorContext, json_response, universe_param
 from .errors import EmulatorError, invalid
 from .paging import decode_token, encode_token, fingerprint
+from .rawpath import decoded, raw_last_segment
 from .standard import DataStoreInfo, PreconditionFailed, Revision
 from .timefmt import parse_rfc3339, rfc3339
 from .validation import (
     V2_NUMBER_LIMIT,
     check_attributes,
+    check_json_value,
     check_name,
     check_value_text,
     clamp_page_size,
     compact_json,
     parse_bool,
+    parse_json_body,
     v2_users_to_ids,
 )
 
@@ -102,13 +105,10 @@ def _entry_response(path: str, entry_id: str, revision: Revision) -> web.Respons
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    text = await request.text()
-    if not text.strip():
+    raw = await request.read()
+    if not raw.strip():
         return {}
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError:
-        raise invalid("The request body is not valid JSON.") from None
+    body = parse_json_body(raw)
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return body
@@ -141,16 +141,18 @@ async def data_store_action(request: web.Request) -> web.Response:
     """DELETE /data-stores/{id} or POST /data-stores/{id}:undelete."""
     ctx = _ctx(request)
     universe = universe_param(request)
-    raw = request.match_info["data_store_id"]
+    raw = raw_last_segment(request)
     if request.method == "POST":
         if not raw.endswith(":undelete"):
             raise EmulatorError("NOT_FOUND", f"No Open Cloud route matches {request.path}.")
-        name = check_name("Data store name", raw.removesuffix(":undelete"), "InvalidDataStoreName")
+        name = check_name(
+            "Data store name", decoded(raw.removesuffix(":undelete")), "InvalidDataStoreName"
+        )
         ctx.require(request, universe, "universe-datastores.control:delete", name)
         ctx.throttle(request, universe, ["v2.standard.remove"])
         await _json_body(request)
         return json_response(_store_resource(ctx.standard.undelete_datastore(universe, name)))
-    name = check_name("Data store name", raw, "InvalidDataStoreName")
+    name = check_name("Data store name", decoded(raw), "InvalidDataStoreName")
     ctx.require(request, universe, "universe-datastores.control:delete", name)
     ctx.throttle(request, universe, ["v2.standard.remove"])
     return json_response(_store_resource(ctx.standard.delete_datastore(universe, name)))
@@ -226,6 +228,7 @@ async def list_entries(request: web.Request) -> web.Response:
 def _parse_write_body(body: dict[str, Any]) -> tuple[str, str | None, list[int]]:
     if "value" not in body:
         raise invalid("The entry's value is required.")
+    check_json_value(body["value"], "The value")
     value_text = check_value_text(compact_json(body["value"]))
     attributes = check_attributes(body.get("attributes"))
     user_ids = v2_users_to_ids(body.get("users"))
@@ -272,18 +275,18 @@ def _split_verb(raw: str, verb: str) -> str | None:
 
 async def entry_get(request: web.Request) -> web.Response:
     """GET an entry (optionally `@revision`, `@latest`, `@latest:<time>`) or `:listRevisions`."""
-    raw = request.match_info["entry_id"]
+    raw = raw_last_segment(request)
     listed = _split_verb(raw, "listRevisions")
     if listed is not None:
-        return await _list_revisions(request, listed)
+        return await _list_revisions(request, decoded(listed))
     ctx = _ctx(request)
     universe = universe_param(request)
     datastore = _datastore(request)
     scoped = "scope_id" in request.match_info
     scope = _scope(request)
     # The text after the last `@` is always a revision selector (documented).
-    key, _, selector_text = raw.rpartition("@") if "@" in raw else (raw, "", "")
-    selector = selector_text or None
+    raw_key, _, raw_selector = raw.rpartition("@") if "@" in raw else (raw, "", "")
+    key, selector = decoded(raw_key), decoded(raw_selector) or None
     check_name("Entry id", key, "InvalidEntryKey")
     ctx.require(request, universe, "universe-datastores.objects:read", datastore)
     ctx.throttle(request, universe, ["v2.standard.read"], entry_key=f"{datastore}/{scope}/{key}")
@@ -466,10 +469,10 @@ async def delete_entry(request: web.Request) -> web.Response:
 
 
 async def increment_entry(request: web.Request) -> web.Response:
-    raw = request.match_info["entry_id"]
-    key = _split_verb(raw, "increment")
-    if key is None:
+    raw_key = _split_verb(raw_last_segment(request), "increment")
+    if raw_key is None:
         raise EmulatorError("NOT_FOUND", f"No Open Cloud route matches POST {request.path}.")
+    key = decoded(raw_key)
     ctx = _ctx(request)
     universe = universe_param(request)
     datastore = _datastore(request)
@@ -507,15 +510,15 @@ def setup(app: web.Application, ctx: EmulatorContext) -> None:
     router = app.router
     router.add_get(f"{PREFIX}/data-stores", list_data_stores)
     router.add_post(f"{PREFIX}/data-stores:snapshot", snapshot)
-    router.add_delete(PREFIX + "/data-stores/{data_store_id}", data_store_action)
-    router.add_post(PREFIX + "/data-stores/{data_store_id}", data_store_action)
+    router.add_delete(PREFIX + "/data-stores/{data_store_id:[^/]+}", data_store_action)
+    router.add_post(PREFIX + "/data-stores/{data_store_id:[^/]+}", data_store_action)
     for entries in (
-        PREFIX + "/data-stores/{data_store_id}/entries",
-        PREFIX + "/data-stores/{data_store_id}/scopes/{scope_id}/entries",
+        PREFIX + "/data-stores/{data_store_id:[^/]+}/entries",
+        PREFIX + "/data-stores/{data_store_id:[^/]+}/scopes/{scope_id:[^/]+}/entries",
     ):
         router.add_get(entries, list_entries)
         router.add_post(entries, create_entry)
-        one = entries + "/{entry_id}"
+        one = entries + "/{entry_id:[^/]+}"
         router.add_get(one, entry_get)
         router.add_patch(one, update_entry)
         router.add_delete(one, delete_entry)

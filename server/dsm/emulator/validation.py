@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
+
+from shared_schema.constraints import MAX_JSON_DEPTH, json_value_problem
 
 from .errors import invalid
 
@@ -29,7 +30,7 @@ def check_name(kind: str, value: str | None, v1_code: str) -> str:
 
 def check_value_text(text: str) -> str:
     """Values are JSON text of at most 4 MiB; returns the text unchanged."""
-    if len(text.encode("utf-8")) > MAX_VALUE_BYTES:
+    if len(text.encode("utf-8", errors="surrogatepass")) > MAX_VALUE_BYTES:
         raise invalid(
             f"The value is larger than the {MAX_VALUE_BYTES} byte limit.", "ContentTooBig"
         )
@@ -37,21 +38,38 @@ def check_value_text(text: str) -> str:
         parsed = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         raise invalid("The value is not valid JSON.", "ContentNotJson") from None
-    if _has_non_finite(parsed):
-        raise invalid(
-            "The value contains NaN or Infinity, which JSON cannot hold.", "ContentNotJson"
-        )
+    check_json_value(parsed, "The value")
     return text
 
 
-def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, list):
-        return any(_has_non_finite(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    return False
+def check_json_value(parsed: Any, what: str) -> None:
+    """Refuse what no data store can hold: NaN, lone surrogates, nesting past MAX_JSON_DEPTH.
+
+    Open Cloud documents no nesting limit; the emulator shares the companion server's
+    (MAX_JSON_DEPTH) so neither accepts a value the other refuses.
+    """
+    problem = json_value_problem(parsed)
+    if problem is not None:
+        raise invalid(f"{what} {problem}.", "ContentNotJson")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """A request body as JSON: UTF-8, well formed, real text, values within MAX_JSON_DEPTH.
+
+    Every route that reads a JSON body goes through here, so a hostile body is an
+    INVALID_ARGUMENT answer, never an emulator error. The body object itself is one level
+    above the values it carries; NaN is left for the routes to report in their own words.
+    """
+    try:
+        parsed = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise invalid("The request body is not valid UTF-8.") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise invalid("The request body is not valid JSON.") from None
+    problem = json_value_problem(parsed, max_depth=MAX_JSON_DEPTH + 1, finite=False)
+    if problem is not None:
+        raise invalid(f"The request body {problem}.")
+    return parsed
 
 
 def compact_json(value: Any) -> str:

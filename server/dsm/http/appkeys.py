@@ -17,9 +17,13 @@ from ..config import ServerConfig
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
 from ..services.features import Features
+from ..services.index.sample import SampleGameService
+from ..services.index.service import IndexService
+from ..services.jobs.service import JobService
 from ..services.metrics import Metrics
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
+from ..services.streams import StreamRegistry
 from ..services.team import TeamService
 from ..services.tokens import Principal, TokenStore
 
@@ -42,14 +46,21 @@ class EventSockets:
 
 
 EVENT_SOCKETS = web.AppKey("dsm.event_sockets", EventSockets)
+# Open event streams (long polls and sockets) per token, capped, ended when a token is revoked.
+STREAMS = web.AppKey("dsm.streams", StreamRegistry)
 
 # The data plane: Upstream, cache, journal and the data services (once Open Cloud is up).
 DATA = web.AppKey("dsm.data", DataPlane)
+# Bulk jobs (delete, copy, export, import, ...), uploads for imports; needs the data plane.
+JOBS = web.AppKey("dsm.jobs", JobService)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
 
 # Team sync (services/team) and the feature availability checks; after the data plane.
 TEAM = web.AppKey("dsm.team", TeamService)
 FEATURES = web.AppKey("dsm.features", Features)
+# The search index (search, analytics, crawls) and the emulator's sample game offer.
+INDEX = web.AppKey("dsm.index", IndexService)
+SAMPLE_GAME = web.AppKey("dsm.sample_game", SampleGameService)
 
 PRINCIPAL = web.RequestKey("dsm.principal", Principal)

@@ -14,6 +14,7 @@ in the http/routes_*.py module of its area, and list it in that module's HANDLER
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from ..services.tokens import Principal
 from .auth import require_role
 from .guards import allow_large_body
 
+_PARAM = re.compile(r"\{(\w+)\}")
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {
     name: TypeAdapter(param.type) for name, param in PATH_PARAMS.items()
 }
@@ -102,7 +104,8 @@ def view_for(route: Route, handler: Handler) -> Callable[[web.Request], Awaitabl
         query = route.query.model_validate(dict(request.query)) if route.query else None
         body = None
         if route.body is not None:
-            body = route.body.model_validate_json(await request.text() or "{}")
+            # Bytes, not text: pydantic reports a body that is not UTF-8 as invalid JSON (400).
+            body = route.body.model_validate_json(await request.read() or b"{}")
         return _respond(route, await handler(Call(request, route, path, query, body, caller)))
 
     view.route = route  # type: ignore[attr-defined]  # lets tests check every route is bound here
@@ -118,7 +121,14 @@ def bind_routes(app: web.Application, handlers: Mapping[str, Handler]) -> None:
         view = view_for(route, handler)
         for path in (route.full_path, *route.aliases):
             name = operation_id if path == route.full_path else None
+            pattern = any_segment(path)
             if route.method == "GET":
-                app.router.add_get(path, view, name=name)
+                app.router.add_get(pattern, view, name=name)
             else:
-                app.router.add_route(route.method, path, view, name=name)
+                app.router.add_route(route.method, pattern, view, name=name)
+
+
+def any_segment(path: str) -> str:
+    """`{key}` -> `{key:[^/]+}`: aiohttp's default pattern refuses `{` and `}`, which keys
+    may hold; the path parameter's own type validates the text afterwards."""
+    return _PARAM.sub(r"{\1:[^/]+}", path)

@@ -1,16 +1,16 @@
 """Checks every request passes before any handler runs: the browser and DNS-rebinding wall.
 
-Loopback is not access control: any web page can make the browser send requests to
-127.0.0.1. Studio's HttpService never sends `Origin` or `Sec-Fetch-*` and always names our
-loopback address in `Host`, so a request that does otherwise came from a browser (directly, or
-through a rebound DNS name) and is refused. Bodies must be `application/json`, which browsers
+The wall itself (Host, request target, Origin and Sec-Fetch-*) lives in wall.py, shared with
+the embedded emulator. Bodies must be `application/json`, which browsers
 cannot send cross-origin without a CORS preflight, and preflights are refused with no allow
 headers. Bodies are capped small except on routes that carry entry values.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -19,6 +19,22 @@ from shared_schema.errors import ErrorCode
 
 from ..services.errors import ServiceError
 from .errors import error_response
+from .wall import LOOPBACK_NAMES, host_allowed, wall_refusal
+
+__all__ = [
+    "BODY_TIMEOUT_SECONDS",
+    "CLIENT_MAX_SIZE",
+    "ENTRY_BODY_LIMIT",
+    "LOOPBACK_NAMES",
+    "SMALL_BODY_LIMIT",
+    "BoundPort",
+    "allow_large_body",
+    "body_deadline_middleware",
+    "body_limit",
+    "guard_middleware",
+    "host_allowed",
+    "is_json_media_type",
+]
 
 # A 4 MiB value travels as a JSON string inside the JSON body. Escaping doubles `"` and `\`,
 # and an encoder that writes non-ASCII as \uXXXX turns 2 UTF-8 bytes into 6: at most 3x, plus
@@ -26,9 +42,11 @@ from .errors import error_response
 ENTRY_BODY_LIMIT = 13 * 1024 * 1024
 CLIENT_MAX_SIZE = ENTRY_BODY_LIMIT
 SMALL_BODY_LIMIT = 64 * 1024
+# A 13 MiB body crosses loopback in milliseconds; anything slower is holding a handler open.
+BODY_TIMEOUT_SECONDS = 30.0
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+HEAD_PATH = "/api/v1/hello"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,21 +70,6 @@ def allow_large_body[H: Handler](handler: H) -> H:
     """Mark a handler that takes entry values (up to ENTRY_BODY_LIMIT instead of 64 KiB)."""
     _LARGE_BODY_HANDLERS.add(handler)
     return handler
-
-
-def host_allowed(host: str | None, port: int) -> bool:
-    """Only our loopback names with our exact port; anything else may be a rebound DNS name.
-
-    Exact string comparison (case-insensitive, as host names are) rejects `localhost.`,
-    `evil@127.0.0.1:port`, extra whitespace and a missing port. Clients omit the port only when
-    it is 80, so only then is a bare name accepted.
-    """
-    if host is None or port <= 0:
-        return False
-    allowed = {f"{name}:{port}" for name in LOOPBACK_NAMES}
-    if port == 80:
-        allowed.update(LOOPBACK_NAMES)
-    return host.lower() in allowed
 
 
 def is_json_media_type(value: str) -> bool:
@@ -94,35 +97,32 @@ def _shown(value: str) -> str:
 
 
 def _check(request: web.Request, port: int) -> ServiceError | None:
-    hosts = request.headers.getall(hdrs.HOST, [])
-    host = hosts[0] if len(hosts) == 1 else None
-    if not host_allowed(host, port) or not _target_allowed(request, port):
-        got = "no Host header" if not hosts else f"Host {', '.join(_shown(h) for h in hosts)}"
-        return ServiceError(
-            ErrorCode.FORBIDDEN_HOST,
-            f"Refused {got}: this server answers only at localhost:{port} or 127.0.0.1:{port}. "
-            "(This blocks web pages that point their own domain name at your computer.)",
-        )
-    if hdrs.ORIGIN in request.headers or any(
-        name.lower().startswith("sec-fetch-") for name in request.headers
-    ):
-        return ServiceError(
-            ErrorCode.FORBIDDEN_ORIGIN,
-            "Refused a request from a web browser (it carries an Origin or Sec-Fetch header). "
-            "This server only talks to the DataStore Manager Pro Studio plugin.",
-        )
+    refusal = wall_refusal(request, port, service="this server")
+    if refusal is not None:
+        return ServiceError(refusal.code, refusal.message)
     if request.method == hdrs.METH_OPTIONS:
         return ServiceError(
             ErrorCode.FORBIDDEN_ORIGIN,
             "OPTIONS (CORS preflight) is refused: this server does not serve web pages.",
         )
+    try:
+        unquote_to_bytes(request.raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        # aiohttp leaves such bytes encoded in the path (so `%ff` would be read as the key
+        # "%ff") and replaces them with U+FFFD in the query: either way, not what was meant.
+        return ServiceError(
+            ErrorCode.BAD_REQUEST,
+            "The URL holds percent-encoded bytes that are not UTF-8 text; encode names and "
+            "keys as UTF-8 before percent-encoding them.",
+        )
+    if request.method == hdrs.METH_HEAD and request.path != HEAD_PATH:
+        # A HEAD answer has no body to carry the envelope in; only hello (a liveness probe)
+        # has a use for it, so it is refused everywhere else before any handler runs.
+        return ServiceError(
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"HEAD is answered only on {HEAD_PATH}; use the route's own method.",
+        )
     return _check_body(request)
-
-
-def _target_allowed(request: web.Request, port: int) -> bool:
-    # An absolute-form target (`GET http://host/path`) names the host the client meant.
-    url = request.url if request.raw_path.startswith(("http:", "https:")) else None
-    return url is None or host_allowed(url.raw_authority, port)
 
 
 def _check_body(request: web.Request) -> ServiceError | None:
@@ -158,6 +158,29 @@ def _reject(error: ServiceError) -> web.Response:
     response = error_response(error)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@web.middleware
+async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read a body within BODY_TIMEOUT_SECONDS, so a client trickling it cannot hold a handler.
+
+    Runs after auth (innermost), so only a paired client's body is ever buffered; the handler's
+    own read then returns the bytes already read.
+    """
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                await request.read()
+        except TimeoutError:
+            response = _reject(
+                ServiceError(
+                    ErrorCode.REQUEST_TIMEOUT,
+                    f"The request body did not arrive within {BODY_TIMEOUT_SECONDS:g} s.",
+                )
+            )
+            response.force_close()
+            return response
+    return await handler(request)
 
 
 def guard_middleware(port: Callable[[], int]) -> Middleware:

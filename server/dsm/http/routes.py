@@ -9,6 +9,8 @@ from shared_schema.registry import ROUTES_BY_ID
 from . import (
     routes_data,
     routes_events,
+    routes_index,
+    routes_jobs,
     routes_memory,
     routes_meta,
     routes_metrics,
@@ -31,6 +33,8 @@ HANDLERS: dict[str, Handler] = {
     **routes_memory.HANDLERS,
     **routes_team.HANDLERS,
     **routes_monitor.HANDLERS,
+    **routes_index.HANDLERS,
+    **routes_jobs.HANDLERS,
 }
 
 

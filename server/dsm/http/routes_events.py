@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -25,7 +26,8 @@ from shared_schema.events import EventBatch, EventResync
 
 from ..services.errors import ServiceError
 from ..services.events import EventBus
-from .appkeys import EVENT_SOCKETS, EVENTS, SESSIONS, EventSockets
+from ..services.streams import REVOKED_MESSAGE, Stream
+from .appkeys import EVENT_SOCKETS, EVENTS, SESSIONS, STREAMS, EventSockets
 from .binding import Call, Handler
 from .errors import error_response, validation_message
 
@@ -71,23 +73,39 @@ def _hold(call: Call) -> AbstractContextManager[None]:
     return sessions.streaming(call.caller.token_id) if sessions else contextlib.nullcontext()
 
 
+def _slot(call: Call) -> AbstractContextManager[Stream | None]:
+    # Counted per token and ended when the token is revoked (apps without it: unbounded).
+    registry = call.app.get(STREAMS)
+    if registry is None:
+        return contextlib.nullcontext()
+    return registry.open(call.caller.token_id)
+
+
 async def poll_events(call: Call) -> EventBatch | EventResync:
-    with _hold(call):
-        return await call.app[EVENTS].wait(call.query.cursor, call.query.timeout)
+    with _slot(call) as slot, _hold(call):
+        wait = call.app[EVENTS].wait(call.query.cursor, call.query.timeout)
+        answer = await (slot.until_revoked(wait) if slot is not None else wait)
+        if slot is not None and not slot.confirm():
+            raise ServiceError(ErrorCode.UNAUTHENTICATED, REVOKED_MESSAGE)
+    return answer
 
 
 async def events_socket(call: Call) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=WS_PING_SECONDS)
-    await ws.prepare(call.request)
-    sockets = call.app.get(EVENT_SOCKETS, EventSockets()).open
-    sockets.add(ws)
-    stream = _SocketStream(ws, call.app[EVENTS])
-    try:
-        with _hold(call):
-            await stream.serve()
-    finally:
-        sockets.discard(ws)
-        await stream.stop()
+    # The slot is taken before the handshake, so a refusal is an HTTP answer in the envelope.
+    with _slot(call) as slot:
+        ws = web.WebSocketResponse(heartbeat=WS_PING_SECONDS)
+        await ws.prepare(call.request)
+        sockets = call.app.get(EVENT_SOCKETS, EventSockets()).open
+        sockets.add(ws)
+        stream = _SocketStream(ws, call.app[EVENTS], slot.confirm if slot is not None else None)
+        if slot is not None:
+            slot.on_revoke(stream.revoke)
+        try:
+            with _hold(call):
+                await stream.serve()
+        finally:
+            sockets.discard(ws)
+            await stream.stop()
     return ws
 
 
@@ -97,11 +115,15 @@ HANDLERS: dict[str, Handler] = {"poll_events": poll_events, "events_socket": eve
 class _SocketStream:
     """One socket: a reader for subscribe messages and a pump that pushes batches."""
 
-    def __init__(self, ws: web.WebSocketResponse, bus: EventBus) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, bus: EventBus, confirm: Callable[[], bool] | None = None
+    ) -> None:
         self._ws = ws
         self._bus = bus
+        self._confirm = confirm  # False once the token is revoked (and the socket closing)
         self._send_lock = asyncio.Lock()
         self._pump: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[bool] | None = None
 
     async def serve(self) -> None:
         async for message in self._ws:
@@ -119,6 +141,12 @@ class _SocketStream:
         await self._stop_pump()
         if not self._ws.closed:
             await self._ws.close()
+
+    def revoke(self) -> None:
+        """The token was revoked: close now (policy violation), the reader loop then ends."""
+        self._closing = asyncio.ensure_future(
+            self._ws.close(code=WSCloseCode.POLICY_VIOLATION, message=REVOKED_MESSAGE.encode())
+        )
 
     async def _on_text(self, data: str) -> None:
         try:
@@ -139,6 +167,8 @@ class _SocketStream:
                     code=WSCloseCode.GOING_AWAY, message=b"The server is shutting down."
                 )
                 return
+            if self._confirm is not None and not self._confirm():
+                return  # revoked: the close is already on its way
             try:
                 await self._send(answer.model_dump_json(exclude_none=True))
             except ConnectionResetError:

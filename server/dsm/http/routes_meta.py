@@ -26,6 +26,9 @@ CAPABILITIES = [
     "memory.read",
     "sessions",
     "metrics",
+    "budget",
+    "jobs",
+    "uploads",
 ]
 
 

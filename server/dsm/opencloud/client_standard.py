@@ -32,9 +32,9 @@ from .wire import (
     compact,
     format_time,
     json_equal,
+    object_fields,
     parse_time,
     parse_user_paths,
-    raw_object_fields,
     seg,
     user_paths,
 )
@@ -113,12 +113,12 @@ class StandardMethods(ClientCore):
         self, response: Response, op: ops.Op, universe: str, key: str, scope: str | None
     ) -> DataStoreEntry:
         try:
-            raw = raw_object_fields(response.text())
-            meta = {k: json.loads(v) for k, v in raw.items() if k != "value"}
+            fields = object_fields(response.text())
+            meta = {k: decoded for k, (decoded, _) in fields.items() if k != "value"}
             attributes = meta.get("attributes")
             if attributes is not None and not isinstance(attributes, dict):
                 raise WireFormatError("attributes must be an object")
-            value_json = raw.get("value")
+            value_json = fields["value"][1] if "value" in fields else None
             revision = meta.get("revisionId")
             if not isinstance(revision, str):
                 raise WireFormatError("an entry needs a revisionId")

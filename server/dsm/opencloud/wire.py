@@ -30,10 +30,16 @@ def _skip_ws(text: str, pos: int) -> int:
 
 def raw_object_fields(text: str) -> dict[str, str]:
     """Map each top-level key of a JSON object to the exact source text of its value."""
+    return {key: raw for key, (_, raw) in object_fields(text).items()}
+
+
+def object_fields(text: str) -> dict[str, tuple[Any, str]]:
+    """Map each top-level key of a JSON object to its decoded value and its exact source text
+    (one pass: a caller that needs some fields decoded does not parse them twice)."""
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] != "{":
         raise WireFormatError("expected a JSON object")
-    fields: dict[str, str] = {}
+    fields: dict[str, tuple[Any, str]] = {}
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "}":
         return fields
@@ -48,11 +54,8 @@ def raw_object_fields(text: str) -> dict[str, str]:
         if pos >= len(text) or text[pos] != ":":
             raise WireFormatError("expected ':' after a key")
         start = _skip_ws(text, pos + 1)
-        try:
-            _, end = _DECODER.raw_decode(text, start)
-        except json.JSONDecodeError as exc:
-            raise WireFormatError(f"bad JSON value for {key!r}: {exc.msg}") from None
-        fields[key] = text[start:end]
+        value, end = _decode_value(text, start, key)
+        fields[key] = (value, text[start:end])
         pos = _skip_ws(text, end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
@@ -60,6 +63,39 @@ def raw_object_fields(text: str) -> dict[str, str]:
         if pos < len(text) and text[pos] == "}":
             return fields
         raise WireFormatError("expected ',' or '}' in an object")
+
+
+def _decode_value(text: str, start: int, key: str) -> tuple[Any, int]:
+    """The JSON value starting at `start`, decoded, and where it ends. Python's decoder recurses
+    per level, so a value nested deeper than the stack allows (Open Cloud sets no limit) is
+    scanned for its end instead and not decoded (None): only its exact text is of use."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise WireFormatError(f"bad JSON value for {key!r}: {exc.msg}") from None
+    except RecursionError:
+        return None, _scan_nested_end(text, start, key)
+
+
+def _scan_nested_end(text: str, start: int, key: str) -> int:
+    depth = 0
+    pos = start
+    while pos < len(text):
+        char = text[pos]
+        if char == '"':
+            try:
+                _, pos = _DECODER.raw_decode(text, pos)  # a string: no recursion
+            except json.JSONDecodeError as exc:
+                raise WireFormatError(f"bad JSON string in {key!r}: {exc.msg}") from None
+            continue
+        if char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return pos + 1
+        pos += 1
+    raise WireFormatError(f"unterminated JSON value for {key!r}")
 
 
 def raw_array_items(text: str) -> list[str]:
@@ -217,8 +253,13 @@ def parse_attributes_header(raw: str | None) -> dict[str, Any] | None:
 
 
 def seg(text: str) -> str:
-    """Percent-encode one path segment (keys may contain '/', '@', '?', '#', spaces)."""
-    return quote(text, safe="")
+    """Percent-encode one path segment (keys may contain '/', ':', '@', '?', '#', spaces).
+
+    A segment of only dots is encoded too: `.` and `..` would otherwise be read as "this" and
+    "parent" directory by any URL normalisation on the way (the plugin does the same).
+    """
+    encoded = quote(text, safe="")
+    return encoded.replace(".", "%2E") if encoded.strip(".") == "" else encoded
 
 
 def cel_string(text: str) -> str:

@@ -290,8 +290,17 @@ class EntryService:
     async def diff(self, ref: EntryRef, from_revision: str, to_revision: str) -> EntryDiff:
         older = await self.get_revision(ref, from_revision)
         newer = await self.get_revision(ref, to_revision)
-        before = json.loads(older.value_json) if older.value_json is not None else None
-        after = json.loads(newer.value_json) if newer.value_json is not None else None
+        try:
+            before = json.loads(older.value_json) if older.value_json is not None else None
+            after = json.loads(newer.value_json) if newer.value_json is not None else None
+            patch = jsonpatch.make_patch(before, after).patch
+        except RecursionError:
+            # Only a value written outside this server can be this deep (writes stop at
+            # MAX_JSON_DEPTH); comparing it would overflow the stack, so say so instead.
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST,
+                f"These revisions of {ref.subject} are nested too deeply to compare.",
+            ) from None
         operations = [
             JsonPatchOperation(
                 op=PatchOp(op["op"]),
@@ -299,7 +308,7 @@ class EntryService:
                 from_path=op.get("from"),
                 value_json=json.dumps(op["value"], ensure_ascii=False) if "value" in op else None,
             )
-            for op in jsonpatch.make_patch(before, after).patch
+            for op in patch
         ]
         return EntryDiff(
             from_revision=from_revision,
@@ -736,9 +745,7 @@ class EntryService:
 
     async def _settle_open_writes(self, ref: EntryRef, current: DataStoreEntry | None) -> None:
         """A fresh read of a key also settles our writes to it whose outcome was unknown."""
-        for record in self.writes.journal.list(
-            universe=ref.universe_id, datastore=ref.datastore, key=ref.key, status=Status.UNKNOWN
-        ):
+        for record in self.writes.journal.unknown_for(ref.universe_id, ref.datastore, ref.key):
             if record.scope == ref.scope and record.store_kind == StoreKind.STANDARD.value:
                 client = self.upstream.client_for(ref.universe_id)
                 try:
@@ -856,3 +863,9 @@ def _as_entry(ref: EntryRef, record: JournalRecord, image: EntryImage) -> DataSt
         attributes=meta.get("attributes") or None,
         user_ids=list(meta.get("user_ids") or []),
     )
+
+
+# The images and outcomes a bulk job journals for its own writes, exactly as this service does.
+entry_image = _image
+entry_outcome = _outcome
+get_or_none = _get_or_none

@@ -6,8 +6,10 @@ again with its `next_cursor` misses nothing; a client whose cursor fell out of t
 that holds a cursor this instance never issued (server restarted), is told to resync: re-read
 its open views, then follow the stream from `next_cursor`.
 
-Waiting is event-driven: each publish wakes every waiter through one shared asyncio.Event that
-is swapped for a fresh one, so any number of long-polls cost nothing while idle.
+Waiting is event-driven: each publish wakes every waiter of the current wake-up generation,
+which is swapped for a fresh one, so any number of long-polls cost nothing while idle. Waiters
+are woken WAKE_CHUNK at a time, one chunk per loop iteration: with a thousand streams open, an
+event must not hold the loop for the whole fan-out while other requests (hello) wait.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ log = logging.getLogger("dsm.events")
 # A client that was away for a while gets the backlog in chunks, keeping each answer small
 # enough for Studio's HttpService; it polls again at once with the returned next_cursor.
 MAX_BATCH_EVENTS = 500
+# Waiters woken per loop iteration after a publish (see the module docstring).
+WAKE_CHUNK = 32
 
 
 def utc_now() -> datetime:
@@ -61,7 +65,7 @@ class EventBus:
         # publish() may be called from worker threads (e.g. code run in an executor); the lock
         # keeps seq assignment and buffer order identical.
         self._lock = threading.Lock()
-        self._wakeup = asyncio.Event()
+        self._wakeup = _Wakeup()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._observers: list[Callable[[Event], None]] = []
@@ -230,5 +234,29 @@ class EventBus:
             loop.call_soon_threadsafe(self._swap_wakeup)
 
     def _swap_wakeup(self) -> None:
-        wakeup, self._wakeup = self._wakeup, asyncio.Event()
-        wakeup.set()
+        wakeup, self._wakeup = self._wakeup, _Wakeup()
+        wakeup.release()
+
+
+class _Wakeup:
+    """One wake-up generation: the futures of the waiters that took it, released in chunks."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+        self._released = False
+
+    async def wait(self) -> None:
+        if self._released:
+            return  # like a set asyncio.Event: a generation already woken never blocks
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def release(self, start: int = 0) -> None:
+        self._released = True
+        chunk = self._waiters[start : start + WAKE_CHUNK]
+        for waiter in chunk:
+            if not waiter.done():
+                waiter.set_result(None)
+        if start + WAKE_CHUNK < len(self._waiters):
+            chunk[-1].get_loop().call_soon(self.release, start + WAKE_CHUNK)

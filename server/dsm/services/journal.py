@@ -103,13 +103,16 @@ class JournalService:
             return await self.ordered.undo(actor, plan, idempotency_key)
         return await self.entries.undo(actor, plan, idempotency_key)
 
+    async def settle(self, record: JournalRecord) -> Status:
+        """Settle one write left INTENT/UNKNOWN, by re-reading its key (never by re-sending)."""
+        if record.store_kind == StoreKind.ORDERED.value:
+            return await self.ordered.settle(record)
+        return await self.entries.settle(record)
+
     async def reconcile_pending(self) -> dict[str, int]:
         """Settle every write left INTENT/UNKNOWN by a crash or a lost answer, by re-reading."""
         counts = {"applied": 0, "failed": 0, "unknown": 0}
         for record in self.journal.pending():
-            if record.store_kind == StoreKind.ORDERED.value:
-                status = await self.ordered.settle(record)
-            else:
-                status = await self.entries.settle(record)
+            status = await self.settle(record)
             counts[status.value.lower()] += 1
         return counts

@@ -19,13 +19,18 @@ One write (an edit from the plugin, an undo, or one item of a bulk job) is:
 
 Two concurrent requests with one idempotency key: the second is answered 409 CONFLICT naming
 the first's journal item.
+
+Writes made inside `for_job(job_id)` (a bulk job's items, through any service) are journaled
+with that job's id, so a rollback finds every write of the job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +57,18 @@ from .provenance import upstream_error
 from .upstream import Upstream
 
 log = logging.getLogger("dsm.journaled")
+
+_JOB: ContextVar[str | None] = ContextVar("dsm_journal_job", default=None)
+
+
+@contextlib.contextmanager
+def for_job(job_id: str) -> Iterator[None]:
+    """Writes made inside (and in tasks started inside) are journaled as this job's."""
+    token = _JOB.set(job_id)
+    try:
+        yield
+    finally:
+        _JOB.reset(token)
 
 
 class Publisher(Protocol):
@@ -177,6 +194,7 @@ class JournaledWrites:
             guard(actor, target)
         client = self.upstream.client_for(target.universe_id)
         backend = self.upstream.binding(target.universe_id).backend
+        job_id = job_id if job_id is not None else _JOB.get()
         record = self._record_intent(actor, target, intent, idempotency_key, job_id)
         try:
             result = await send(client)

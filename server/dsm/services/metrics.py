@@ -128,6 +128,19 @@ class Metrics:
             ["kind", "result"],
             registry=self.registry,
         )
+        self._job_items = Counter(
+            "dsm_job_items",
+            "Bulk job items finished, by job kind and outcome (applied, skipped, failed): the "
+            "jobs' throughput.",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self._job_states = Counter(
+            "dsm_job_transitions",
+            "Bulk jobs entering a state (queued, running, paused, succeeded, ...), by job kind.",
+            ["kind", "state"],
+            registry=self.registry,
+        )
         self.registry.register(_LatencyWindowCollector(self))
         self.registry.register(_BudgetCollector(self))
 
@@ -155,6 +168,14 @@ class Metrics:
     def cache_miss(self, kind: str = "entry") -> None:
         self._cache.labels(kind, "miss").inc()
         self.traffic.record_cache(served=False)
+
+    def job_item(self, kind: str, outcome: str) -> None:
+        """A job item got its outcome (applied, skipped or failed)."""
+        self._job_items.labels(kind, outcome).inc()
+
+    def job_state(self, kind: str, state: str) -> None:
+        """A job entered `state`."""
+        self._job_states.labels(kind, state).inc()
 
     def attach_limiter(self, limiter: BudgetSource | None) -> None:
         """Report the client rate limiter's buckets (its snapshot(), read at every scrape).

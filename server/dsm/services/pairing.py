@@ -12,7 +12,13 @@ The code is the only proof that the person at the plugin can see the server's co
 - The client name shown on the console is the one the token gets: a complete that names another
   client fails, so the user approves exactly what they saw.
 
-Pairings are kept in memory: a restart cancels them, which is the safe outcome.
+Pairings are kept in memory: a restart cancels them, which is the safe outcome. The attempt
+counters are kept on disk (pairing_limits.py): a restart must not reset the limits.
+
+Fair to the person at the console: a complete naming an unknown or expired pairing is refused
+without counting, so forged ids cannot use up the guesses a real pairing needs; and when
+requests are refused for flooding, the console says so (once a minute), since the person there
+is the one who can tell their own pairing from a flood and stop the program behind it.
 """
 
 from __future__ import annotations
@@ -20,18 +26,22 @@ from __future__ import annotations
 import bisect
 import hmac
 import logging
+import math
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import NoReturn
 
 from shared_schema.common import Role
 from shared_schema.errors import ErrorCode
 
 from .errors import ServiceError
+from .pairing_limits import AttemptLog
 from .tokens import TokenStore, console_safe, utc_now
 
 log = logging.getLogger("dsm.pairing")
@@ -48,6 +58,7 @@ START_LIMITS: tuple[tuple[int, float], ...] = ((10, 60.0), (30, 3600.0))
 COMPLETE_LIMITS: tuple[tuple[int, float], ...] = ((20, 60.0), (60, 3600.0))
 # Bounds memory even if every start is abandoned (starts are rate limited too).
 MAX_PENDING = 50
+FLOOD_NOTICE_SECONDS = 60.0
 
 Announce = Callable[[str], None]
 
@@ -72,16 +83,25 @@ def describe_ttl(seconds: float) -> str:
 
 
 class RateLimit:
-    """Sliding-window limits shared by every caller (pairing has no identity to limit by)."""
+    """Sliding-window limits shared by every caller (pairing has no identity to limit by).
+
+    With an AttemptLog the counted events are kept on disk (`clock` is then wall-clock
+    seconds), so a restart does not hand a flood a fresh allowance.
+    """
 
     def __init__(
-        self, what: str, limits: Sequence[tuple[int, float]], clock: Callable[[], float]
+        self,
+        what: str,
+        limits: Sequence[tuple[int, float]],
+        clock: Callable[[], float],
+        log: AttemptLog | None = None,
     ) -> None:
         self._what = what
         self._limits = tuple(limits)
         self._horizon = max(window for _, window in self._limits)
         self._clock = clock
-        self._events: list[float] = []
+        self._log = log
+        self._events: list[float] = [] if log is None else log.load(what, clock() - self._horizon)
 
     def consume(self) -> None:
         """Count one event, or raise RATE_LIMITED (with Retry-After) without counting it."""
@@ -100,6 +120,8 @@ class RateLimit:
                 retry_after=wait,
             )
         self._events.append(now)
+        if self._log is not None:
+            self._log.record(self._what, now, forget_before=now - self._horizon)
 
 
 @dataclass
@@ -137,6 +159,7 @@ class PairingService:
         now: Callable[[], datetime] = utc_now,
         start_limits: Sequence[tuple[int, float]] = START_LIMITS,
         complete_limits: Sequence[tuple[int, float]] = COMPLETE_LIMITS,
+        attempts: AttemptLog | None = None,
     ) -> None:
         if ttl_seconds <= 0:
             raise ValueError("pairing_code_ttl_seconds must be positive")
@@ -146,18 +169,23 @@ class PairingService:
         self._announce = announce
         self._mono = monotonic
         self._now = now
-        self._start_limit = RateLimit("start", start_limits, monotonic)
-        self._complete_limit = RateLimit("code", complete_limits, monotonic)
+        # Kept on disk, the windows need a clock that survives a restart: the wall clock.
+        clock = monotonic if attempts is None else (lambda: now().timestamp())
+        self._start_limit = RateLimit("start", start_limits, clock, attempts)
+        self._complete_limit = RateLimit("code", complete_limits, clock, attempts)
         self._pending: dict[str, _Pending] = {}
+        self._refused_since_notice = 0
+        self._last_flood_notice: float | None = None
 
     @property
     def role(self) -> Role:
         return self._role
 
     def start(self, client_name: str) -> PairingTicket:
-        self._start_limit.consume()
+        self._consume(self._start_limit)
         self._drop_expired()
         if len(self._pending) >= MAX_PENDING:
+            self._note_refusal(self._ttl)
             raise ServiceError(
                 ErrorCode.RATE_LIMITED,
                 "Too many pairings are waiting for a code; wait for them to expire.",
@@ -175,7 +203,9 @@ class PairingService:
         return PairingTicket(pairing_id, expires_at, CODE_DIGITS, self._ttl)
 
     def complete(self, pairing_id: str, code: str, client_name: str) -> PairingResult:
-        self._complete_limit.consume()
+        # An unknown or expired pairing cannot succeed whatever the code, so it is refused
+        # without counting: a flood of forged ids must not use up the guesses that real
+        # pairings (the user at the console) need.
         pending = self._pending.get(pairing_id)
         if pending is None:
             raise ServiceError(
@@ -187,6 +217,7 @@ class PairingService:
             raise ServiceError(
                 ErrorCode.PAIRING_FAILED, "The pairing code expired; start pairing again."
             )
+        self._consume(self._complete_limit)
         code_ok = hmac.compare_digest(pending.code.encode(), code.encode())
         if not code_ok or client_name != pending.client_name:
             self._wrong_attempt(pairing_id, pending, code_ok)
@@ -218,7 +249,53 @@ class PairingService:
             details={"attempts_left": left},
         )
 
+    def _consume(self, limit: RateLimit) -> None:
+        try:
+            limit.consume()
+        except ServiceError as refused:
+            self._note_refusal(refused.retry_after or 0.0)
+            raise
+
+    def _note_refusal(self, wait: float) -> None:
+        """Say on the console, at most once a minute, that pairing is being flooded.
+
+        The person at the console is the one who can tell their own pairing from a flood,
+        and the one who can stop the program behind it.
+        """
+        self._refused_since_notice += 1
+        now = self._mono()
+        if (
+            self._last_flood_notice is not None
+            and now - self._last_flood_notice < FLOOD_NOTICE_SECONDS
+        ):
+            return
+        refused, self._refused_since_notice = self._refused_since_notice, 0
+        self._last_flood_notice = now
+        log.warning("pairing is being flooded: %d request(s) refused", refused)
+        self._announce(
+            f"Pairing is being flooded: {refused} pairing request(s) refused since the last "
+            "notice.\nIf you are not pairing a plugin right now, a program on this computer is "
+            "trying to: stop it. Codes shown above that you did not ask for are safe to ignore.\n"
+            f"Pairing accepts requests again in {math.ceil(wait)} s."
+        )
+
     def _drop_expired(self) -> None:
         now = self._mono()
         for pairing_id in [p for p, v in self._pending.items() if now >= v.expires_mono]:
             del self._pending[pairing_id]
+
+
+@contextmanager
+def open_pairing(
+    tokens: TokenStore,
+    data_dir: Path,
+    *,
+    ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    role: Role = DEFAULT_PAIRING_ROLE,
+    announce: Announce = announce_on_console,
+) -> Iterator[PairingService]:
+    """The pairing service of one `dsm serve` run, its attempt counters kept in `data_dir`."""
+    with closing(AttemptLog.open(data_dir)) as attempts:
+        yield PairingService(
+            tokens, ttl_seconds=ttl_seconds, role=role, announce=announce, attempts=attempts
+        )

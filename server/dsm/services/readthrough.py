@@ -6,6 +6,7 @@ through `ReadThrough.read`, so every one answers alike:
 | Open Cloud                               | cached copy | answer                                     |
 | ---------------------------------------- | ----------- | ------------------------------------------ |
 | answers                                  | (any)       | the value, LIVE/EMULATOR; the copy updated |
+|                                          |             | (right after the answer is written)        |
 | paused by a 429 or just failed (no call) | yes         | the copy, CACHED with its age and why      |
 | paused by a 429 (no call is made)        | no          | UPSTREAM_THROTTLED with retry_after        |
 | unreachable or 5xx                       | yes         | the copy, CACHED with its age and why      |
@@ -22,6 +23,9 @@ kind keeps its last answer); jobs that read can use the same function.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +39,8 @@ from ..storage.cache import EntryCache
 from .errors import ServiceError
 from .provenance import cached, fresh, is_unreachable, upstream_error
 from .upstream import Upstream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,25 @@ class Answer[T]:
 class CacheObserver(Protocol):
     def cache_hit(self, kind: str = "entry") -> None: ...
     def cache_miss(self, kind: str = "entry") -> None: ...
+
+
+def after_this_answer(work: Callable[[], None]) -> None:
+    """Run `work` once the request being handled has been answered: on the event loop, when the
+    handler's task yields. aiohttp writes a ready response without yielding, so the answer goes
+    out first, and the work is done before the loop reads the next request. Off a loop: now."""
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("work after an answer failed")
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        run()
+        return
+    loop.call_soon(run)
 
 
 @dataclass(frozen=True)
@@ -154,7 +179,8 @@ class ReadThrough:
                 held.value, cached(backend, held.fetched_at, held.age_seconds, error.message)
             )
         self.upstream.note_reachable(universe_id)
-        copy.remember(value, generation)
+        # Sealing and writing the copy need not delay the answer (`generation` still guards it).
+        after_this_answer(functools.partial(copy.remember, value, generation))
         return Answer(value, fresh(backend))
 
     def _recall[T](self, copy: CachedCopy[T]) -> Recalled[T] | None:

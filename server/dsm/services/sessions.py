@@ -174,6 +174,10 @@ class SessionRegistry:
                 del self._streams[token_id]
             self.touch_token(token_id)
 
+    def token_ids(self) -> set[str]:
+        """Tokens that have a session open now."""
+        return {s.token_id for s in self._sessions.values()}
+
     def end_token_sessions(self, token_id: str) -> int:
         """End every session of a revoked token (reason `revoked`); returns how many."""
         ended = [s for s in self._sessions.values() if s.token_id == token_id]

@@ -8,9 +8,11 @@ Why SHA-256 and not scrypt/argon2: the secret is 256 random bits from `secrets`,
 cannot be reversed by guessing, however fast the hash is. Slow hashes exist to protect
 low-entropy *passwords*; here they would only add tens of milliseconds to every request.
 
-Why no in-memory cache of valid tokens: `dsm tokens revoke` runs in another process, so only a
-read of the row on each request makes revocation (and role changes) take effect at once. The
-read is a primary-key lookup in a small WAL-mode file: microseconds.
+Tokens already checked are remembered in memory, but only while nothing else has written to the
+file: `dsm tokens revoke` and `role` run in another process, and SQLite's `PRAGMA data_version`
+(asked on every request, cheaper than reading the row and building its TokenInfo) changes as
+soon as another connection commits, which forgets them all; this process's own writes forget the
+token they change. So a revocation or role change still applies to the very next request.
 """
 
 from __future__ import annotations
@@ -120,6 +122,10 @@ class TokenStore:
         self._monotonic = monotonic
         self._touch_interval = touch_interval
         self._last_touch: dict[str, float] = {}
+        self._revoke_listeners: list[Callable[[str], None]] = []
+        # token_id -> (hash of its secret, info), valid while the file's data_version is unchanged.
+        self._checked: dict[str, tuple[bytes, TokenInfo]] = {}
+        self._checked_version: int | None = None
 
     @classmethod
     def open(
@@ -154,15 +160,28 @@ class TokenStore:
         if match is None:
             return None
         token_id, secret = match.groups()
+        digest = _hash(secret)
+        version = self.data_version()
+        if version != self._checked_version:
+            self._checked.clear()  # another process wrote to the file: check rows again
+            self._checked_version = version
+        checked = self._checked.get(token_id)
+        if checked is not None and hmac.compare_digest(checked[0], digest):
+            if not self._touch(token_id):
+                return checked[1]
+            self._checked.pop(token_id, None)  # read again with the last use just recorded
         row = self._row(token_id)
         expected = _DUMMY_HASH if row is None else bytes(row["secret_sha256"])
         # Always compare, so an unknown id costs the same as a wrong secret.
-        if not hmac.compare_digest(expected, _hash(secret)) or row is None:
+        if not hmac.compare_digest(expected, digest) or row is None:
             return None
         if row["revoked_at"] is not None:
             return None
-        self._touch(token_id)
-        return self.get(token_id)
+        if self._touch(token_id):
+            row = self._row(token_id) or row  # with the last use just recorded
+        info = _info(row)
+        self._checked[token_id] = (expected, info)
+        return info
 
     def get(self, token_id: str) -> TokenInfo:
         row = self._row(token_id)
@@ -186,8 +205,42 @@ class TokenStore:
                 "UPDATE tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
                 (_iso(self._now()), token_id),
             )
+        self._checked.pop(token_id, None)
         self._last_touch.pop(token_id, None)
+        for listener in list(self._revoke_listeners):
+            listener(token_id)
         return self.get(token_id)
+
+    def on_revoke(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(token_id)` after each revocation made through this store.
+
+        Revocations by another process (`dsm tokens revoke`) are not seen here: compare
+        `data_version()` and ask `revoked_among()`. Returns a function that unsubscribes.
+        """
+        self._revoke_listeners.append(listener)
+        return lambda: self._revoke_listeners.remove(listener)
+
+    def is_active(self, token_id: str) -> bool:
+        """Whether the token exists and is not revoked (read from the file: any process)."""
+        row = self._row(token_id)
+        return row is not None and row["revoked_at"] is None
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the file (PRAGMA data_version)."""
+        row = self._db.conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def revoked_among(self, token_ids: set[str]) -> set[str]:
+        """Which of these token ids are revoked now (ids not in the table count as revoked)."""
+        if not token_ids:
+            return set()
+        ids = sorted(token_ids)
+        marks = ",".join("?" for _ in ids)
+        rows = self._query(
+            f"SELECT token_id FROM tokens WHERE revoked_at IS NULL AND token_id IN ({marks})",
+            tuple(ids),
+        )
+        return set(ids) - {row["token_id"] for row in rows}
 
     def set_role(self, token_id: str, role: Role) -> TokenInfo:
         current = self.get(token_id)
@@ -198,6 +251,7 @@ class TokenStore:
             )
         with self._db.transaction() as conn:
             conn.execute("UPDATE tokens SET role = ? WHERE token_id = ?", (role.value, token_id))
+        self._checked.pop(token_id, None)
         return self.get(token_id)
 
     def record_identity(
@@ -215,11 +269,12 @@ class TokenStore:
                 (studio_user_id, studio_user_name, token_id),
             )
 
-    def _touch(self, token_id: str) -> None:
+    def _touch(self, token_id: str) -> bool:
+        """Record a use (at most once per touch interval); whether it was written now."""
         mono = self._monotonic()
         last = self._last_touch.get(token_id)
         if last is not None and mono - last < self._touch_interval:
-            return
+            return False
         self._last_touch[token_id] = mono
         try:
             with self._db.transaction() as conn:
@@ -231,6 +286,8 @@ class TokenStore:
             # Informational only: a busy file (e.g. `dsm tokens` writing) must not fail the
             # request the token is authenticating.
             log.warning("could not record last use of token %s: %s", token_id, exc)
+            return False
+        return True
 
     def _row(self, token_id: str) -> sqlite3.Row | None:
         rows = self._query("SELECT * FROM tokens WHERE token_id = ?", (token_id,))

@@ -325,6 +325,20 @@ class EntryCache:
         """Forget everything (logout, erasure request)."""
         return self._invalidate(lambda _tag, _held: True, "1 = 1", ())
 
+    def compact(self) -> None:
+        """Rewrite the file so no free page or write-ahead log keeps removed records' bytes."""
+        with self._lock:
+            self._check_open()
+            if self._db is None:
+                return
+            with self._disk_guard():
+                self._flush_touches()
+                conn = self._db.conn
+                conn.execute("PRAGMA secure_delete=ON")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def prune_expired(self) -> int:
         """Delete records older than max_age_seconds from both tiers; returns how many."""
         if self.config.max_age_seconds is None:

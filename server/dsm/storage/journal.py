@@ -42,6 +42,8 @@ from dsm.storage.sqlite import (
 log = logging.getLogger(__name__)
 
 JOURNAL_FILENAME = "journal.sqlite3"
+# The key a record is left with once a right-to-erasure request removed its entry's data.
+ERASED_KEY = "(erased)"
 SCHEMA_VERSION = 3
 MAX_LIST_LIMIT = 1000
 
@@ -477,9 +479,10 @@ class WriteJournal:
         problems: list[str] = []
         before = self._open_image(record, "before", row[-2], record.before_sha256, problems)
         after = self._open_image(record, "after", row[-1], record.after_sha256, problems)
-        if record.before_exists and row[-2] is None:
+        erased = record.key == ERASED_KEY
+        if record.before_exists and row[-2] is None and not erased:
             problems.append("before-image is missing")
-        if record.after_exists and row[-1] is None:
+        if record.after_exists and row[-1] is None and not erased:
             problems.append("after-image is missing")
         for problem in problems:
             log.warning("journal record #%d: %s", record.id, problem)
@@ -522,6 +525,20 @@ class WriteJournal:
             ).fetchall()
         return [_record(row) for row in rows]
 
+    def unknown_for(
+        self, universe: str | int, datastore: str, key: str
+    ) -> builtins.list[JournalRecord]:
+        """This key's writes whose outcome is unknown, newest first. Every fresh read asks, so
+        it goes by the index of open writes: a key written thousands of times costs no more."""
+        with self._guard():
+            rows = self._db.conn.execute(
+                f"SELECT {_COLUMNS} FROM writes INDEXED BY writes_open"
+                " WHERE status IN ('INTENT', 'UNKNOWN') AND status = 'UNKNOWN'"
+                " AND universe = ? AND datastore = ? AND key = ? ORDER BY id DESC",
+                (str(universe), datastore, key),
+            ).fetchall()
+        return [_record(row) for row in rows]
+
     def find_by_idempotency_key(self, idempotency_key: str) -> JournalRecord | None:
         """The write made with this idempotency key, so a retried request reports its outcome."""
         with self._guard():
@@ -539,6 +556,11 @@ class WriteJournal:
         """How to restore the entry to its before-image; raises UndoNotPossible with the reason."""
         detail = self.get(record_id)
         record = detail.record
+        if record.key == ERASED_KEY:
+            raise UndoNotPossible(
+                f"write #{record_id} cannot be undone: its entry's data was erased for a "
+                f"right-to-erasure request ({record.reason})"
+            )
         if record.status is Status.FAILED:
             raise UndoNotPossible(f"write #{record_id} failed, so there is nothing to undo")
         if record.status is not Status.APPLIED:
@@ -606,6 +628,63 @@ class WriteJournal:
             for problem in self.get(record_id).problems:
                 found.append(JournalProblem(record_id, problem))
         return found
+
+    # ---- erasure (right to be forgotten) ---------------------------------------------------------
+
+    def redact(self, record_id: int, note: str) -> None:
+        """Remove what identifies one record's entry: images, value hashes, key (ERASED_KEY).
+
+        The record stays (who wrote when, to which data store) so the audit trail keeps its
+        shape; undo of it is refused from now on. Call `compact()` after a batch, so no freed
+        page of the file still holds the old bytes.
+        """
+        with self._guard(), self._db.transaction() as conn:
+            self._require(conn, record_id)
+            conn.execute(
+                "UPDATE writes SET key = ?, reason = ?, before_blob = NULL, after_blob = NULL,"
+                " before_sha256 = NULL, after_sha256 = NULL, intended_sha256 = NULL"
+                " WHERE id = ?",
+                (ERASED_KEY, note, record_id),
+            )
+
+    def rewrite_images(self, record_id: int, change: Callable[[EntryImage], EntryImage]) -> bool:
+        """Re-seal one record's images after `change` (e.g. a user id removed from metadata).
+
+        The value text must stay the same: its hash is what reconciliation and undo check.
+        Returns whether an image changed.
+        """
+        detail = self.get(record_id)
+        record = detail.record
+        changed = False
+        with self._guard(), self._db.transaction() as conn:
+            for role, image in (("before", detail.before), ("after", detail.after)):
+                if image is None:
+                    continue
+                new = change(image)
+                if new.value_json != image.value_json:
+                    raise ValueError("rewrite_images may change metadata only, not the value")
+                if dict(new.metadata) == dict(image.metadata):
+                    continue
+                aad = _image_aad(
+                    record_id, record.universe, record.datastore, record.scope, record.key, role
+                )
+                packed = _pack_image(new)
+                assert packed is not None
+                conn.execute(
+                    f"UPDATE writes SET {role}_blob = ? WHERE id = ?",
+                    (self._cipher.seal(packed, aad), record_id),
+                )
+                changed = True
+        return changed
+
+    def compact(self) -> None:
+        """Rewrite the file so no free page or write-ahead log keeps bytes of removed data."""
+        with self._guard():
+            conn = self._db.conn
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:
         with self._lock:

@@ -32,6 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from shared_schema.common import Backend
+from shared_schema.jobs import BudgetCategoryView, BudgetView
+from shared_schema.jobs import CcuSource as CcuSourceEnum
+
 from ...opencloud.ratelimit import (
     DOCUMENTED_RATES,
     MAX_CCU,
@@ -227,6 +231,31 @@ class BudgetInUse:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def view(self, backend: Backend) -> BudgetView:
+        """The protocol's form, for the status bar and job plans."""
+        return BudgetView(
+            universe_id=self.universe_id,
+            ccu=self.ccu,
+            ccu_source=CcuSourceEnum(self.ccu_source),
+            reserve_share=self.reserve_share,
+            headline=self.headline(),
+            description=self.describe(),
+            categories=[
+                BudgetCategoryView(
+                    category=item.category,
+                    label=item.label,
+                    formula=item.formula,
+                    documented_rpm=item.documented_rpm,
+                    share_rpm=item.share_rpm,
+                    pace_rpm=item.pace_rpm,
+                    paused_seconds=round(item.paused_for, 3),
+                    source=item.source,
+                )
+                for item in self.categories
+            ],
+            backend=backend,
+        )
+
 
 class BudgetPolicy:
     """Which budget each universe gets: its own CCU if set, else the server default."""
@@ -270,6 +299,10 @@ class BudgetPolicy:
         self._stamp = stamp
         self._ccus = ccus
         self._budgets = {}
+
+    def reload(self) -> None:
+        """Read budgets.json now (after this process changed it) instead of within a second."""
+        self._refresh(force=True)
 
     def ccu_of(self, universe_id: int) -> tuple[int, CcuSource]:
         self._refresh()

@@ -10,7 +10,7 @@ number keeps its decimal literal's exact value), and:
   ``unchanged``, and so is output that differs from the input only by jq's own rounding;
 - output that carries a number jq rounded from an input number, anywhere (in place or moved),
   is ``precision``: left untouched and reported with the JSON pointers and both numbers;
-- output over 4 MiB, not JSON (NaN), or nested deeper than the server can check is ``invalid``;
+- output over 4 MiB, not JSON (NaN), or nested deeper than MAX_JSON_DEPTH is ``invalid``;
 - a runtime error, a program that yields no or several values, a time-out or a worker that ran
   out of memory is ``failed`` with jq's message.
 

@@ -1,0 +1,97 @@
+"""Thin views over the search index, search, analytics and sample game services."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from .appkeys import INDEX, SAMPLE_GAME
+from .binding import Call, Handler
+
+
+async def index_status(call: Call) -> BaseModel:
+    return await call.app[INDEX].status(call.query.universe_id)
+
+
+async def drop_index(call: Call) -> BaseModel:
+    return await call.app[INDEX].drop()
+
+
+async def start_crawl(call: Call) -> BaseModel:
+    return await call.app[INDEX].start_crawl(call.body)
+
+
+async def start_history(call: Call) -> BaseModel:
+    return await call.app[INDEX].start_history(call.body)
+
+
+async def list_crawls(call: Call) -> BaseModel:
+    return call.app[INDEX].list_crawls()
+
+
+async def get_crawl(call: Call) -> BaseModel:
+    return call.app[INDEX].get_crawl(call.path["crawl_id"])
+
+
+async def cancel_crawl(call: Call) -> BaseModel:
+    return await call.app[INDEX].cancel_crawl(call.path["crawl_id"])
+
+
+async def search(call: Call) -> BaseModel:
+    return await call.app[INDEX].search(call.body)
+
+
+async def check_query(call: Call) -> BaseModel:
+    return await call.app[INDEX].check(call.body.query)
+
+
+async def analytics_schema(call: Call) -> BaseModel:
+    return await call.app[INDEX].schema(call.body)
+
+
+async def analytics_distribution(call: Call) -> BaseModel:
+    return await call.app[INDEX].distribution(call.body)
+
+
+async def analytics_economy(call: Call) -> BaseModel:
+    return await call.app[INDEX].economy(call.body)
+
+
+async def progression_plan(call: Call) -> BaseModel:
+    return await call.app[INDEX].progression_plan(call.body)
+
+
+async def analytics_progression(call: Call) -> BaseModel:
+    return await call.app[INDEX].progression(call.body)
+
+
+async def analytics_anomalies(call: Call) -> BaseModel:
+    return await call.app[INDEX].anomalies(call.body)
+
+
+async def sample_game_status(call: Call) -> BaseModel:
+    return call.app[SAMPLE_GAME].status()
+
+
+async def load_sample_game(call: Call) -> BaseModel:
+    return call.app[SAMPLE_GAME].load(call.body)
+
+
+HANDLERS: dict[str, Handler] = {
+    "index_status": index_status,
+    "drop_index": drop_index,
+    "start_crawl": start_crawl,
+    "start_history": start_history,
+    "list_crawls": list_crawls,
+    "get_crawl": get_crawl,
+    "cancel_crawl": cancel_crawl,
+    "search": search,
+    "check_query": check_query,
+    "analytics_schema": analytics_schema,
+    "analytics_distribution": analytics_distribution,
+    "analytics_economy": analytics_economy,
+    "progression_plan": progression_plan,
+    "analytics_progression": analytics_progression,
+    "analytics_anomalies": analytics_anomalies,
+    "sample_game_status": sample_game_status,
+    "load_sample_game": load_sample_game,
+}

@@ -1,0 +1,825 @@
+"""The jobs service: create (plan), start, pause, resume, cancel and roll back jobs; list them and
+their items; carry them across restarts.
+
+States: `planned` (the plan is being counted, or ready) -> `queued` -> `running` -> `succeeded`
+or `failed`; `paused` and `cancelled` on request; `rolled_back` once a rollback job of it
+succeeded. At start-up every `running` or `queued` job is queued again and resumes from its
+durable items (the write journal, settled just before, tells which writes already landed), a
+`planned` job still counting goes on counting, and a `paused` job stays paused.
+
+Roles: creating or starting a job needs the kind's role (editor; admin for delete, move, import
+and transform; a rollback needs the role of the job it undoes). A job that writes to a universe
+configured as `production` needs `confirm` = that universe's label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared_schema.common import Backend
+from shared_schema.entries import StoreKind
+from shared_schema.errors import ErrorCode
+from shared_schema.events import EventType
+from shared_schema.jobs import (
+    MAX_SAMPLES,
+    TERMINAL_STATES,
+    ItemState,
+    JobAction,
+    JobCreateRequest,
+    JobEstimate,
+    JobFailure,
+    JobItemPage,
+    JobItemQuery,
+    JobItemView,
+    JobKind,
+    JobListQuery,
+    JobPage,
+    JobPhase,
+    JobPlan,
+    JobProgress,
+    JobProgressPayload,
+    JobRollbackRequest,
+    JobSample,
+    JobState,
+    JobStatePayload,
+    JobSummary,
+    JobView,
+    SkipCode,
+)
+
+from ...opencloud.ratelimit import background_calls
+from ..dataplane import DataPlane
+from ..errors import ServiceError
+from ..events import EventBus
+from ..metrics import Metrics
+from ..tokens import Principal
+from .kind import (
+    ItemPage,
+    JobActor,
+    JobEnv,
+    JobKindHandler,
+    JobSpec,
+    JobStop,
+    PlanNotes,
+    handler_for,
+    spec_of,
+)
+from .runner import HELD_RETRY_SECONDS, HELD_WAIT_SECONDS, TRANSIENT, JobRun, RunResult
+from .selection import check_selection
+from .store import JobRecord, JobStore, new_job_id, now_ms
+from .uploads import UploadStore
+
+log = logging.getLogger("dsm.jobs")
+
+EXPORTS_DIRNAME = "exports"
+# POST /jobs waits this long for the plan before answering (a large selection keeps counting).
+PLAN_WAIT_SECONDS = 10.0
+MAX_RUNNING_JOBS = 4
+PROGRESS_EVERY_SECONDS = 0.5
+SHUTDOWN_GRACE_SECONDS = 3.0
+MAX_PLANNING_RETRIES = 20
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else _at(ms)
+
+
+def _stored(record: JobRecord, key: str, model: Any) -> Any:
+    value = getattr(record, key)
+    return None if value is None else model.model_validate_json(json.dumps(value))
+
+
+class JobService:
+    def __init__(
+        self,
+        env: JobEnv,
+        events: EventBus,
+        metrics: Metrics | None = None,
+        *,
+        plan_wait: float = PLAN_WAIT_SECONDS,
+        held_wait: float = HELD_WAIT_SECONDS,
+        held_retry: float = HELD_RETRY_SECONDS,
+    ) -> None:
+        self.env = env
+        self.store = env.store
+        self.events = events
+        self.metrics = metrics
+        self._plan_wait = plan_wait
+        self._held_wait = held_wait
+        self._held_retry = held_retry
+        self._planning: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._runs: dict[str, JobRun] = {}
+        self._slots = asyncio.Semaphore(MAX_RUNNING_JOBS)
+        self._progress_at: dict[str, float] = {}
+        self._closing = False
+
+    @property
+    def plane(self) -> DataPlane:
+        return self.env.plane
+
+    # ------------------------------------------------------------------------- lifecycle
+
+    def resume_all(self) -> None:
+        """After a start: running and queued jobs run again; unfinished plans go on counting."""
+        for record in self.store.in_states([JobState.RUNNING.value, JobState.QUEUED.value]):
+            if record.state == JobState.RUNNING.value:
+                record = self._set_state(record, JobState.QUEUED, message="resumed after restart")
+            self._launch(record.id)
+        for record in self.store.in_states([JobState.PLANNED.value]):
+            if not record.plan_complete:
+                self._plan_later(record.id)
+
+    async def close(self) -> None:
+        """Stop at shutdown: running jobs stay `running` and resume at the next start."""
+        self._closing = True
+        for run in self._runs.values():
+            run.stop("shutdown")
+        for task in self._planning.values():
+            task.cancel()
+        tasks = [*self._tasks.values(), *self._planning.values()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+            for task in late:  # waiting for a budget slot, or a slow answer: cut it
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def is_running(self, job_id: str) -> bool:
+        """Whether a run of the job is in progress (a paused job's last items may still be)."""
+        return job_id in self._tasks
+
+    # ---------------------------------------------------------------------------- views
+
+    def _get(self, job_id: str) -> JobRecord:
+        record = self.store.find(job_id)
+        if record is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"Job {job_id} does not exist.")
+        return record
+
+    def _progress(self, record: JobRecord) -> JobProgress:
+        total = record.item_count if record.plan_complete else None
+        run = self._runs.get(record.id)
+        if run is not None:
+            return run.progress(total, record.applied, record.skipped, record.failed)
+        return JobProgress(
+            total=total,
+            done=record.done,
+            applied=record.applied,
+            skipped=record.skipped,
+            failed=record.failed,
+        )
+
+    def _wrote(self, record: JobRecord) -> bool:
+        return bool(self.plane.writes.journal.list(job_id=record.id, limit=1))
+
+    def _actions(self, record: JobRecord, handler: JobKindHandler) -> list[JobAction]:
+        state = JobState(record.state)
+        if state is JobState.PLANNED:
+            plan = record.plan or {}
+            ready = record.plan_complete and not plan.get("blocking")
+            return [JobAction.START, JobAction.CANCEL] if ready else [JobAction.CANCEL]
+        if state in (JobState.QUEUED, JobState.RUNNING):
+            return [JobAction.PAUSE, JobAction.CANCEL]
+        if state is JobState.PAUSED:
+            return [JobAction.RESUME, JobAction.CANCEL]
+        if state is JobState.ROLLED_BACK or not handler.writes or not self._wrote(record):
+            return []
+        if record.rolled_back_by is not None:
+            rollback = self.store.find(record.rolled_back_by)
+            if rollback is not None and rollback.state not in (
+                JobState.FAILED.value,
+                JobState.CANCELLED.value,
+            ):
+                return []
+        return [JobAction.ROLLBACK]
+
+    def _failure(self, record: JobRecord) -> JobFailure | None:
+        if record.failure_code is None:
+            return None
+        return JobFailure(code=ErrorCode(record.failure_code), message=record.failure_message or "")
+
+    def _plan(self, record: JobRecord) -> JobPlan:
+        stored: JobPlan | None = _stored(record, "plan", JobPlan)
+        if stored is not None:
+            return stored
+        return JobPlan(complete=False, items=record.item_count, planned_at=_at(record.created_ms))
+
+    def _shown(self, record: JobRecord) -> dict[str, Any]:
+        """What a job's summary shows (its view adds the rest)."""
+        spec = spec_of(record)
+        handler = handler_for(record.kind)
+        return {
+            "id": record.id,
+            "kind": record.kind,
+            "state": JobState(record.state),
+            "universe_id": record.universe,
+            "description": handler.describe(spec),
+            "created_by": record.actor_name,
+            "created_at": _at(record.created_ms),
+            "updated_at": _at(record.updated_ms),
+            "progress": self._progress(record),
+            "actions": self._actions(record, handler),
+            "failure": self._failure(record),
+            "output_path": record.output_path,
+        }
+
+    def view(self, record: JobRecord) -> JobView:
+        return JobView(
+            **self._shown(record),
+            store_kind=StoreKind(record.store_kind),
+            selection=record.selection,
+            params=record.params,
+            started_at=_time(record.started_ms),
+            finished_at=_time(record.finished_ms),
+            plan=self._plan(record),
+            writes=handler_for(record.kind).writes,
+            rollback_of=record.rollback_of,
+            rolled_back_by=record.rolled_back_by,
+            backend=self._backend(record.universe),
+        )
+
+    def _backend(self, universe: int) -> Backend:
+        try:
+            return self.plane.upstream.binding(universe).backend
+        except ServiceError:  # its key was removed since: still show the job
+            return self.plane.upstream.backend
+
+    def summary(self, record: JobRecord) -> JobSummary:
+        return JobSummary(**self._shown(record))
+
+    def get(self, job_id: str) -> JobView:
+        return self.view(self._get(job_id))
+
+    def list(self, query: JobListQuery) -> JobPage:
+        before = None
+        if query.cursor is not None:
+            if not query.cursor.isdigit():
+                raise ServiceError(ErrorCode.BAD_REQUEST, "cursor is not one this server issued.")
+            before = int(query.cursor)
+        state = None if query.state is None else query.state.value
+        records = self.store.list_jobs(
+            state=state, kind=query.kind, universe=query.universe, before_seq=before,
+            limit=query.limit + 1,
+        )  # fmt: skip
+        page = records[: query.limit]
+        more = len(records) > query.limit and page
+        return JobPage(
+            jobs=[self.summary(r) for r in page],
+            next_cursor=str(page[-1].seq) if more else None,
+        )
+
+    def items(self, job_id: str, query: JobItemQuery) -> JobItemPage:
+        self._get(job_id)
+        state = None if query.state is None else query.state.value
+        rows = self.store.items(job_id, state=state, after=query.after or 0, limit=query.limit + 1)
+        page = rows[: query.limit]
+        return JobItemPage(
+            items=[
+                JobItemView(
+                    seq=row.seq,
+                    datastore=row.datastore,
+                    scope=row.scope,
+                    key=row.key,
+                    state=ItemState(row.state),
+                    skip_code=None if row.skip_code is None else SkipCode(row.skip_code),
+                    error_code=None if row.error_code is None else ErrorCode(row.error_code),
+                    message=row.message,
+                    line=row.line,
+                    journal_ids=list(row.journal_ids),
+                    attempts=row.attempts,
+                )
+                for row in page
+            ],
+            next_after=page[-1].seq if len(rows) > query.limit and page else None,
+        )
+
+    # ------------------------------------------------------------------------- checks
+
+    def confirmation(self, spec: JobSpec, handler: JobKindHandler) -> str | None:
+        """The text `confirm` must be to write to the production universes this job writes."""
+        labels = []
+        for universe in sorted(handler.written_universes(spec, self.env)):
+            binding = self.plane.upstream.binding(universe)
+            if binding.environment == "production":
+                labels.append(binding.label)
+        return " + ".join(labels) or None
+
+    def _require_role(self, caller: Principal, spec: JobSpec, handler: JobKindHandler) -> None:
+        needed = handler.role_for(spec, self.env)
+        if not caller.role.allows(needed):
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                f"A {spec.kind.value.replace('_', '-')} job needs the {needed.value} role; this "
+                f"token is {caller.role.value}. An admin can change it with "
+                "`dsm tokens role ID ROLE`.",
+            )
+
+    def _require_confirmation(
+        self, spec: JobSpec, handler: JobKindHandler, confirm: str | None
+    ) -> None:
+        expected = self.confirmation(spec, handler)
+        if expected is not None and (confirm or "").strip() != expected:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                f"This job writes to a production universe: type {expected!r} to confirm "
+                "(send it as `confirm`).",
+                details={"confirmation": expected},
+            )
+
+    def _check_new(self, caller: Principal, spec: JobSpec, handler: JobKindHandler) -> None:
+        """Everything that makes a job unusable, before it is stored."""
+        self._require_role(caller, spec, handler)
+        if spec.store_kind not in handler.store_kinds:
+            kinds = " and ".join(sorted(k.value for k in handler.store_kinds))
+            raise ServiceError(
+                ErrorCode.BAD_REQUEST,
+                f"{spec.kind.value.replace('_', '-').capitalize()} jobs work on {kinds} data "
+                "stores only.",
+            )
+        self.plane.upstream.client_for(spec.universe)  # NO_API_KEY when no key serves it
+        if spec.selection is not None:
+            check_selection(spec.selection)
+        handler.check(spec, self.env)
+
+    # ------------------------------------------------------------------------- create
+
+    async def create(self, caller: Principal, request: JobCreateRequest) -> JobView:
+        assert request.params is not None  # filled in by the model for every kind it accepts
+        body = {
+            "selection": request.selection.model_dump(mode="json", exclude_unset=True),
+            "params": request.params.model_dump(mode="json"),
+        }
+        earlier = self.store.find_by_idempotency_key(request.idempotency_key)
+        if earlier is not None:
+            if earlier.kind == request.kind.value and earlier.request == body:
+                return self.view(earlier)
+            raise _key_reused(request.idempotency_key, earlier.id)
+        handler = handler_for(request.kind)
+        record = self._new_record(
+            caller,
+            request.kind,
+            universe=request.selection.universe_id,
+            store_kind=request.selection.store_kind.value,
+            body=body,
+            idempotency_key=request.idempotency_key,
+            start=not request.dry_run,
+        )
+        spec = spec_of(record)
+        self._check_new(caller, spec, handler)
+        if not request.dry_run:
+            self._require_confirmation(spec, handler, request.confirm)
+        record = self.store.create(record)
+        self._state_event(record, None, actor=caller.name)
+        return await self._plan_and_wait(record.id)
+
+    def _new_record(
+        self,
+        caller: Principal,
+        kind: JobKind,
+        *,
+        universe: int,
+        store_kind: str,
+        body: dict[str, Any],
+        idempotency_key: str,
+        start: bool,
+        rollback_of: str | None = None,
+    ) -> JobRecord:
+        created = now_ms()
+        return JobRecord(
+            id=new_job_id(), kind=kind.value, state=JobState.PLANNED.value, universe=universe,
+            store_kind=store_kind, request=body, idempotency_key=idempotency_key,
+            actor_id=caller.token_id, actor_name=caller.name, created_ms=created,
+            updated_ms=created, started_ms=None, finished_ms=None, plan=None,
+            plan_complete=False, plan_cursor=None, start_when_planned=start, item_count=0,
+            applied=0, skipped=0, failed=0, failure_code=None, failure_message=None,
+            output_path=None, rollback_of=rollback_of, rolled_back_by=None, kind_state=None,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------------ planning
+
+    def _plan_later(self, job_id: str) -> asyncio.Task[None]:
+        task = self._planning.get(job_id)
+        if task is None:
+            with background_calls():
+                task = asyncio.create_task(self._make_plan(job_id))
+            self._planning[job_id] = task
+            task.add_done_callback(lambda _: self._planning.pop(job_id, None))
+        return task
+
+    async def _plan_and_wait(self, job_id: str) -> JobView:
+        task = self._plan_later(job_id)
+        # Still counting after the wait: the answer says so; job.progress and job.state follow.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), self._plan_wait)
+        return self.get(job_id)
+
+    async def _make_plan(self, job_id: str) -> None:
+        try:
+            record = self.store.get(job_id)
+            spec, handler = spec_of(record), handler_for(record.kind)
+            cursor = record.plan_cursor or {}
+            if not cursor.get("counted"):
+                cursor = await self._count(spec, handler)
+            record = self.store.get(job_id)
+            if record.state != JobState.PLANNED.value:
+                return  # cancelled while counting
+            plan = await self._finish_plan(spec_of(record), handler, cursor)
+            record = self.store.update(
+                job_id, plan=plan.model_dump(mode="json"), plan_complete=True
+            )
+            if record.state != JobState.PLANNED.value:
+                return  # cancelled while its samples were read
+            if record.start_when_planned and not plan.blocking:
+                self._queue(record, None, message="plan ready; starting")
+            else:
+                message = "plan ready" if not plan.blocking else "plan ready; cannot start"
+                self._state_event(record, JobState.PLANNED, message=message)
+        except asyncio.CancelledError:
+            raise
+        except ServiceError as error:
+            self._fail(job_id, error.code, f"Planning failed: {error.message}")
+        except Exception:
+            log.exception("planning job %s failed", job_id)
+            self._fail(job_id, ErrorCode.INTERNAL, "Planning failed; see the server's log.")
+
+    async def _count(self, spec: JobSpec, handler: JobKindHandler) -> dict[str, Any]:
+        """List the selection into items, page by page; transient failures wait and go on."""
+        retries = 0
+        while True:
+            record = self.store.get(spec.id)
+            cursor = record.plan_cursor
+            try:
+                page: ItemPage
+                async for page in handler.enumerate(spec, self.env, cursor):
+                    stored = dict(page.cursor or {})
+                    if page.complete:
+                        stored["counted"] = True
+                    count = self.store.add_items(spec.id, page.items, cursor=stored)
+                    self._planning_progress(spec, count)
+                    if page.complete:
+                        return stored
+                    if self.store.get(spec.id).state != JobState.PLANNED.value:
+                        return stored
+                    retries = 0
+                return {"counted": True}
+            except ServiceError as error:
+                if error.code not in TRANSIENT or retries >= MAX_PLANNING_RETRIES:
+                    raise
+                retries += 1
+                await asyncio.sleep(error.retry_after or min(30.0, 2.0**retries))
+
+    async def _finish_plan(
+        self, spec: JobSpec, handler: JobKindHandler, cursor: dict[str, Any]
+    ) -> JobPlan:
+        count = self.store.get(spec.id).item_count
+        notes: PlanNotes = handler.plan_notes(spec, self.env, cursor)
+        samples: list[JobSample] = []
+        try:
+            items = self.store.items(spec.id, limit=MAX_SAMPLES)
+            samples = await handler.samples(spec, items, self.env)
+        except ServiceError as error:
+            notes.warnings.append(f"The sample entries could not be read: {error.message}")
+        requests = handler.requests(spec, count)
+        limiter = self.plane.upstream.limiter
+        budgets = {u: self.plane.budget.in_use(u, limiter) for u in requests or {spec.universe: {}}}
+        seconds = {u: budgets[u].estimate_seconds(cats) for u, cats in requests.items()}
+        slowest = max(seconds, key=lambda u: seconds[u], default=spec.universe)
+        flat: dict[str, int] = {}
+        for cats in requests.values():
+            for name, n in cats.items():
+                flat[name] = flat.get(name, 0) + n
+        budget = budgets.get(slowest) or self.plane.budget.in_use(spec.universe, limiter)
+        confirmation = self.confirmation(spec, handler)
+        if confirmation is not None:
+            notes.warnings.insert(
+                0, f"This job writes to a production universe: starting it needs {confirmation!r}."
+            )
+        if count == 0:
+            notes.notes.insert(0, "Nothing matches the selection: the job has nothing to do.")
+        backend = self.plane.upstream.binding(slowest).backend
+        return JobPlan(
+            complete=True,
+            items=count,
+            estimate=JobEstimate(
+                requests=flat,
+                seconds=round(seconds.get(slowest, 0.0), 1),
+                note=f"At this server's share of the Open Cloud budget at CCU {budget.ccu:,} "
+                f"({budget.reserve_share:.0%} kept for game servers), latency aside; "
+                "429 answers and the plugin's own calls make it longer.",
+            ),
+            budget=budget.view(backend),
+            samples=samples,
+            warnings=notes.warnings,
+            notes=notes.notes,
+            blocking=notes.blocking,
+            bad_lines=notes.bad_lines,
+            bad_line_count=notes.bad_line_count,
+            confirmation=confirmation,
+            planned_at=datetime.now(UTC),
+        )
+
+    # -------------------------------------------------------------------------- running
+
+    def _queue(self, record: JobRecord, actor: str | None, message: str | None = None) -> None:
+        self._set_state(record, JobState.QUEUED, actor=actor, message=message)
+        self._launch(record.id)
+
+    def _launch(self, job_id: str) -> None:
+        if job_id in self._tasks or self._closing:
+            return
+        with background_calls():  # every Open Cloud call of the job yields to the plugin's
+            task = asyncio.create_task(self._run(job_id))
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
+
+    async def _run(self, job_id: str) -> None:
+        async with self._slots:
+            record = self.store.get(job_id)
+            if record.state != JobState.QUEUED.value or self._closing:
+                return
+            record = self.store.update(job_id, started_ms=record.started_ms or now_ms())
+            record = self._set_state(record, JobState.RUNNING)
+            spec, handler = spec_of(record), handler_for(record.kind)
+            actor = JobActor(record.actor_id, f"{record.actor_name} (job {job_id})")
+            run = JobRun(
+                spec, handler, self.env, actor,
+                on_flush=self._flushed, on_outcome=self._outcome,
+                held_wait_seconds=self._held_wait, held_retry_seconds=self._held_retry,
+            )  # fmt: skip
+            self._runs[job_id] = run
+            try:
+                result = await run.run()
+            except Exception:
+                log.exception("job %s stopped on an unexpected error", job_id)
+                result = RunResult(
+                    False, failure=JobStop(ErrorCode.INTERNAL, "The job failed; see the log.")
+                )
+            finally:
+                self._runs.pop(job_id, None)
+            self._after_run(job_id, spec, result)
+
+    def _after_run(self, job_id: str, spec: JobSpec, result: RunResult) -> None:
+        record = self.store.get(job_id)
+        if result.finished and record.state in (JobState.RUNNING.value, JobState.PAUSED.value):
+            record = self.store.update(job_id, finished_ms=now_ms(), **(result.changes or {}))
+            record = self._set_state(record, JobState.SUCCEEDED)
+            if spec.kind is JobKind.ROLLBACK and record.rollback_of is not None:
+                original = self.store.get(record.rollback_of)
+                self._set_state(original, JobState.ROLLED_BACK, message=f"rolled back by {job_id}")
+        elif result.failure is not None and record.state == JobState.RUNNING.value:
+            self._fail(job_id, result.failure.code, result.failure.message)
+        self._publish_progress(self.store.get(job_id), force=True)
+
+    def _flushed(self, run: JobRun) -> None:
+        record = self.store.find(run.spec.id)
+        if record is not None:
+            self._publish_progress(record)
+
+    def _outcome(self, kind: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.job_item(kind, outcome)
+
+    # --------------------------------------------------------------------- user actions
+
+    async def start(self, caller: Principal, job_id: str, confirm: str | None) -> JobView:
+        record = self._get(job_id)
+        spec, handler = spec_of(record), handler_for(record.kind)
+        self._require_role(caller, spec, handler)
+        state = JobState(record.state)
+        if state in (JobState.QUEUED, JobState.RUNNING):
+            return self.view(record)
+        if state is not JobState.PLANNED:
+            raise ServiceError(
+                ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a planned job starts."
+            )
+        self._require_confirmation(spec, handler, confirm)
+        if not record.plan_complete:
+            # Still counting: it starts by itself when the plan is ready.
+            record = self.store.update(job_id, start_when_planned=True)
+            return self.view(record)
+        blocking = (record.plan or {}).get("blocking") or []
+        if blocking:
+            raise ServiceError(ErrorCode.BAD_REQUEST, " ".join(blocking))
+        self._queue(record, caller.name)
+        return self.get(job_id)
+
+    async def pause(self, caller: Principal, job_id: str) -> JobView:
+        record = self._get(job_id)
+        state = JobState(record.state)
+        if state is JobState.PAUSED:
+            return self.view(record)
+        if state not in (JobState.QUEUED, JobState.RUNNING):
+            raise ServiceError(
+                ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a running job pauses."
+            )
+        record = self._set_state(record, JobState.PAUSED, actor=caller.name)
+        if (run := self._runs.get(job_id)) is not None:
+            run.stop("paused")
+        return self.view(record)
+
+    async def resume(self, caller: Principal, job_id: str) -> JobView:
+        record = self._get(job_id)
+        state = JobState(record.state)
+        if state in (JobState.QUEUED, JobState.RUNNING):
+            return self.view(record)
+        if state is not JobState.PAUSED:
+            raise ServiceError(
+                ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a paused job resumes."
+            )
+        self._queue(record, caller.name)
+        return self.get(job_id)
+
+    async def cancel(self, caller: Principal, job_id: str) -> JobView:
+        record = self._get(job_id)
+        state = JobState(record.state)
+        if state is JobState.CANCELLED:
+            return self.view(record)
+        if state in TERMINAL_STATES:
+            raise ServiceError(
+                ErrorCode.CONFLICT,
+                f"Job {job_id} already ended ({state.value}); roll it back to undo its writes.",
+            )
+        record = self.store.update(job_id, finished_ms=now_ms())
+        record = self._set_state(record, JobState.CANCELLED, actor=caller.name)
+        if (run := self._runs.get(job_id)) is not None:
+            run.stop("cancelled")
+        if (task := self._planning.get(job_id)) is not None:
+            task.cancel()
+        return self.view(record)
+
+    async def rollback(
+        self, caller: Principal, job_id: str, request: JobRollbackRequest
+    ) -> JobView:
+        earlier = self.store.find_by_idempotency_key(request.idempotency_key)
+        if earlier is not None:
+            if earlier.rollback_of == job_id:
+                return self.view(earlier)
+            raise _key_reused(request.idempotency_key, earlier.id)
+        original = self._get(job_id)
+        if JobAction.ROLLBACK not in self._actions(original, handler_for(original.kind)):
+            raise ServiceError(
+                ErrorCode.CONFLICT, _why_no_rollback(original, self._wrote(original))
+            )
+        record = self._new_record(
+            caller,
+            JobKind.ROLLBACK,
+            universe=original.universe,
+            store_kind=original.store_kind,
+            body={"selection": None, "params": {"of_job": job_id}},
+            idempotency_key=request.idempotency_key,
+            start=not request.dry_run,
+            rollback_of=job_id,
+        )
+        spec, handler = spec_of(record), handler_for(JobKind.ROLLBACK)
+        self._check_new(caller, spec, handler)
+        if not request.dry_run:
+            self._require_confirmation(spec, handler, request.confirm)
+        record = self.store.create(record)
+        self.store.update(job_id, rolled_back_by=record.id)
+        self._state_event(record, None, actor=caller.name)
+        return await self._plan_and_wait(record.id)
+
+    # ----------------------------------------------------------------------- bookkeeping
+
+    def _set_state(
+        self,
+        record: JobRecord,
+        state: JobState,
+        *,
+        actor: str | None = None,
+        message: str | None = None,
+    ) -> JobRecord:
+        previous = JobState(record.state)
+        updated = self.store.update(record.id, state=state.value)
+        self._state_event(updated, previous, actor=actor, message=message)
+        return updated
+
+    def _fail(self, job_id: str, code: ErrorCode, message: str) -> None:
+        record = self.store.get(job_id)
+        if JobState(record.state) in TERMINAL_STATES:
+            return
+        record = self.store.update(
+            job_id, finished_ms=now_ms(), failure_code=code.value, failure_message=message
+        )
+        self._set_state(record, JobState.FAILED, message=message)
+
+    def _state_event(
+        self,
+        record: JobRecord,
+        previous: JobState | None,
+        *,
+        actor: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.job_state(record.kind, record.state)
+        self.events.publish(
+            EventType.JOB_STATE,
+            JobStatePayload(
+                job_id=record.id,
+                kind=record.kind,
+                universe_id=record.universe,
+                state=JobState(record.state),
+                previous=previous,
+                actions=self._actions(record, handler_for(record.kind)),
+                actor=actor,
+                message=message,
+            ),
+        )
+
+    def _planning_progress(self, spec: JobSpec, counted: int) -> None:
+        now = time.monotonic()
+        if now - self._progress_at.get(spec.id, 0.0) < PROGRESS_EVERY_SECONDS:
+            return
+        self._progress_at[spec.id] = now
+        self.events.publish(
+            EventType.JOB_PROGRESS,
+            JobProgressPayload(
+                job_id=spec.id,
+                kind=spec.kind.value,
+                universe_id=spec.universe,
+                state=JobState.PLANNED,
+                phase=JobPhase.PLANNING,
+                progress=JobProgress(done=0, applied=0, skipped=0, failed=0),
+                counted=counted,
+            ),
+        )
+
+    def _publish_progress(self, record: JobRecord, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._progress_at.get(record.id, 0.0) < PROGRESS_EVERY_SECONDS:
+            return
+        self._progress_at[record.id] = now
+        self.events.publish(
+            EventType.JOB_PROGRESS,
+            JobProgressPayload(
+                job_id=record.id,
+                kind=record.kind,
+                universe_id=record.universe,
+                state=JobState(record.state),
+                phase=JobPhase.RUNNING,
+                progress=self._progress(record),
+            ),
+        )
+
+
+def _key_reused(key: str, job_id: str) -> ServiceError:
+    return ServiceError(
+        ErrorCode.CONFLICT,
+        f"The idempotency key {key} was already used for job {job_id}; send this request with a "
+        "new key.",
+        details={"job_id": job_id},
+    )
+
+
+def _why_no_rollback(record: JobRecord, wrote: bool) -> str:
+    state = JobState(record.state)
+    if state is JobState.ROLLED_BACK:
+        return f"Job {record.id} is already rolled back (by {record.rolled_back_by})."
+    if state not in TERMINAL_STATES:
+        return (
+            f"Job {record.id} is {state.value}; cancel it (or let it finish) before rolling back."
+        )
+    if not wrote:
+        return f"Job {record.id} wrote nothing to Open Cloud, so there is nothing to roll back."
+    return f"Job {record.id} is being rolled back by {record.rolled_back_by}."
+
+
+@asynccontextmanager
+async def open_jobs(
+    data_dir: Path,
+    plane: DataPlane,
+    events: EventBus,
+    metrics: Metrics | None = None,
+    **settings: float,
+) -> AsyncIterator[JobService]:
+    """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
+
+    `settings` are JobService's keyword settings (plan_wait, held_wait, held_retry).
+    """
+    with JobStore(data_dir) as store:
+        uploads = UploadStore(store, data_dir)
+        uploads.sweep()
+        env = JobEnv(plane, store, uploads, data_dir / EXPORTS_DIRNAME)
+        service = JobService(env, events, metrics, **settings)
+        service.resume_all()
+        try:
+            yield service
+        finally:
+            await service.close()
+
+
+__all__ = ["EXPORTS_DIRNAME", "JobService", "open_jobs"]
