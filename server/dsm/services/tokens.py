@@ -268,6 +268,7 @@ class TokenStore:
                 "UPDATE tokens SET studio_user_id = ?, studio_user_name = ? WHERE token_id = ?",
                 (studio_user_id, studio_user_name, token_id),
             )
+        self._checked.pop(token_id, None)  # the next request's principal names the user
 
     def _touch(self, token_id: str) -> bool:
         """Record a use (at most once per touch interval); whether it was written now."""
