@@ -81,6 +81,10 @@ class TrafficSeries(ResponseBody):
     by_operation_outcome: list[OperationTotal]
     budget: list[BudgetUse]
     last_call_at: UtcDateTime | None = Field(default=None, description="Newest counted call.")
+    counting_since: UtcDateTime = Field(
+        description="When this server began counting (its start): a bucket after it with no "
+        "traffic had zero calls; before it nothing was counted."
+    )
     job_throughput: str = Field(description="Whether a jobs engine feeds job_items, and how.")
 
 

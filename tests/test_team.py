@@ -23,6 +23,7 @@ from dsm.emulator.throttle import LimitsConfig
 from dsm.services.team.names import AUDIT_STORE, audit_key
 from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
+from tools.testing import jobs
 from tools.testing.emulator import start_emulator
 from tools.testing.server import Server, entry_path, idem, running_server
 
@@ -319,3 +320,34 @@ async def test_a_viewer_members_server_refuses_writes_and_cannot_invite(tmp_path
             token = await other.pair("Other", role=Role.ADMIN)
             status, answer = await other.call("POST", f"/team/{U}/enable", token)
             assert status == 409 and "Ask a team admin for an invite" in answer["error"]["message"]
+
+
+async def test_a_job_reaches_the_shared_log_once_per_state_and_the_monitor_counts_its_items(
+    tmp_path: Path,
+) -> None:
+    async with two_servers(tmp_path) as (alice, alice_token, bob, bob_token):
+        players = {f"p{i}": {"coins": i} for i in range(3)}
+        await jobs.seed(alice.call, alice_token, U, "PlayerData", players)
+        body = {"kind": "delete", "selection": {"universe_id": U, "datastores": ["PlayerData"]}}
+        job = await jobs.run(alice.call, alice_token, body)
+        assert job["state"] == "succeeded", job
+
+        # Bob reads Alice's job in the shared log: queued and succeeded, never each progress
+        # step, a dry-run plan or "running", named by the token that started it.
+        async def job_records(server: Server, token: str) -> list[dict[str, Any]] | None:
+            status, page = await server.call("GET", f"/team/{U}/activity?limit=200", token)
+            assert status == 200, page
+            found = [i for i in page["items"] if i["kind"] == "job"]
+            return found if any(i["operation"] == "succeeded" for i in found) else None
+
+        records = await eventually(lambda: job_records(bob, bob_token), "the job in the log")
+        assert sorted(i["operation"] for i in records) == ["queued", "succeeded"]
+        assert {i["job_id"] for i in records} == {job["id"]}
+        assert {i["person"]["label"] for i in records} == {"Alice's Studio (Studio user unknown)"}
+        assert all(i["summary"].startswith(f"delete job {job['id']} ") for i in records)
+
+        # Alice's monitor counts the job's items, and says who feeds them.
+        status, series = await alice.call("GET", "/monitor/traffic?window_seconds=600", alice_token)
+        assert status == 200, series
+        assert series["totals"]["job_items"] == len(players)
+        assert series["job_throughput"].startswith("fed by the jobs engine")

@@ -244,12 +244,12 @@ async def _monitor(d: PluginDriver, teammate: str) -> None:
     await d.wait_text("Requests per second")
     await d.wait_text("AVAILABLE · Standard data stores")
 
-    def hour_bars() -> bool:
+    def hour_line() -> bool:
         chart = d.element("HourChart")
-        return any(n.name == "Bar" and n.rendered for n in chart.node().walk())
+        return any(n.name == "Segment" and n.rendered for n in chart.node().walk())
 
     # The 10 s chart fills in when the current ten seconds are over (a monitor.tick event).
-    await d.wait_for(hour_bars, "no 10-second bucket yet", timeout=15)
+    await d.wait_for(hour_line, "no 10-second bucket yet", timeout=15)
 
 
 async def _plan_transform(d: PluginDriver, teammate: str, what: str = "keys") -> None:

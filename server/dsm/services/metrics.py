@@ -172,6 +172,7 @@ class Metrics:
     def job_item(self, kind: str, outcome: str) -> None:
         """A job item got its outcome (applied, skipped or failed)."""
         self._job_items.labels(kind, outcome).inc()
+        self.traffic.record_job_items(1)
 
     def job_state(self, kind: str, state: str) -> None:
         """A job entered `state`."""

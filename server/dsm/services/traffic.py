@@ -115,6 +115,7 @@ class Traffic:
         self._seconds: dict[int, _Bucket] = {}
         self.last_call_at: float | None = None
         self.job_feed: str | None = None
+        self.counting_since = clock()
 
     def _bucket(self) -> _Bucket:
         second = int(self._clock())
@@ -204,6 +205,7 @@ class Traffic:
                 if self.last_call_at is not None
                 else None
             ),
+            counting_since=datetime.fromtimestamp(self.counting_since, UTC),
             job_throughput=(
                 f"fed by {self.job_feed}" if self.job_feed is not None else NO_JOB_ENGINE
             ),

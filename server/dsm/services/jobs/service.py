@@ -815,6 +815,10 @@ async def open_jobs(
         uploads.sweep()
         env = JobEnv(plane, store, uploads, data_dir / EXPORTS_DIRNAME)
         service = JobService(env, events, metrics, **settings)
+        if metrics is not None:
+            metrics.traffic.attach_jobs(
+                "the jobs engine: items finished (applied, skipped, failed)"
+            )
         service.resume_all()
         try:
             yield service

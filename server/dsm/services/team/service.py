@@ -29,6 +29,7 @@ from shared_schema.entries import EntryOperation
 from shared_schema.errors import ErrorCode
 from shared_schema.events import Event, EventType
 from shared_schema.identity import Person, make_person
+from shared_schema.jobs import TERMINAL_STATES, JobState, JobStatePayload
 from shared_schema.team import (
     ActivityPage,
     ActivityQuery,
@@ -84,6 +85,10 @@ class _Running:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
+# A dry-run plan writes nothing, and "running" follows "queued" at once: neither is recorded.
+_UNRECORDED_JOB_STATES = frozenset({JobState.PLANNED, JobState.RUNNING})
+
+
 class TeamService:
     def __init__(
         self,
@@ -103,6 +108,8 @@ class TeamService:
         self._sessions = sessions
         self._clock = clock
         self._running: dict[int, _Running] = {}
+        # Who set each job going (job events from the runner name nobody).
+        self._job_people: dict[str, Person] = {}
         self.server_id = store.server_id
         writes.observers.append(self._on_write)
         writes.guards.append(self._guard)
@@ -246,17 +253,22 @@ class TeamService:
         if event.type in (EventType.SESSION_JOINED, EventType.SESSION_LEFT):
             self.local_presence_changed()
             return
-        if not event.type.startswith("job."):
+        if event.type != EventType.JOB_STATE:
+            return  # job.progress comes several times a second: never worth a shared record
+        job = JobStatePayload.model_validate(event.payload, strict=False)  # JSON-shaped payload
+        person = make_person(None, None, job.actor)
+        if job.actor is not None:
+            self._job_people[job.job_id] = person
+        else:  # the runner moved it on: name whoever set it going
+            person = self._job_people.get(job.job_id, person)
+        if job.state in _UNRECORDED_JOB_STATES:
             return
-        # A jobs engine's events, whatever their exact shape: those that name a universe and a
-        # job reach the audit log and teammates.
-        payload: dict[str, Any] = event.payload
-        universe = payload.get("universe_id")
-        job_id = payload.get("job_id")
-        if isinstance(universe, int) and isinstance(job_id, str):
-            state = payload.get("state") or event.type.removeprefix("job.")
-            summary = f"job {job_id} {state}"
-            self.note_job(universe, job_id, str(state), summary, make_person(None, None, None))
+        summary = f"{job.kind} job {job.job_id} {job.state.value}"
+        if job.message:
+            summary += f": {job.message}"
+        self.note_job(job.universe_id, job.job_id, job.state.value, summary, person)
+        if job.state in TERMINAL_STATES:
+            self._job_people.pop(job.job_id, None)
 
     def note_job(
         self, universe_id: int, job_id: str, operation: str, summary: str, person: Person
