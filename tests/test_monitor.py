@@ -4,6 +4,7 @@ Cloud (counted by a proxy in front of the emulator)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from dsm.services.traffic import MonitorTicker, Traffic
+from shared_schema.common import Role
 from shared_schema.events import EventType
 from shared_schema.monitor import BudgetUse, MonitorTickPayload
 from tests.test_offline import CuttableProxy, serving
 from tests.test_team import emulator, eventually
+from tools.testing import jobs
 from tools.testing.server import entry_path, idem, running_server
 
 T0 = 1_750_000_000.0
@@ -133,3 +136,30 @@ async def test_monitor_figures_equal_the_requests_that_reached_open_cloud(tmp_pa
             assert totals["errors_by_code"] == {"404": totals["client_errors"]}
             assert series["counted_by"].startswith("this server's own Open Cloud client")
             assert series["backend"] == "EMULATOR"
+
+
+async def test_features_say_what_the_index_holds_and_that_the_jobs_engine_runs(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, emulator_universes=[1, 2], budget_rpm=1_000_000) as server:
+        token = await server.pair("admin", role=Role.ADMIN)
+        await jobs.seed(server.call, token, 1, "PlayerData", {"a": {"coins": 1}, "b": 2})
+        status, started = await server.call("POST", "/index/crawl", token, json={"universe_id": 1})
+        assert status == 202, started
+        for _ in range(600):
+            _, crawl = await server.call("GET", f"/index/crawls/{started['crawl_id']}", token)
+            if crawl["state"] != "running":
+                break
+            await asyncio.sleep(0.05)
+        assert crawl["state"] == "done", crawl
+
+        status, answer = await server.call("GET", "/features", token)
+        assert status == 200, answer
+        by_id = {(f["feature_id"], f.get("universe_id")): f for f in answer["features"]}
+        assert by_id[("jobs", None)]["status"] == "AVAILABLE"
+        indexed = by_id[("search", 1)]
+        assert indexed["status"] == "AVAILABLE", indexed
+        assert indexed["how"].startswith("2 entries of 1 data store(s) indexed")
+        empty = by_id[("search", 2)]
+        assert empty["status"] == "UNAVAILABLE"
+        assert empty["reason"].startswith("Nothing indexed for this universe yet")

@@ -181,7 +181,9 @@ def team_sync(config: ServerConfig, data_key: bytes) -> Lifecycle:
             writes=plane.writes,
         ) as team:
             app[TEAM] = team
-            app[FEATURES] = Features(plane.upstream, team)
+            app[FEATURES] = Features(
+                plane.upstream, team, index=lambda: app.get(INDEX), jobs=lambda: app.get(JOBS)
+            )
             yield
 
     return lifecycle

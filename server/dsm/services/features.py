@@ -3,7 +3,7 @@
 Per universe it makes one cheap call of each kind (list one data store, list one ordered entry,
 list one sorted map item): what Open Cloud answers decides AVAILABLE or UNAVAILABLE with its
 reason (a missing key scope names the scope). Team sync and the audit log report their own
-state; features this server version does not have say so, read from its route table. The
+state, search what the local index holds, bulk jobs whether the jobs engine runs. The
 answer is kept for CHECK_SECONDS, so opening the panel costs at most three calls a universe.
 """
 
@@ -16,11 +16,12 @@ from typing import Any
 
 from shared_schema.common import Backend
 from shared_schema.monitor import Feature, FeatureList, FeatureStatus
-from shared_schema.registry import ROUTES
 
 from ..opencloud import errors as oc
 from ..opencloud.client import OpenCloudClient
 from .errors import ServiceError
+from .index.service import IndexService
+from .jobs.service import JobService
 from .provenance import upstream_error
 from .team import TeamService
 from .team.names import SORTED_MAP
@@ -29,23 +30,20 @@ from .upstream import Upstream
 CHECK_SECONDS = 30.0
 PROBE_ORDERED_STORE = "dsm-feature-probe"
 
-# Features that arrive with routes of their own: present in the route table or not.
-_BY_ROUTE = (
-    ("jobs", "Bulk jobs (edit, backup, restore)", ("list_jobs", "create_job")),
-    ("search", "Search index", ("search", "search_index")),
-)
-
-
 class Features:
     def __init__(
         self,
         upstream: Upstream,
         team: TeamService,
         *,
+        index: Callable[[], IndexService | None] = lambda: None,
+        jobs: Callable[[], JobService | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._upstream = upstream
         self._team = team
+        self._index = index  # opened after this: looked up when checked
+        self._jobs = jobs
         self._clock = clock
         self._kept: tuple[float, FeatureList] | None = None
 
@@ -53,7 +51,7 @@ class Features:
         if self._kept is not None and self._clock() - self._kept[0] < CHECK_SECONDS:
             return self._kept[1]
         now = datetime.now(UTC)
-        features = [self._backend(now), *self._by_route(now)]
+        features = [self._backend(now), self._jobs_engine(now)]
         features.append(
             Feature(
                 feature_id="monitor",
@@ -84,22 +82,43 @@ class Features:
             how="Which backend this server talks to.",
         )
 
-    def _by_route(self, now: datetime) -> list[Feature]:
-        ids = {route.operation_id for route in ROUTES}
-        out = []
-        for feature_id, name, routes in _BY_ROUTE:
-            present = any(r in ids for r in routes)
-            out.append(
-                Feature(
-                    feature_id=feature_id,
-                    name=name,
-                    status=FeatureStatus.EXPERIMENTAL if present else FeatureStatus.UNAVAILABLE,
-                    reason="New in this version." if present else "Not in this server version.",
-                    checked_at=now,
-                    how="Looked for its routes in this server's route table.",
+    def _jobs_engine(self, now: datetime) -> Feature:
+        running = self._jobs() is not None
+        return Feature(
+            feature_id="jobs",
+            name="Bulk jobs (delete, copy, export, import, transform)",
+            status=FeatureStatus.AVAILABLE if running else FeatureStatus.UNAVAILABLE,
+            reason=None if running else "The jobs engine is not running on this server.",
+            checked_at=now,
+            how="Whether this server's jobs engine is running; each job needs the key scopes "
+            "of the calls it makes (the data store rows below).",
+        )
+
+    async def _search(self, universe_id: int, now: datetime) -> Feature:
+        index = self._index()
+        reason: str | None = "The search index is not open on this server."
+        how = "What the local search index holds for this universe."
+        if index is not None:
+            status = await index.status(universe_id)
+            stores = [s for s in status.stores if s.universe_id == universe_id]
+            indexed = sum(s.entries_indexed for s in stores)
+            if indexed > 0:
+                reason = None
+                how = f"{indexed} entries of {len(stores)} data store(s) indexed. " + how
+            else:
+                reason = (
+                    "Nothing indexed for this universe yet: open Search in the plugin, or run "
+                    f"`dsm index crawl --universe {universe_id}`."
                 )
-            )
-        return out
+        return Feature(
+            feature_id="search",
+            name="Search and analytics",
+            status=FeatureStatus.AVAILABLE if reason is None else FeatureStatus.UNAVAILABLE,
+            reason=reason,
+            universe_id=universe_id,
+            checked_at=now,
+            how=how,
+        )
 
     async def _universe(self, universe_id: int, now: datetime) -> list[Feature]:
         probes: list[tuple[str, str, Callable[[OpenCloudClient], Awaitable[Any]]]] = [
@@ -133,6 +152,7 @@ class Features:
                     how="One list call of this kind, just now.",
                 )
             )
+        out.append(await self._search(universe_id, now))
         on = self._team.is_on(universe_id)
         team_reason = (
             f"Off: `dsm team enable --universe {universe_id}` turns it on."
