@@ -191,6 +191,9 @@ async def test_two_developers_on_two_servers(tmp_path: Path) -> None:
             await alex.open_universe()
             await alex.click("TeamButton")
             await alex.wait_text("BobDev (teammate's server")
+            # The status bar counts the teammate on the other machine too.
+            await alex.wait_text("1 teammate: BobDev")
+            await sam.wait_text("1 teammate: AliceDev")
 
             # Alice starts editing Player_1: her plugin takes the soft lock; Bob's sees it.
             await alex.open_entry("PlayerData", "Player_1")
