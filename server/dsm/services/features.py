@@ -30,6 +30,7 @@ from .upstream import Upstream
 CHECK_SECONDS = 30.0
 PROBE_ORDERED_STORE = "dsm-feature-probe"
 
+
 class Features:
     def __init__(
         self,
