@@ -52,6 +52,10 @@ class TokenInfo(ResponseBody):
     created_at: UtcDateTime
     last_used_at: UtcDateTime | None = Field(default=None, description="Absent if never used.")
     revoked: bool
+    studio_user_id: PositiveInt | None = Field(
+        default=None, description="The Studio user the plugin last announced with this token."
+    )
+    studio_user_name: str | None = Field(default=None, description="That user's name, if known.")
 
 
 class TokenList(ResponseBody):

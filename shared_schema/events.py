@@ -17,8 +17,11 @@ from .common import Backend
 from .constraints import NonNegativeInt, PositiveInt, UtcDateTime
 from .data import DataStoreState
 from .entries import EntryOperation, EntryState, StoreKind
+from .identity import Person
 from .jobs import JobProgressPayload, JobStatePayload
+from .monitor import MonitorTickPayload
 from .sessions import SessionInfo
+from .team import TeamActivityPayload, TeamPresencePayload, TeamStatus
 
 
 class EventType(StrEnum):
@@ -30,6 +33,10 @@ class EventType(StrEnum):
     SESSION_LEFT = "session.left"
     THROTTLE_CHANGED = "throttle.changed"
     BACKEND_CHANGED = "backend.changed"
+    TEAM_STATUS = "team.status"  # team sync turned on/off or became (un)available
+    TEAM_PRESENCE = "team.presence"  # who is present and which entries are locked changed
+    TEAM_ACTIVITY = "team.activity"  # a teammate's job or many changes at once
+    MONITOR_TICK = "monitor.tick"  # one finished second of Open Cloud traffic
 
 
 # Longer polls risk Studio's HttpService request timeout.
@@ -100,6 +107,10 @@ class EntryChangedPayload(ResponseBody):
     journal_id: PositiveInt | None = Field(
         default=None, description="Set when the write went through this server."
     )
+    person: Person | None = Field(default=None, description="Who wrote, as far as it is known.")
+    via_team: bool | None = Field(
+        default=None, description="True: written through a teammate's server (change feed)."
+    )
 
 
 class DataStoreChangedPayload(ResponseBody):
@@ -107,6 +118,7 @@ class DataStoreChangedPayload(ResponseBody):
     datastore: str = Field(min_length=1)
     state: DataStoreState
     actor: str | None = Field(default=None, description="The token name that changed it.")
+    person: Person | None = Field(default=None, description="Who changed it, as far as known.")
 
 
 class SessionJoinedPayload(ResponseBody):
@@ -123,6 +135,7 @@ class SessionLeftPayload(ResponseBody):
     session_id: str = Field(min_length=1)
     display_name: str
     reason: SessionLeftReason
+    person: Person | None = None
 
 
 class ThrottleChangedPayload(ResponseBody):
@@ -147,6 +160,10 @@ EVENT_PAYLOADS: dict[EventType, type[BaseModel]] = {
     EventType.SESSION_LEFT: SessionLeftPayload,
     EventType.THROTTLE_CHANGED: ThrottleChangedPayload,
     EventType.BACKEND_CHANGED: BackendChangedPayload,
+    EventType.TEAM_STATUS: TeamStatus,
+    EventType.TEAM_PRESENCE: TeamPresencePayload,
+    EventType.TEAM_ACTIVITY: TeamActivityPayload,
+    EventType.MONITOR_TICK: MonitorTickPayload,
     EventType.JOB_PROGRESS: JobProgressPayload,
     EventType.JOB_STATE: JobStatePayload,
 }

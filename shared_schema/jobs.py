@@ -761,7 +761,7 @@ class JobView(ResponseBody):
 class JobListQuery(QueryParams):
     state: JobState | None = None
     kind: str | None = Field(default=None, max_length=40)
-    universe: int | None = Field(default=None, ge=1)
+    universe: PositiveInt | None = None  # an id SQLite can hold, or a 400
     limit: int = Field(default=50, ge=1, le=200, description="Page size (1-200).")
     cursor: Cursor | None = Field(default=None, description="next_cursor of the previous page.")
 

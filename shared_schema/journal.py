@@ -10,6 +10,7 @@ from .base import QueryParams, RequestBody, ResponseBody
 from .constraints import IdempotencyKey, Name, PositiveInt, Sha256Hex, UtcDateTime
 from .entries import EntryOperation, StoreKind
 from .errors import ErrorCode
+from .identity import Person
 
 
 class JournalStatus(StrEnum):
@@ -33,6 +34,9 @@ class JournalItem(ResponseBody):
     id: PositiveInt = Field(description="Rises with every write; newest first in a page.")
     at: UtcDateTime
     actor: str = Field(description="Who wrote: the token's name.")
+    person: Person | None = Field(
+        default=None, description="The Studio user who wrote, as their plugin reported."
+    )
     universe_id: PositiveInt
     store_kind: StoreKind = Field(description="Standard or ordered data store.")
     datastore: str = Field(min_length=1)

@@ -7,6 +7,8 @@ from pydantic import Field
 from .base import RequestBody, ResponseBody
 from .common import Source
 from .constraints import Label, NonNegativeInt, PositiveInt, UtcDateTime
+from .identity import Person
+from .team import EntryRef
 
 
 class SessionOpenRequest(RequestBody):
@@ -17,6 +19,10 @@ class SessionOpenRequest(RequestBody):
         default=None, description="game.PlaceId; 0 for a place never published."
     )
     client_name: Label = Field(description="Shown to teammates, e.g. the Studio user's name.")
+    studio_user_name: Label | None = Field(
+        default=None,
+        description="Players:GetNameFromUserIdAsync(studio_user_id), when the plugin could get it.",
+    )
 
 
 class SessionInfo(ResponseBody):
@@ -24,6 +30,11 @@ class SessionInfo(ResponseBody):
     token_id: str = Field(min_length=1, description="The token that opened the session.")
     display_name: str = Field(description="How the session is shown to others.")
     studio_user_id: PositiveInt | None = None
+    studio_user_name: str | None = None
+    person: Person | None = Field(
+        default=None, description="Who the session belongs to, as the plugin reported."
+    )
+    viewing: EntryRef | None = Field(default=None, description="What the plugin shows now.")
     place_id: NonNegativeInt | None = None
     client_name: str
     connected_at: UtcDateTime

@@ -673,6 +673,12 @@ async def test_roles(env: Env) -> None:
     assert status == 403
 
 
+async def test_listing_jobs_of_a_universe_id_beyond_any_real_one_is_a_clear_400(env: Env) -> None:
+    # Found by tests/test_fuzz_openapi.py: SQLite cannot hold the id, which was a 500.
+    status, answer = await env.call("GET", "/jobs?universe=14455560167819422203904", env.admin)
+    assert status == 400 and "universe" in answer["error"]["message"], answer
+
+
 async def test_create_is_idempotent(env: Env) -> None:
     body = {"kind": "delete", "selection": selection(), "idempotency_key": idem()}
     status, first = await env.call("POST", "/jobs", env.admin, json=body)

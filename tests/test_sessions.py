@@ -30,6 +30,7 @@ from shared_schema.events import (
     SessionLeftPayload,
     SessionLeftReason,
 )
+from shared_schema.identity import make_person
 from shared_schema.sessions import SessionInfo, SessionList
 
 from .test_events import Companion, batch, companion, poll, serving
@@ -106,7 +107,10 @@ def test_open_heartbeat_and_expiry_publish_joined_and_left(
     assert registry.list() == []
     [gone] = events_after(bus, 1)
     assert left(gone) == SessionLeftPayload(
-        session_id=info.session_id, display_name="alice", reason=SessionLeftReason.EXPIRED
+        session_id=info.session_id,
+        display_name="alice",
+        reason=SessionLeftReason.EXPIRED,
+        person=make_person(1234, None, "alice"),
     )
     with pytest.raises(ServiceError) as failure:
         registry.heartbeat(info.session_id, ALICE)

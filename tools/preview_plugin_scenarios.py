@@ -18,12 +18,14 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dsm.emulator.clock import ManualClock
+from shared_schema.common import Role
 from tools.luau_harness import LuauHarness
 from tools.preview_scenarios import SCENARIOS, Scenario
 from tools.testing.plugin import (
@@ -73,7 +75,8 @@ def _with_server(body: Callable[[PluginDriver, str], Awaitable[None]], **config:
         data_dir = Path(tempfile.mkdtemp(prefix="dsm-preview-"))
         try:
             async with running_server(data_dir, **config) as server:
-                teammate = await server.pair("Teammate (Alex)")
+                teammate = await server.pair("Teammate (Alex)", role=Role.ADMIN)
+                h.set_studio_user(2002, "SamTests")
                 driver = await PluginDriver.open(h, server)
                 await body(driver, teammate)
                 # Let the last answers arrive and the layout settle before the snapshot.
@@ -160,7 +163,93 @@ async def _journal(d: PluginDriver, teammate: str) -> None:
     await d.click("HistoryButton")
     await d.wait_text("revisions")
     await d.click("JournalTab")
-    await d.wait_text("by DataStore Manager Pro")
+    await d.wait_text("by SamTests")
+
+
+@asynccontextmanager
+async def _teammate_server(d: PluginDriver, admin: str) -> AsyncIterator[tuple[Server, str]]:
+    """A teammate's server on the same emulator, in this server's team, with Alex's Studio
+    connected to it (team sync on universe 1)."""
+    emulator = d.server.upstream.emulator
+    assert emulator is not None
+    status, _ = await d.server.call("POST", "/team/1/enable", admin)
+    assert status == 200
+    _, invite = await d.server.call("POST", "/team/1/invites", admin, json={"role": "editor"})
+    data_dir = Path(tempfile.mkdtemp(prefix="dsm-preview-teammate-"))
+    try:
+        async with running_server(data_dir, upstream_url=emulator.base_url) as other:
+            token = await other.pair("Alex's Studio", role=Role.ADMIN)
+            await other.call("POST", "/team/join", token, json={"code": invite["code"]})
+            status, opened = await other.call(
+                "POST",
+                "/sessions",
+                token,
+                json={
+                    "client_name": "Studio",
+                    "studio_user_id": 1001,
+                    "studio_user_name": "AlexBuilds",
+                },
+            )
+            assert status == 200, opened
+            await other.call(
+                "PUT",
+                f"/sessions/{opened['session_id']}/viewing",
+                token,
+                json={"universe_id": 1, "datastore": "PlayerData", "key": "Player_2"},
+            )
+            yield other, token
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _team(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate, count=3)
+    async with _teammate_server(d, teammate) as (other, token):
+        lock = {"datastore": "PlayerData", "scope": "global", "key": "Player_2"}
+        await other.call("POST", "/team/1/locks", token, json=lock)
+        await other.call(
+            "POST",
+            "/team/1/bookmarks",
+            token,
+            json={"datastore": "PlayerData", "key": "Player_3", "label": "refund case"},
+        )
+        await d.pair()
+        await d.click("Universe_1")
+        await d.wait_text("data stores")
+        await d.click("TeamButton")
+        await d.wait_text("AlexBuilds (teammate's server")
+        await d.wait_text("AlexBuilds is editing PlayerData / global / Player_2")
+        await d.wait_text("refund case")
+
+
+async def _activity(d: PluginDriver, teammate: str) -> None:
+    await d.server.call("POST", "/team/1/enable", teammate)
+    await seed_players(d.server, teammate, count=3)
+    await d.pair()
+    await d.open_entry("PlayerData", "Player_1")
+    await _edit_and_save(d, "Player_1", "level:", "12")
+    await d.click("CrumbFolded")
+    await d.wait_text("data stores")
+    await d.click("ActivityButton")
+    await d.wait_text("SamTests · update PlayerData / global / Player_1")
+
+
+async def _monitor(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate, count=12)
+    await d.pair()
+    await d.open_store("PlayerData")
+    await d.click("CrumbFolded" if d.rendered("CrumbFolded") else "Crumb1")
+    await d.wait_for(lambda: d.rendered("MonitorButton"), "no Monitor button")
+    await d.click("MonitorButton")
+    await d.wait_text("Requests per second")
+    await d.wait_text("AVAILABLE · Standard data stores")
+
+    def hour_line() -> bool:
+        chart = d.element("HourChart")
+        return any(n.name == "Segment" and n.rendered for n in chart.node().walk())
+
+    # The 10 s chart fills in when the current ten seconds are over (a monitor.tick event).
+    await d.wait_for(hour_line, "no 10-second bucket yet", timeout=15)
 
 
 async def _plan_transform(d: PluginDriver, teammate: str, what: str = "keys") -> None:
@@ -231,10 +320,24 @@ PLUGIN_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[N
     ),
     "plugin-history": ("an entry's revisions: select one to compare or revert", _history),
     "plugin-journal": ("the journal of writes made through the server, each with Undo", _journal),
+    "plugin-team": (
+        "team sync: a teammate on another server, what they view and edit, shared bookmarks",
+        _team,
+    ),
+    "plugin-activity": ("the team's shared, hash-chained audit log with filters", _activity),
+    "plugin-monitor": (
+        "live Open Cloud traffic of this server, and which features are available",
+        _monitor,
+    ),
 }
 
+# Screens that show more than the default widget height holds.
+TALL = {"plugin-monitor": (420, 860), "plugin-team": (420, 640)}
+
 for _name, (_description, _body) in PLUGIN_SCENARIOS.items():
-    SCENARIOS[_name] = Scenario(_description, _with_server(_body), plugin_root=PLUGIN_SRC)
+    SCENARIOS[_name] = Scenario(
+        _description, _with_server(_body), plugin_root=PLUGIN_SRC, widget_size=TALL.get(_name)
+    )
 
 # Jobs, paced by the server as in production, at a share that takes seconds rather than minutes
 # (the running one slow enough to be caught part way).

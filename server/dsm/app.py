@@ -27,6 +27,7 @@ from .http.appkeys import (
     CONFIG,
     DATA,
     EVENTS,
+    FEATURES,
     INDEX,
     INSTANCE_ID,
     JOBS,
@@ -36,6 +37,7 @@ from .http.appkeys import (
     SERVER_BACKEND,
     SESSIONS,
     STREAMS,
+    TEAM,
     TOKEN_STORE,
 )
 from .http.auth import auth_middleware
@@ -47,6 +49,7 @@ from .services.backups.api import open_backups
 from .services.backups.keyslots import ArchiveKeysSource
 from .services.dataplane import open_data_plane
 from .services.events import EventBus
+from .services.features import Features
 from .services.index.sample import SampleGameService
 from .services.index.service import open_index
 from .services.jobs.service import open_jobs
@@ -54,7 +57,10 @@ from .services.metrics import Metrics
 from .services.pairing import DEFAULT_PAIRING_ROLE, Announce, announce_on_console, open_pairing
 from .services.revocation import watched_streams
 from .services.sessions import SessionRegistry
+from .services.team import TeamService
 from .services.tokens import TokenStore
+from .services.traffic import MonitorTicker, budget_uses
+from .storage.crypto import RecordCipher
 from .storage.vault import ApiKeyRecord
 
 Lifecycle = Callable[[web.Application], AsyncIterator[None]]
@@ -139,6 +145,16 @@ event_streams = provide(
 )
 
 
+async def monitor_ticks(app: web.Application) -> AsyncIterator[None]:
+    """Each finished second of Open Cloud traffic on the event stream (the Monitor view)."""
+    metrics = app[METRICS]
+    ticker = MonitorTicker(
+        metrics.traffic, app[EVENTS], lambda: budget_uses(metrics.budget_snapshot())
+    )
+    async with ticker.running():
+        yield
+
+
 def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) -> Lifecycle:
     """Open Cloud (or the emulator), cache, journal and the data services; needs metrics."""
 
@@ -148,6 +164,29 @@ def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) 
         ) as plane:
             app[DATA] = plane
             app[SERVER_BACKEND] = lambda: plane.upstream.backend
+            yield
+
+    return lifecycle
+
+
+def team_sync(config: ServerConfig, data_key: bytes) -> Lifecycle:
+    """Team sync and the feature checks; needs the data plane and the sessions."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        plane = app[DATA]
+        async with TeamService.opened(
+            config.data_dir,
+            RecordCipher(data_key),
+            upstream=plane.upstream,
+            events=app[EVENTS],
+            cache=plane.cache,
+            sessions=app[SESSIONS],
+            writes=plane.writes,
+        ) as team:
+            app[TEAM] = team
+            app[FEATURES] = Features(
+                plane.upstream, team, index=lambda: app.get(INDEX), jobs=lambda: app.get(JOBS)
+            )
             yield
 
     return lifecycle
@@ -235,8 +274,10 @@ def create_app(
             event_stream,
             metrics,
             sessions,
+            monitor_ticks,
             event_streams,
             data_plane(config, keys, data_key),
+            team_sync(config, data_key),
             search_index(config, data_key),
             jobs(archive_keys),
             backups(archive_keys),

@@ -21,6 +21,7 @@ from . import (
     cli_jobs,
     cli_keys,
     cli_plugin,
+    cli_team,
     cli_tokens,
 )
 from .config import DEFAULT_PORT, ServerConfig
@@ -193,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_budget.register(sub)
     cli_jobs.register(sub)
     cli_plugin.register(sub)
+    cli_team.register(sub)
     cli_index.register(sub)
     cli_backup.register(sub)
     cli_backup_jobs.restore_arguments(
@@ -233,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_jobs.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
+    if args.command in ("team", "audit"):
+        return cli_team.run(args)
     if args.command in ("search", "index", "analytics", "report"):
         return cli_index.run(args)
     if args.command in ("backup", "restore"):

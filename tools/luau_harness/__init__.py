@@ -51,8 +51,10 @@ Python API (LuauHarness):
 - An error in any scheduler thread (a signal handler, a task.spawn'ed loop) is appended to
   `h.errors` and, with strict=True (default), raised by the driving call.
 - Environment: `plugin_settings` (dict shared with plugin:Get/SetSetting, JSON round-tripped
-  like Studio), `http_enabled`, `set_theme("Light")`, `resize_widget(w, h)`, `unload_plugin()`;
-  constructor options theme, widget_size, studio_user_id, place_id, seed, epoch, http_timeout,
+  like Studio), `http_enabled`, `set_theme("Light")`, `set_studio_user(id, name)`,
+  `resize_widget(w, h)`, `unload_plugin()`;
+  constructor options theme, widget_size, studio_user_id, user_names (what
+  Players:GetNameFromUserIdAsync answers), place_id, seed, epoch, http_timeout,
   signal_behavior ("Deferred", the default of new places, or "Immediate": Deferred runs signal
   handlers and :Wait() resumptions after the firing code, at the next step), strict, echo.
 - GUI: `tree()` -> [Node] (class, name, path, absolute x/y/w/h, rendered, colours, text lines,

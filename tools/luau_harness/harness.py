@@ -92,6 +92,7 @@ class HarnessCore:
         theme: str = "Dark",
         widget_size: tuple[int, int] | None = None,
         studio_user_id: int = 0,
+        user_names: dict[int, str] | None = None,
         place_id: int = 0,
         signal_behavior: str = "Deferred",
         run_context: str = "Edit",
@@ -130,6 +131,9 @@ class HarnessCore:
         self.http_enabled = http_enabled
         self._lua_call(self._H.get("setTheme"), theme)
         self._lua_call(self._H.get("setStudioUserId"), studio_user_id)
+        # What Players:GetNameFromUserIdAsync answers (Roblox's web lookup in Studio).
+        for user_id, name in (user_names or {}).items():
+            self._lua_call(self._H.get("setUserName"), user_id, name)
         self._lua_call(self._H.get("setPlaceId"), place_id)
         if signal_behavior not in ("Immediate", "Deferred"):
             raise ValueError("signal_behavior must be 'Immediate' or 'Deferred'")

@@ -388,6 +388,13 @@ class LuauHarness(HarnessCore):
         self._lua_call(self._H.get("setTheme"), name)
         self.step()
 
+    def set_studio_user(self, user_id: int, name: str | None = None) -> None:
+        """Who is logged in to Studio (StudioService:GetUserId) and, when given, the name
+        Players:GetNameFromUserIdAsync answers for them; set before run_scripts()."""
+        self._lua_call(self._H.get("setStudioUserId"), user_id)
+        if name is not None:
+            self._lua_call(self._H.get("setUserName"), user_id, name)
+
     def resize_widget(self, width: float, height: float, widget: Target | None = None) -> None:
         el = self.widget() if widget is None else self._resolve(widget)
         self._lua_call(self._H.get("resizeWidget"), el.instance, width, height)

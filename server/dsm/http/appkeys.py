@@ -17,6 +17,7 @@ from ..config import ServerConfig
 from ..services.backups.api import BackupsService
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
+from ..services.features import Features
 from ..services.index.sample import SampleGameService
 from ..services.index.service import IndexService
 from ..services.jobs.service import JobService
@@ -24,6 +25,7 @@ from ..services.metrics import Metrics
 from ..services.pairing import PairingService
 from ..services.sessions import SessionRegistry
 from ..services.streams import StreamRegistry
+from ..services.team import TeamService
 from ..services.tokens import Principal, TokenStore
 
 CONFIG = web.AppKey("dsm.config", ServerConfig)
@@ -57,6 +59,9 @@ BACKUPS = web.AppKey("dsm.backups", BackupsService)
 # Which Open Cloud backend this server talks to now; every data response names it.
 SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backend")
 
+# Team sync (services/team) and the feature availability checks; after the data plane.
+TEAM = web.AppKey("dsm.team", TeamService)
+FEATURES = web.AppKey("dsm.features", Features)
 # The search index (search, analytics, crawls) and the emulator's sample game offer.
 INDEX = web.AppKey("dsm.index", IndexService)
 SAMPLE_GAME = web.AppKey("dsm.sample_game", SampleGameService)

@@ -15,9 +15,11 @@ from . import (
     routes_memory,
     routes_meta,
     routes_metrics,
+    routes_monitor,
     routes_ordered,
     routes_pairing,
     routes_sessions,
+    routes_team,
 )
 from .binding import Handler, bind_routes
 
@@ -30,6 +32,8 @@ HANDLERS: dict[str, Handler] = {
     **routes_data.HANDLERS,
     **routes_ordered.HANDLERS,
     **routes_memory.HANDLERS,
+    **routes_team.HANDLERS,
+    **routes_monitor.HANDLERS,
     **routes_index.HANDLERS,
     **routes_jobs.HANDLERS,
     **routes_backups.HANDLERS,

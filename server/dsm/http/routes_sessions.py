@@ -4,18 +4,37 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .appkeys import SERVER_BACKEND, SESSIONS
+from shared_schema.team import EntryRef
+
+from .appkeys import SERVER_BACKEND, SESSIONS, TEAM, TOKEN_STORE
 from .binding import Call, Handler
 
 
 async def open_session(call: Call) -> BaseModel:
     b = call.body
+    # The Studio user is recorded with the token, so every later request names that person.
+    call.app[TOKEN_STORE].record_identity(
+        call.caller.token_id, b.studio_user_id, b.studio_user_name
+    )
     return call.app[SESSIONS].open(
         call.caller,
         studio_user_id=b.studio_user_id,
         place_id=b.place_id,
         client_name=b.client_name,
+        studio_user_name=b.studio_user_name,
     )
+
+
+async def set_session_viewing(call: Call) -> BaseModel:
+    b = call.body
+    viewing = None
+    if b.universe_id is not None and b.datastore is not None:
+        viewing = EntryRef(
+            universe_id=b.universe_id, datastore=b.datastore, scope=b.scope or "global", key=b.key
+        )
+    info = call.app[SESSIONS].set_viewing(call.path["session_id"], call.caller, viewing)
+    call.app[TEAM].local_presence_changed()
+    return info
 
 
 async def heartbeat_session(call: Call) -> BaseModel:
@@ -35,4 +54,5 @@ HANDLERS: dict[str, Handler] = {
     "list_sessions": list_sessions,
     "heartbeat_session": heartbeat_session,
     "close_session": close_session,
+    "set_session_viewing": set_session_viewing,
 }

@@ -15,6 +15,7 @@ event must not hold the loop for the whole fan-out while other requests (hello) 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import threading
 from collections import deque
@@ -29,6 +30,8 @@ from shared_schema.common import Backend
 from shared_schema.events import EVENT_PAYLOADS, Event, EventBatch, EventResync, EventType
 
 __all__ = ["MAX_BATCH_EVENTS", "EventBus", "utc_now"]
+
+log = logging.getLogger("dsm.events")
 
 # A client that was away for a while gets the backlog in chunks, keeping each answer small
 # enough for Studio's HttpService; it polls again at once with the returned next_cursor.
@@ -65,6 +68,7 @@ class EventBus:
         self._wakeup = _Wakeup()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._observers: list[Callable[[Event], None]] = []
 
     @property
     def latest_seq(self) -> int:
@@ -74,6 +78,12 @@ class EventBus:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def observe(self, observer: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `observer(event)` after every publish (in the publisher's thread); returns a
+        function that stops it. Team sync uses it to pass jobs' events on to teammates."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
 
     def publish(self, type: EventType | str, payload: BaseModel | Mapping[str, Any]) -> Event:
         """Append an event and wake every waiter. Synchronous; safe from any thread.
@@ -116,6 +126,11 @@ class EventBus:
             )
             self._buffer.append(event)
         self._wake_waiters()
+        for observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception:
+                log.exception("an event observer failed on %s", event.type)
         return event
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from shared_schema.entries import DeleteResult, EntryOperation, EntryView, StoreKind
 from shared_schema.errors import ErrorCode
+from shared_schema.identity import make_person
 from shared_schema.journal import JournalItem, JournalPage, JournalStatus
 from shared_schema.ordered import OrderedEntryView
 
@@ -37,6 +38,7 @@ def journal_item(record: JournalRecord) -> JournalItem:
         id=record.id,
         at=datetime.fromtimestamp(record.at, UTC),
         actor=record.actor_name,
+        person=make_person(record.actor_user_id, record.actor_user_name, record.actor_name),
         universe_id=int(record.universe),
         store_kind=StoreKind(record.store_kind),
         datastore=record.datastore,

@@ -31,7 +31,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from shared_schema.entries import EntryOperation, EntryState, StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import EntryChangedPayload, EventType
+from shared_schema.identity import Person, make_person
 
 from ..opencloud import errors as oc
 from ..opencloud.client import OpenCloudClient
@@ -75,13 +76,36 @@ class Publisher(Protocol):
 
 
 class Actor(Protocol):
-    """Who a write is made for: the paired token (a job passes its owner's)."""
+    """Who a write is made for: the paired token (a job passes its owner's). A Principal also
+    carries the Studio user its plugin announced; `studio_identity` reads it where present."""
 
     @property
     def token_id(self) -> str: ...
 
     @property
     def name(self) -> str: ...
+
+
+def studio_identity(actor: Actor) -> tuple[int | None, str | None]:
+    """The Studio user id and name behind `actor`; (None, None) when it carries none (a job's
+    stored owner from before identities, a script's token): the journal then says unknown."""
+    user_id = getattr(actor, "studio_user_id", None)
+    name = getattr(actor, "studio_user_name", None)
+    return (
+        user_id if isinstance(user_id, int) else None,
+        name if isinstance(name, str) and user_id else None,
+    )
+
+
+def person_of_record(record: JournalRecord) -> Person:
+    return make_person(record.actor_user_id, record.actor_user_name, record.actor_name)
+
+
+# Called with every write once its outcome is journaled (APPLIED or FAILED) and `entry.changed`
+# is out: team sync appends it to the shared audit log and the change feed from here.
+SettledObserver = Callable[[JournalRecord, "Outcome"], None]
+# Called before a write is journaled; raises ServiceError to refuse it (team roles use it).
+WriteGuard = Callable[[Actor, "WriteTarget"], None]
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,8 @@ class JournaledWrites:
     journal: WriteJournal
     cache: EntryCache
     events: Publisher
+    observers: list[SettledObserver] = field(default_factory=list)
+    guards: list[WriteGuard] = field(default_factory=list)
 
     def previous(
         self, target: WriteTarget, operation: EntryOperation, idempotency_key: str
@@ -164,6 +190,8 @@ class JournaledWrites:
         Raises the typed error for a refused or lost write (after journaling it), and CONFLICT
         for an idempotency key another request is using.
         """
+        for guard in self.guards:
+            guard(actor, target)
         client = self.upstream.client_for(target.universe_id)
         backend = self.upstream.binding(target.universe_id).backend
         job_id = job_id if job_id is not None else _JOB.get()
@@ -202,21 +230,39 @@ class JournaledWrites:
         target = target_of(record)
         self.forget(target)
         operation = EntryOperation.UNDO if undoes is not None else EntryOperation(record.operation)
-        self._publish(
-            EntryChangedPayload(
-                universe_id=target.universe_id,
-                store_kind=target.kind,
-                datastore=target.store,
-                scope=target.scope,
-                key=target.key,
-                operation=operation,
-                state=EntryState.DELETED if outcome.after is None else EntryState.ACTIVE,
-                revision=outcome.revision,
-                actor=actor_name if actor_name is not None else record.actor_name,
-                journal_id=record.id,
-            )
-        )
+        self._publish(self._changed(record, target, operation, outcome, actor_name))
+        self._observe(done, outcome)
         return done
+
+    def _changed(
+        self,
+        record: JournalRecord,
+        target: WriteTarget,
+        operation: EntryOperation,
+        outcome: Outcome,
+        actor_name: str | None,
+    ) -> EntryChangedPayload:
+        return EntryChangedPayload(
+            universe_id=target.universe_id,
+            store_kind=target.kind,
+            datastore=target.store,
+            scope=target.scope,
+            key=target.key,
+            operation=operation,
+            state=EntryState.DELETED if outcome.after is None else EntryState.ACTIVE,
+            revision=outcome.revision,
+            actor=actor_name if actor_name is not None else record.actor_name,
+            journal_id=record.id,
+            person=person_of_record(record),
+        )
+
+    def _observe(self, record: JournalRecord, outcome: Outcome) -> None:
+        # The write is journaled; an observer's failure must not turn it into a failed write.
+        for observer in self.observers:
+            try:
+                observer(record, outcome)
+            except Exception:
+                log.exception("a write observer failed on journal item %s", record.id)
 
     def not_applied(self, record: JournalRecord) -> Status:
         """Re-reading found the key as the write found it: it never landed."""
@@ -244,10 +290,13 @@ class JournaledWrites:
         idempotency_key: str | None,
         job_id: str | None,
     ) -> JournalRecord:
+        user_id, user_name = studio_identity(actor)
         try:
             return self.journal.record_intent(
                 actor_id=actor.token_id,
                 actor_name=actor.name,
+                actor_user_id=user_id,
+                actor_user_name=user_name,
                 universe=target.universe_id,
                 datastore=target.store,
                 scope=target.scope,

@@ -29,6 +29,7 @@ from shared_schema.metrics import MetricSample, MetricsSummary
 
 from ..opencloud.ratelimit import BucketStats, ClientBudget, ClientRateLimiter
 from .events import EventBus, utc_now
+from .traffic import Traffic
 
 __all__ = [
     "CONTENT_TYPE",
@@ -93,6 +94,8 @@ class Metrics:
         self._budget: BudgetSource | None = None
         self._throttle_ends: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._throttle_until: dict[tuple[str, str], float] = {}
+        # The same calls as time series for the Monitor view (services/traffic.py).
+        self.traffic = Traffic()
 
         self._calls_observed = Counter(
             "dsm_opencloud_calls_observed",
@@ -153,17 +156,23 @@ class Metrics:
         if window is None:
             window = self._recent[(operation, backend)] = deque(maxlen=self._reservoir_size)
         window.append(latency)
+        self.traffic.record_call(operation, status, latency)
 
     def cache_hit(self, kind: str = "entry") -> None:
         """The cache layer served a lookup; `kind` is what was looked up (entry, list)."""
         self._cache.labels(kind, "hit").inc()
+        # The read path looks in the cache only when Open Cloud failed or throttles: a hit is a
+        # fallback served, a miss a failed read with nothing to fall back on.
+        self.traffic.record_cache(served=True)
 
     def cache_miss(self, kind: str = "entry") -> None:
         self._cache.labels(kind, "miss").inc()
+        self.traffic.record_cache(served=False)
 
     def job_item(self, kind: str, outcome: str) -> None:
         """A job item got its outcome (applied, skipped or failed)."""
         self._job_items.labels(kind, outcome).inc()
+        self.traffic.record_job_items(1)
 
     def job_state(self, kind: str, state: str) -> None:
         """A job entered `state`."""

@@ -8,6 +8,8 @@ between sweeps.
 
 Who a session belongs to comes only from the token that opened it: the display name is the
 token's name. The client's `client_name` is shown as a label next to it, never as identity.
+The Studio user the plugin announces (id and name) is kept as a label too (`person`): what the
+plugin reports, shown to teammates, never a permission.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from shared_schema.events import (
     SessionLeftPayload,
     SessionLeftReason,
 )
+from shared_schema.identity import Person, make_person
 from shared_schema.sessions import SessionInfo, SessionList
+from shared_schema.team import EntryRef
 
 from .errors import ServiceError
 from .events import EventBus, utc_now
@@ -52,6 +56,12 @@ class _Session:
     client_name: str
     connected_at: datetime
     last_seen_at: datetime
+    studio_user_name: str | None = None
+    viewing: EntryRef | None = None
+
+    @property
+    def person(self) -> Person:
+        return make_person(self.studio_user_id, self.studio_user_name, self.display_name)
 
 
 class SessionRegistry:
@@ -82,6 +92,7 @@ class SessionRegistry:
         studio_user_id: int | None,
         place_id: int | None,
         client_name: str,
+        studio_user_name: str | None = None,
     ) -> SessionInfo:
         self.sweep()
         now = self._clock()
@@ -100,6 +111,7 @@ class SessionRegistry:
             client_name=client_name,
             connected_at=now,
             last_seen_at=now,
+            studio_user_name=studio_user_name if studio_user_id is not None else None,
         )
         self._sessions[session.session_id] = session
         info = self._info(session)
@@ -109,6 +121,15 @@ class SessionRegistry:
 
     def heartbeat(self, session_id: str, principal: Principal) -> SessionInfo:
         session = self._owned(session_id, principal)
+        session.last_seen_at = self._clock()
+        return self._info(session)
+
+    def set_viewing(
+        self, session_id: str, principal: Principal, viewing: EntryRef | None
+    ) -> SessionInfo:
+        """What the session's plugin shows now (teammates see it); also a sign of life."""
+        session = self._owned(session_id, principal)
+        session.viewing = viewing
         session.last_seen_at = self._clock()
         return self._info(session)
 
@@ -230,6 +251,7 @@ class SessionRegistry:
                     session_id=session.session_id,
                     display_name=session.display_name,
                     reason=reason,
+                    person=session.person,
                 ),
             )
 
@@ -239,6 +261,9 @@ class SessionRegistry:
             token_id=session.token_id,
             display_name=session.display_name,
             studio_user_id=session.studio_user_id,
+            studio_user_name=session.studio_user_name,
+            person=session.person,
+            viewing=session.viewing,
             place_id=session.place_id,
             client_name=session.client_name,
             connected_at=session.connected_at,

@@ -39,7 +39,7 @@ from .errors import ServiceError
 log = logging.getLogger("dsm.tokens")
 
 DB_FILENAME = "server.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TOKEN_PREFIX = "dsm_"
 SECRET_BYTES = 32  # 256 bits
 # last_used_at is informational; writing it on every request would turn reads into writes.
@@ -56,18 +56,32 @@ CREATE TABLE IF NOT EXISTS tokens (
     role          TEXT NOT NULL CHECK (role IN ('viewer', 'editor', 'admin')),
     created_at    TEXT NOT NULL,
     last_used_at  TEXT,
-    revoked_at    TEXT
+    revoked_at    TEXT,
+    studio_user_id   INTEGER,
+    studio_user_name TEXT
 );
 """
+
+# Version 2 records the Studio user each token's plugin announces (docs/team.md, "Identity").
+MIGRATIONS = {
+    1: """
+ALTER TABLE tokens ADD COLUMN studio_user_id INTEGER;
+ALTER TABLE tokens ADD COLUMN studio_user_name TEXT;
+""",
+}
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: always derived from the token, never from anything the client claims."""
+    """Who is calling: the token (its id, name and role decide what is allowed) and the Studio
+    user its plugin announced (a label for journals, events and the audit log, never a
+    permission)."""
 
     token_id: str
     name: str
     role: Role
+    studio_user_id: int | None = None
+    studio_user_name: str | None = None
 
 
 def utc_now() -> datetime:
@@ -103,7 +117,7 @@ class TokenStore:
         touch_interval: float = TOUCH_INTERVAL_SECONDS,
     ) -> None:
         self.path = path
-        self._db = SqliteFile(path, schema=SCHEMA, version=SCHEMA_VERSION)
+        self._db = SqliteFile(path, schema=SCHEMA, version=SCHEMA_VERSION, migrations=MIGRATIONS)
         self._now = now
         self._monotonic = monotonic
         self._touch_interval = touch_interval
@@ -240,6 +254,22 @@ class TokenStore:
         self._checked.pop(token_id, None)
         return self.get(token_id)
 
+    def record_identity(
+        self, token_id: str, studio_user_id: int | None, studio_user_name: str | None
+    ) -> None:
+        """Remember the Studio user a plugin announced when it opened a session with this token.
+
+        An announcement without a user id (Studio not logged in) leaves an earlier one alone.
+        """
+        if studio_user_id is None:
+            return
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE tokens SET studio_user_id = ?, studio_user_name = ? WHERE token_id = ?",
+                (studio_user_id, studio_user_name, token_id),
+            )
+        self._checked.pop(token_id, None)  # the next request's principal names the user
+
     def _touch(self, token_id: str) -> bool:
         """Record a use (at most once per touch interval); whether it was written now."""
         mono = self._monotonic()
@@ -271,7 +301,13 @@ class TokenStore:
 
 
 def principal_of(info: TokenInfo) -> Principal:
-    return Principal(token_id=info.token_id, name=info.name, role=info.role)
+    return Principal(
+        token_id=info.token_id,
+        name=info.name,
+        role=info.role,
+        studio_user_id=info.studio_user_id,
+        studio_user_name=info.studio_user_name,
+    )
 
 
 def _info(row: sqlite3.Row) -> TokenInfo:
@@ -284,4 +320,6 @@ def _info(row: sqlite3.Row) -> TokenInfo:
         created_at=created,
         last_used_at=_parse_time(row["last_used_at"]),
         revoked=row["revoked_at"] is not None,
+        studio_user_id=row["studio_user_id"],
+        studio_user_name=row["studio_user_name"],
     )

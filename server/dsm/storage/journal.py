@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 JOURNAL_FILENAME = "journal.sqlite3"
 # The key a record is left with once a right-to-erasure request removed its entry's data.
 ERASED_KEY = "(erased)"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_LIST_LIMIT = 1000
 
 # What a write did; the store it went to is the separate `store_kind` column.
@@ -78,7 +78,9 @@ CREATE TABLE IF NOT EXISTS writes (
     after_exists INTEGER,
     after_sha256 TEXT,
     after_revision TEXT,
-    after_blob BLOB
+    after_blob BLOB,
+    actor_user_id INTEGER,                  -- the Studio user the plugin announced (a label)
+    actor_user_name TEXT
 );
 CREATE INDEX IF NOT EXISTS writes_entry ON writes (universe, datastore, key);
 CREATE INDEX IF NOT EXISTS writes_actor ON writes (actor_id);
@@ -96,13 +98,18 @@ ALTER TABLE writes ADD COLUMN delta INTEGER;
 UPDATE writes SET store_kind = 'ordered', operation = substr(operation, 9)
     WHERE operation LIKE 'ordered-%';
 """,
+    # Version 3 names the Studio user behind each write (docs/team.md, "Identity").
+    2: """
+ALTER TABLE writes ADD COLUMN actor_user_id INTEGER;
+ALTER TABLE writes ADD COLUMN actor_user_name TEXT;
+""",
 }
 
 _COLUMNS = (
     "id, at_ms, actor_id, actor_name, universe, datastore, scope, key, operation,"
     " idempotency_key, job_id, undoes, status, reason, outcome_ms, base_revision,"
     " before_exists, before_sha256, intended_sha256, after_exists, after_sha256, after_revision,"
-    " store_kind, delta"
+    " store_kind, delta, actor_user_id, actor_user_name"
 )
 
 
@@ -213,6 +220,9 @@ class JournalRecord:
     after_revision: str | None
     store_kind: str = "standard"  # standard | ordered
     delta: int | None = None  # an increment's amount
+    # The Studio user behind the write, as their plugin announced it (None: unknown).
+    actor_user_id: int | None = None
+    actor_user_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +323,8 @@ class WriteJournal:
         undoes: int | None = None,
         store_kind: str = "standard",
         delta: int | None = None,
+        actor_user_id: int | None = None,
+        actor_user_name: str | None = None,
     ) -> JournalRecord:
         """Durably note a write about to be sent. Call before the request, never after.
 
@@ -342,8 +354,9 @@ class WriteJournal:
             cursor = conn.execute(
                 "INSERT INTO writes (at_ms, actor_id, actor_name, universe, datastore, scope, key,"
                 " operation, idempotency_key, job_id, undoes, status, base_revision,"
-                " before_exists, before_sha256, intended_sha256, store_kind, delta)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'INTENT', ?, ?, ?, ?, ?, ?)",
+                " before_exists, before_sha256, intended_sha256, store_kind, delta,"
+                " actor_user_id, actor_user_name)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'INTENT', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     self._now_ms(),
                     actor_id,
@@ -362,6 +375,8 @@ class WriteJournal:
                     None if intended is None else intended.content_sha256,
                     store_kind,
                     delta,
+                    actor_user_id,
+                    actor_user_name,
                 ),
             )
             record_id = int(cursor.lastrowid or 0)
@@ -786,4 +801,6 @@ def _record(row: tuple[Any, ...]) -> JournalRecord:
         after_revision=row[21],
         store_kind=row[22],
         delta=row[23],
+        actor_user_id=row[24],
+        actor_user_name=row[25],
     )

@@ -1000,6 +1000,10 @@ async def open_jobs(
             plane, store, uploads, data_dir / EXPORTS_DIRNAME, data_dir, keys=keys, index=index
         )
         service = JobService(env, events, metrics, **settings)
+        if metrics is not None:
+            metrics.traffic.attach_jobs(
+                "the jobs engine: items finished (applied, skipped, failed)"
+            )
         service.resume_all()
         try:
             yield service
