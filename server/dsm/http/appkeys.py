@@ -14,6 +14,7 @@ from aiohttp import web
 from shared_schema.common import Backend
 
 from ..config import ServerConfig
+from ..services.assistant_caps import AssistantCaps
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
 from ..services.index.sample import SampleGameService
@@ -57,5 +58,8 @@ SERVER_BACKEND: web.AppKey[Callable[[], Backend]] = web.AppKey("dsm.server_backe
 # The search index (search, analytics, crawls) and the emulator's sample game offer.
 INDEX = web.AppKey("dsm.index", IndexService)
 SAMPLE_GAME = web.AppKey("dsm.sample_game", SampleGameService)
+
+# Per-token request and Open Cloud caps of AI assistants (`dsm mcp`).
+ASSISTANT_CAPS = web.AppKey("dsm.assistant_caps", AssistantCaps)
 
 PRINCIPAL = web.RequestKey("dsm.principal", Principal)

@@ -39,7 +39,7 @@ from .errors import ServiceError
 log = logging.getLogger("dsm.tokens")
 
 DB_FILENAME = "server.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TOKEN_PREFIX = "dsm_"
 SECRET_BYTES = 32  # 256 bits
 # last_used_at is informational; writing it on every request would turn reads into writes.
@@ -53,12 +53,32 @@ CREATE TABLE IF NOT EXISTS tokens (
     token_id      TEXT PRIMARY KEY,
     secret_sha256 BLOB NOT NULL,
     name          TEXT NOT NULL,
-    role          TEXT NOT NULL CHECK (role IN ('viewer', 'editor', 'admin')),
+    role          TEXT NOT NULL CHECK (role IN ('viewer', 'assistant', 'editor', 'admin')),
     created_at    TEXT NOT NULL,
     last_used_at  TEXT,
     revoked_at    TEXT
 );
 """
+
+# Version 2 allows the assistant role. SQLite cannot change a CHECK constraint in place, so the
+# table is copied into one with the new constraint (in the migration's one transaction).
+MIGRATIONS = {
+    1: """
+CREATE TABLE tokens_v2 (
+    token_id      TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    name          TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('viewer', 'assistant', 'editor', 'admin')),
+    created_at    TEXT NOT NULL,
+    last_used_at  TEXT,
+    revoked_at    TEXT
+);
+INSERT INTO tokens_v2 (token_id, secret_sha256, name, role, created_at, last_used_at, revoked_at)
+    SELECT token_id, secret_sha256, name, role, created_at, last_used_at, revoked_at FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v2 RENAME TO tokens;
+""",
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +88,11 @@ class Principal:
     token_id: str
     name: str
     role: Role
+
+    @property
+    def label(self) -> str:
+        """How events and job records name the caller: an AI assistant is named as one."""
+        return f"{self.name} (assistant)" if self.role is Role.ASSISTANT else self.name
 
 
 def utc_now() -> datetime:
@@ -103,7 +128,7 @@ class TokenStore:
         touch_interval: float = TOUCH_INTERVAL_SECONDS,
     ) -> None:
         self.path = path
-        self._db = SqliteFile(path, schema=SCHEMA, version=SCHEMA_VERSION)
+        self._db = SqliteFile(path, schema=SCHEMA, version=SCHEMA_VERSION, migrations=MIGRATIONS)
         self._now = now
         self._monotonic = monotonic
         self._touch_interval = touch_interval

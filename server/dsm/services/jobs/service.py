@@ -10,6 +10,10 @@ durable items (the write journal, settled just before, tells which writes alread
 Roles: creating or starting a job needs the kind's role (editor; admin for delete, move, import
 and transform; a rollback needs the role of the job it undoes). A job that writes to a universe
 configured as `production` needs `confirm` = that universe's label.
+
+Proposals: an AI assistant's token (role `assistant`, `dsm mcp`) may create any kind but import,
+as a dry run only. The job records who proposed it; only a person whose role allows the kind
+can start it, and the journal then names that person, the job and the assistant for each write.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared_schema.common import Backend
+from shared_schema.common import Backend, Role
 from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import EventType
@@ -87,6 +91,8 @@ MAX_RUNNING_JOBS = 4
 PROGRESS_EVERY_SECONDS = 0.5
 SHUTDOWN_GRACE_SECONDS = 3.0
 MAX_PLANNING_RETRIES = 20
+# An import reads a file someone else uploaded: an assistant does not plan one.
+ASSISTANT_REFUSED_KINDS = frozenset({JobKind.IMPORT})
 
 
 def _at(ms: int) -> datetime:
@@ -112,8 +118,10 @@ class JobService:
         plan_wait: float = PLAN_WAIT_SECONDS,
         held_wait: float = HELD_WAIT_SECONDS,
         held_retry: float = HELD_RETRY_SECONDS,
+        assistant_proposals: bool = True,
     ) -> None:
         self.env = env
+        self._assistant_proposals = assistant_proposals
         self.store = env.store
         self.events = events
         self.metrics = metrics
@@ -228,6 +236,8 @@ class JobService:
             "universe_id": record.universe,
             "description": handler.describe(spec),
             "created_by": record.actor_name,
+            "proposed_by": record.proposed_by,
+            "approved_by": record.approved_by_name,
             "created_at": _at(record.created_ms),
             "updated_at": _at(record.updated_ms),
             "progress": self._progress(record),
@@ -339,9 +349,34 @@ class JobService:
                 details={"confirmation": expected},
             )
 
-    def _check_new(self, caller: Principal, spec: JobSpec, handler: JobKindHandler) -> None:
+    def _check_proposal(self, caller: Principal, spec: JobSpec, dry_run: bool) -> None:
+        """What an assistant may create: a dry run, which a person then starts (or not)."""
+        if not self._assistant_proposals:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                "Proposals from AI assistants are turned off on this server (`dsm serve "
+                "--no-assistant-proposals`); the assistant can still read and search.",
+            )
+        if spec.kind in ASSISTANT_REFUSED_KINDS:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                f"An assistant cannot propose {spec.kind.value} jobs; a person plans those.",
+            )
+        if not dry_run:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                "An assistant may only propose a job (dry_run: true); a person starts it in the "
+                "plugin's Jobs view or with `dsm jobs start ID`.",
+            )
+
+    def _check_new(
+        self, caller: Principal, spec: JobSpec, handler: JobKindHandler, dry_run: bool
+    ) -> None:
         """Everything that makes a job unusable, before it is stored."""
-        self._require_role(caller, spec, handler)
+        if caller.role is Role.ASSISTANT:
+            self._check_proposal(caller, spec, dry_run)
+        else:
+            self._require_role(caller, spec, handler)
         if spec.store_kind not in handler.store_kinds:
             kinds = " and ".join(sorted(k.value for k in handler.store_kinds))
             raise ServiceError(
@@ -378,11 +413,11 @@ class JobService:
             start=not request.dry_run,
         )
         spec = spec_of(record)
-        self._check_new(caller, spec, handler)
+        self._check_new(caller, spec, handler, request.dry_run)
         if not request.dry_run:
             self._require_confirmation(spec, handler, request.confirm)
         record = self.store.create(record)
-        self._state_event(record, None, actor=caller.name)
+        self._state_event(record, None, actor=caller.label)
         return await self._plan_and_wait(record.id)
 
     def _new_record(
@@ -406,6 +441,7 @@ class JobService:
             plan_complete=False, plan_cursor=None, start_when_planned=start, item_count=0,
             applied=0, skipped=0, failed=0, failure_code=None, failure_message=None,
             output_path=None, rollback_of=rollback_of, rolled_back_by=None, kind_state=None,
+            proposed_by=caller.name if caller.role is Role.ASSISTANT else None,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------ planning
@@ -553,7 +589,7 @@ class JobService:
             record = self.store.update(job_id, started_ms=record.started_ms or now_ms())
             record = self._set_state(record, JobState.RUNNING)
             spec, handler = spec_of(record), handler_for(record.kind)
-            actor = JobActor(record.actor_id, f"{record.actor_name} (job {job_id})")
+            actor = job_actor(record)
             run = JobRun(
                 spec, handler, self.env, actor,
                 on_flush=self._flushed, on_outcome=self._outcome,
@@ -606,6 +642,10 @@ class JobService:
                 ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a planned job starts."
             )
         self._require_confirmation(spec, handler, confirm)
+        if record.proposed_by is not None:
+            record = self.store.update(
+                job_id, approved_by_id=caller.token_id, approved_by_name=caller.name
+            )
         if not record.plan_complete:
             # Still counting: it starts by itself when the plan is ready.
             record = self.store.update(job_id, start_when_planned=True)
@@ -684,7 +724,7 @@ class JobService:
             rollback_of=job_id,
         )
         spec, handler = spec_of(record), handler_for(JobKind.ROLLBACK)
-        self._check_new(caller, spec, handler)
+        self._check_new(caller, spec, handler, request.dry_run)
         if not request.dry_run:
             self._require_confirmation(spec, handler, request.confirm)
         record = self.store.create(record)
@@ -776,6 +816,18 @@ class JobService:
         )
 
 
+def job_actor(record: JobRecord) -> JobActor:
+    """Whom the journal names for the job's writes: its creator, or for an assistant's
+    proposal the person who started it, with the assistant named beside them."""
+    if record.proposed_by is not None and record.approved_by_id is not None:
+        return JobActor(
+            record.approved_by_id,
+            f"{record.approved_by_name} (job {record.id}, proposed by the assistant "
+            f"{record.proposed_by})",
+        )
+    return JobActor(record.actor_id, f"{record.actor_name} (job {record.id})")
+
+
 def _key_reused(key: str, job_id: str) -> ServiceError:
     return ServiceError(
         ErrorCode.CONFLICT,
@@ -804,6 +856,8 @@ async def open_jobs(
     plane: DataPlane,
     events: EventBus,
     metrics: Metrics | None = None,
+    *,
+    assistant_proposals: bool = True,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
@@ -814,7 +868,9 @@ async def open_jobs(
         uploads = UploadStore(store, data_dir)
         uploads.sweep()
         env = JobEnv(plane, store, uploads, data_dir / EXPORTS_DIRNAME)
-        service = JobService(env, events, metrics, **settings)
+        service = JobService(
+            env, events, metrics, assistant_proposals=assistant_proposals, **settings
+        )
         service.resume_all()
         try:
             yield service
