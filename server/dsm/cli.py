@@ -19,6 +19,7 @@ from . import (
     cli_index,
     cli_jobs,
     cli_keys,
+    cli_mcp,
     cli_plugin,
     cli_tokens,
 )
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_tokens.register(sub)
     cli_budget.register(sub)
     cli_jobs.register(sub)
+    cli_mcp.register(sub)
     cli_plugin.register(sub)
     cli_index.register(sub)
     cli_backup.register(sub)
@@ -259,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_budget.run(args)
     if args.command == "jobs":
         return cli_jobs.run(args)
+    if args.command == "mcp":
+        return cli_mcp.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
     if args.command in ("search", "index", "analytics", "report"):
