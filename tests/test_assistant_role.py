@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dsm.http.appkeys import ASSISTANT_CAPS
 from dsm.services.assistant_caps import WINDOW_SECONDS, AssistantCaps
 from dsm.services.errors import ServiceError
 from dsm.services.tokens import DB_FILENAME, Principal, TokenStore
@@ -48,6 +49,8 @@ async def test_an_assistant_proposes_and_only_a_person_starts(server: Server) ->
     status, job = await jobs.create(server.call, bot, transform())
     assert status == 200, job
     assert job["state"] == "planned" and job["proposed_by"] == "claude"
+    # Planning read the entry for its sample diff: charged to the assistant's Open Cloud cap.
+    assert server.app[ASSISTANT_CAPS].usage(me["token_id"])[1] >= 1
     assert job.get("approved_by") is None
 
     status, denied = await server.call("POST", f"/jobs/{job['id']}/start", bot, json={})

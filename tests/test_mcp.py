@@ -356,3 +356,16 @@ async def test_dsm_mcp_over_http_guards_host_origin_and_token(world: World) -> N
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_names_an_assistant_passes_stay_one_path_segment(world: World) -> None:
+    await jobs.seed(world.server.call, world.admin, U, STORE, {"a/b?c#d": {"coins": 2}})
+    async with world.client() as client:
+        entry = await world.ok(client, "read_entry", universe_id=U, datastore=STORE, key="a/b?c#d")
+        assert json.loads(entry["result"]["value_json"]) == {"coins": 2}
+        for dots in (".", ".."):  # a key, not the parent path
+            missing = await world.call(
+                client, "read_entry", universe_id=U, datastore=STORE, key=dots
+            )
+            assert failure(missing)["code"] == "NOT_FOUND"
+            assert "No API route" not in failure(missing)["reason"]

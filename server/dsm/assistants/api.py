@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
 
@@ -38,7 +39,7 @@ class CompanionApi:
             try:
                 async with http.request(
                     method,
-                    f"{self.base_url}/api/v1{path}",
+                    URL(f"{self.base_url}/api/v1{path}", encoded=True),  # as quoted, dots too
                     params=params,
                     json=body if method != "GET" else None,
                     headers=headers,

@@ -37,7 +37,13 @@ PROPOSE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempote
 
 
 def _path(*parts: str | int) -> str:
-    return "".join("/" + quote(str(part), safe="") for part in parts)
+    """An API path from names an assistant chose: each part one segment, whatever it holds
+    (a key may be `..`, which a URL would otherwise resolve to its parent)."""
+    return "".join("/" + _segment(str(part)) for part in parts)
+
+
+def _segment(part: str) -> str:
+    return "%2E" * len(part) if part.strip(".") == "" else quote(part, safe="")
 
 
 class Assistant:
