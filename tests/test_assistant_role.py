@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dsm.http.appkeys import ASSISTANT_CAPS
-from dsm.services.assistant_caps import WINDOW_SECONDS, AssistantCaps
+from dsm.services.assistant_caps import WINDOW_SECONDS, AssistantCaps, not_charged
 from dsm.services.errors import ServiceError
 from dsm.services.tokens import DB_FILENAME, Principal, TokenStore
 from shared_schema.common import Role
@@ -134,8 +134,13 @@ def test_caps_slide_with_the_clock() -> None:
         caps.admit(bot)
     assert refused.value.retry_after == pytest.approx(WINDOW_SECONDS)
     now[0] = WINDOW_SECONDS
-    caps.admit(bot)
-    assert caps.usage("t1") == (1, 0)
+    meter = caps.admit(bot)
+    with caps.charging(meter):
+        caps.on_call("read", 200, 0.01, "EMULATOR")
+        with not_charged():  # a job a person started
+            caps.on_call("write", 200, 0.01, "EMULATOR")
+    caps.on_call("read", 200, 0.01, "EMULATOR")  # outside any assistant's request
+    assert caps.usage("t1") == (1, 1)
 
 
 def test_a_version_1_token_file_gains_the_assistant_role(tmp_path: Path) -> None:

@@ -41,6 +41,18 @@ class TokenMeter:
 _CHARGED_TO: ContextVar[TokenMeter | None] = ContextVar("dsm_assistant_meter", default=None)
 
 
+@contextmanager
+def not_charged() -> Iterator[None]:
+    """Open Cloud calls made inside, and in tasks started inside, count against no assistant:
+    a job a person started runs on its own account, even when its planning (an assistant's
+    proposal, still counting when it was started) is what launches it."""
+    token = _CHARGED_TO.set(None)
+    try:
+        yield
+    finally:
+        _CHARGED_TO.reset(token)
+
+
 def _trim(times: deque[float], now: float) -> None:
     while times and now - times[0] >= WINDOW_SECONDS:
         times.popleft()
@@ -122,4 +134,4 @@ class AssistantCaps:
         )
 
 
-__all__ = ["WINDOW_SECONDS", "AssistantCaps", "TokenMeter"]
+__all__ = ["WINDOW_SECONDS", "AssistantCaps", "TokenMeter", "not_charged"]

@@ -61,6 +61,7 @@ from shared_schema.jobs import (
 )
 
 from ...opencloud.ratelimit import background_calls
+from ..assistant_caps import not_charged
 from ..dataplane import DataPlane
 from ..errors import ServiceError
 from ..events import EventBus
@@ -576,7 +577,9 @@ class JobService:
     def _launch(self, job_id: str) -> None:
         if job_id in self._tasks or self._closing:
             return
-        with background_calls():  # every Open Cloud call of the job yields to the plugin's
+        # Every Open Cloud call of the job yields to the plugin's, and none is charged to an
+        # assistant whose proposal it was.
+        with background_calls(), not_charged():
             task = asyncio.create_task(self._run(job_id))
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
