@@ -10,7 +10,9 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +21,21 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
+from pydantic import SecretStr
 
 from dsm.assistants.api import CompanionApi
 from dsm.assistants.results import REDACTED
 from dsm.assistants.server import build_server
 from dsm.emulator import sample_game
+from dsm.emulator.context import EmulatorConfig
+from dsm.emulator.throttle import LimitsConfig
+from dsm.storage.vault import ApiKeyRecord
 from shared_schema.common import Role
 from tools.testing import jobs
+from tools.testing.emulator import start_emulator
 from tools.testing.server import Server, running_server
 
+from .test_canary import canary, leak_forms, occurrences
 from .test_index_e2e import crawl
 
 U = 1
@@ -369,3 +377,70 @@ async def test_names_an_assistant_passes_stay_one_path_segment(world: World) -> 
             )
             assert failure(missing)["code"] == "NOT_FOUND"
             assert "No API route" not in failure(missing)["reason"]
+
+
+async def test_live_path_labels_production_confirmation_and_no_api_key(tmp_path: Path) -> None:
+    """On the LIVE code path (an API key, a production universe): answers say LIVE, the API
+    key appears in no tool result in any encoding, and starting a proposal still needs the
+    universe's label typed."""
+    api_key = canary("mcp")
+    async with live_server(tmp_path, api_key) as server:
+        admin = await server.pair("Ana", role=Role.ADMIN)
+        world = World(server, admin, await server.pair("claude", role=Role.ASSISTANT))
+        await jobs.seed(server.call, admin, U, "Players", {"p1": {"coins": 1}, "p2": {"c": 2}})
+        await crawl(server, admin, {"universe_id": U, "datastores": ["Players"]})
+        async with world.client() as client:
+            for tool, args in (
+                ("list_universes", {}),
+                ("list_datastores", {"universe_id": U}),
+                ("list_keys", {"universe_id": U, "datastore": "Players"}),
+                ("list_revisions", {"universe_id": U, "datastore": "Players", "key": "p1"}),
+            ):
+                answer = await world.ok(client, tool, **args)
+                assert answer["label"]["source"] == "LIVE", (tool, answer["label"])
+            entry = await world.ok(
+                client, "read_entry", universe_id=U, datastore="Players", key="p1"
+            )
+            assert entry["label"]["source"] in ("LIVE", "CACHED")
+            assert entry["label"]["backend"] == "LIVE"
+            found = await world.ok(client, "search", universe_id=U, query="coins >= 0")
+            assert found["label"]["backend"] == "LIVE" and found["label"]["sample_data"] is False
+            for tool in ("analyse_schema", "find_anomalies", "index_status"):
+                await world.ok(client, tool, universe_id=U)
+            await world.ok(client, "list_jobs")
+            proposal = await world.ok(
+                client, "propose_delete_keys", universe_id=U, datastore="Players", keys=["p1"]
+            )
+            await world.ok(client, "get_job", job_id=proposal["job_id"])
+            await world.ok(client, "get_budget", universe_id=U)
+        job_id = proposal["job_id"]
+        status, refused = await server.call("POST", f"/jobs/{job_id}/start", admin, json={})
+        assert status == 403 and refused["error"]["details"]["confirmation"] == "Main game"
+        status, _ = await server.call(
+            "POST", f"/jobs/{job_id}/start", admin, json={"confirm": "Main game"}
+        )
+        assert status == 200
+        assert (await jobs.wait(server.call, admin, job_id))["state"] == "succeeded"
+        text = "\n".join(world.transcript).encode()
+        assert not occurrences(text, leak_forms(api_key))
+        assert_no_secrets(world)
+
+
+@asynccontextmanager
+async def live_server(tmp_path: Path, api_key: str) -> AsyncIterator[Server]:
+    """The server on its LIVE code path: an API key for universe 1 ("Main game", production)
+    against a separate emulator standing in for apis.roblox.com."""
+    runner, url, _ = await start_emulator(
+        EmulatorConfig(data_dir=tmp_path / "opencloud", limits=LimitsConfig(mode="off"))
+    )
+    record = ApiKeyRecord(
+        id="main", label="Main game", api_key=SecretStr(api_key), universes=[U],
+        environment="production", added_at=datetime.now(UTC),
+    )  # fmt: skip
+    try:
+        async with running_server(
+            tmp_path / "server", keys=[record], open_cloud_base_url=url, budget_rpm=1_000_000
+        ) as server:
+            yield server
+    finally:
+        await runner.cleanup()
