@@ -40,10 +40,15 @@ class Source(BaseModel):
 
 
 class Role(StrEnum):
+    """What a token may do; each role may do everything the roles before it may."""
+
     VIEWER = "viewer"  # read only
+    # An AI assistant (`dsm mcp`): reads like a viewer and may *propose* jobs (dry runs) that a
+    # person starts; never writes, starts, resumes or rolls back anything itself.
+    ASSISTANT = "assistant"
     EDITOR = "editor"  # read and write entries
     ADMIN = "admin"  # everything, including destructive data store actions and token admin
 
     def allows(self, needed: Role) -> bool:
-        order = [Role.VIEWER, Role.EDITOR, Role.ADMIN]
+        order = [Role.VIEWER, Role.ASSISTANT, Role.EDITOR, Role.ADMIN]
         return order.index(self) >= order.index(needed)

@@ -712,6 +712,13 @@ class JobFailure(ResponseBody):
     message: str
 
 
+PROPOSED_BY = (
+    "Set when an AI assistant proposed the job (the assistant token's name): it was planned "
+    "only, and runs when a person starts it."
+)
+APPROVED_BY = "For an assistant's proposal: the token name of the person who started it."
+
+
 class JobSummary(ResponseBody):
     id: JobId
     kind: str = Field(min_length=1, description="A JobKind value, or a newer kind.")
@@ -719,6 +726,8 @@ class JobSummary(ResponseBody):
     universe_id: PositiveInt
     description: str = Field(description="One line, e.g. `Delete 120 keys from PlayerData`.")
     created_by: str = Field(description="The token name that created it.")
+    proposed_by: str | None = Field(default=None, description=PROPOSED_BY)
+    approved_by: str | None = Field(default=None, description=APPROVED_BY)
     created_at: UtcDateTime
     updated_at: UtcDateTime
     progress: JobProgress
@@ -741,6 +750,8 @@ class JobView(ResponseBody):
     )
     params: dict[str, Any] = Field(description="The kind's params, defaults filled in.")
     created_by: str
+    proposed_by: str | None = Field(default=None, description=PROPOSED_BY)
+    approved_by: str | None = Field(default=None, description=APPROVED_BY)
     created_at: UtcDateTime
     updated_at: UtcDateTime
     started_at: UtcDateTime | None = None

@@ -526,7 +526,7 @@ class Route:
 
     @property
     def auth(self) -> str:
-        """The needed role as text: none, viewer, editor or admin."""
+        """The needed role as text: none, viewer, assistant, editor or admin."""
         return "none" if self.role is None else self.role.value
 
     @property
@@ -534,7 +534,7 @@ class Route:
         return tuple(_PATH_PARAM.findall(self.path))
 
 
-_V, _E, _A = Role.VIEWER, Role.EDITOR, Role.ADMIN
+_V, _AS, _E, _A = Role.VIEWER, Role.ASSISTANT, Role.EDITOR, Role.ADMIN
 _DS = "/universes/{universe_id}/datastores/{datastore}"
 _ENTRY = _DS + "/entries/{key}"
 _ORDERED = "/universes/{universe_id}/ordered/{ordered_store}/scopes/{scope}/entries"
@@ -557,6 +557,9 @@ ROUTES: tuple[Route, ...] = (
           (PairCompleteResponse,), body=PairCompleteRequest, no_store=True),
     Route("list_tokens", "GET", "/tokens", _A, "List paired tokens.", (TokenList,)),
     Route("revoke_token", "DELETE", "/tokens/{token_id}", _A, "Revoke a token.", (TokenInfo,)),
+    Route("whoami", "GET", "/me", _V,
+          "The token this request carries: its id, name and role (never the secret).",
+          (TokenInfo,), no_store=True),
     Route("open_session", "POST", "/sessions", _V, "Announce this Studio session.",
           (SessionInfo,), body=SessionOpenRequest, no_store=True),
     Route("list_sessions", "GET", "/sessions", _V, "Sessions connected to this server.",
@@ -718,8 +721,9 @@ ROUTES: tuple[Route, ...] = (
           "Forget a universe's CCU: it uses the server default again.", (BudgetView,),
           no_store=True),
     # Creating a job needs editor; delete, move, import and transform need admin (checked by
-    # the jobs service, which knows the kind). A key list and a jq program can be large.
-    Route("create_job", "POST", "/jobs", _E,
+    # the jobs service, which knows the kind). An assistant may only propose: a dry run a
+    # person starts (docs/assistants.md). A key list and a jq program can be large.
+    Route("create_job", "POST", "/jobs", _AS,
           "Plan a bulk job (dry run), or plan and start it with dry_run false.", (JobView,),
           body=JobCreateRequest, large_body=True, no_store=True),
     Route("list_jobs", "GET", "/jobs", _V, "Jobs, newest first.", (JobPage,), query=JobListQuery,

@@ -464,9 +464,10 @@ async def test_a_schedule_runs_a_backup_and_keeps_only_its_newest_archives(env: 
     assert nightly["archives"] == 1 and nightly["last_state"] == "succeeded"
 
 
-async def test_a_job_list_for_a_universe_beyond_sqlite_integers_is_empty(env: Env) -> None:
+async def test_a_job_list_for_a_universe_beyond_any_id_is_a_clear_400(env: Env) -> None:
     # Found by the OpenAPI fuzzer: a 24-digit universe id used to raise OverflowError (a 500).
     status, page = await env.call(
         "GET", "/jobs", env.admin, params={"universe": "405102547785154094432256"}
     )
-    assert status == 200 and page["jobs"] == [], page
+    assert status == 400 and page["error"]["code"] == "BAD_REQUEST", page
+    assert page["error"]["details"]["problems"][0]["field"] == "universe", page

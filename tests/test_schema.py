@@ -301,7 +301,7 @@ def test_luau_types_cover_every_model() -> None:
     source = LUAU_PATH.read_text(encoding="utf-8")
     for model in MODELS:
         assert f"export type {model.__name__} = {{" in source, model.__name__
-    assert 'export type Role = "viewer" | "editor" | "admin"' in source
+    assert 'export type Role = "viewer" | "assistant" | "editor" | "admin"' in source
     assert "\tuser_ids: { number }?," in source  # optional list field
     assert "\tsort_key: (string | number)?," in source
 

@@ -6,8 +6,9 @@ services need each other, and the route table is bound to its handlers.
 
 Middleware order matters: the guards reject foreign Hosts, browser Origins, wrong media types
 and oversized bodies before anything else runs; errors are rendered in the one envelope; the
-auth middleware then requires a token everywhere the route table says so; only then is a body
-read, within its deadline (so only a paired client's body is ever buffered).
+auth middleware then requires a token everywhere the route table says so; an AI assistant's
+token is held to its caps; only then is a body read, within its deadline (so only a paired
+client's body is ever buffered).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shared_schema.common import Role
 
 from .config import ServerConfig
 from .http.appkeys import (
+    ASSISTANT_CAPS,
     BACKUPS,
     CONFIG,
     DATA,
@@ -40,11 +42,13 @@ from .http.appkeys import (
     TEAM,
     TOKEN_STORE,
 )
+from .http.assistant import assistant_caps_middleware
 from .http.auth import auth_middleware
 from .http.connections import connection_cap
 from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, body_deadline_middleware, guard_middleware
 from .http.routes import bind_all
+from .services.assistant_caps import AssistantCaps
 from .services.backups.api import open_backups
 from .services.backups.keyslots import ArchiveKeysSource
 from .services.dataplane import open_data_plane
@@ -160,7 +164,12 @@ def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) 
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with open_data_plane(
-            config, keys=keys, data_key=data_key, events=app[EVENTS], metrics=app[METRICS]
+            config,
+            keys=keys,
+            data_key=data_key,
+            events=app[EVENTS],
+            metrics=app[METRICS],
+            charge=app[ASSISTANT_CAPS].on_call,
         ) as plane:
             app[DATA] = plane
             app[SERVER_BACKEND] = lambda: plane.upstream.backend
@@ -229,6 +238,7 @@ def jobs(keys: ArchiveKeysSource) -> Lifecycle:
             plan_wait=app[CONFIG].job_plan_wait_seconds,
             held_wait=app[CONFIG].job_held_wait_seconds,
             held_retry=app[CONFIG].job_held_retry_seconds,
+            assistant_proposals=app[CONFIG].assistant_proposals,
         ),
     )
 
@@ -259,6 +269,7 @@ def create_app(
             error_middleware,
             guard_middleware(port),
             auth_middleware,
+            assistant_caps_middleware,
             body_deadline_middleware,
         ],
         client_max_size=CLIENT_MAX_SIZE,
@@ -266,6 +277,9 @@ def create_app(
     app[CONFIG] = config
     app[INSTANCE_ID] = secrets.token_hex(8)
     archive_keys = ArchiveKeysSource(data_key, vault_persistent)
+    app[ASSISTANT_CAPS] = AssistantCaps(
+        config.assistant_requests_per_minute, config.assistant_opencloud_per_minute
+    )
     app.cleanup_ctx.extend(
         [
             tokens_and_pairing(

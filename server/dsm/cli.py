@@ -20,6 +20,7 @@ from . import (
     cli_index,
     cli_jobs,
     cli_keys,
+    cli_mcp,
     cli_plugin,
     cli_team,
     cli_tokens,
@@ -113,6 +114,36 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--seed", type=int, default=1, help="the sample game's seed (default 1)")
     _sample_game_flag(p)
+    assistants = p.add_argument_group("AI assistants (`dsm mcp`, docs/assistants.md)")
+    assistants.add_argument(
+        "--no-assistant-proposals",
+        action="store_true",
+        help="assistant tokens may read and search but not propose jobs",
+    )
+    assistants.add_argument(
+        "--assistant-requests-per-minute",
+        type=_positive,
+        default=ServerConfig.assistant_requests_per_minute,
+        metavar="N",
+        help="API requests one assistant token may make a minute (default %(default)s)",
+    )
+    assistants.add_argument(
+        "--assistant-opencloud-per-minute",
+        type=_positive,
+        default=ServerConfig.assistant_opencloud_per_minute,
+        metavar="N",
+        help="Open Cloud requests made for one assistant token a minute (default %(default)s)",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _ccu(text: str) -> int:
@@ -193,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_tokens.register(sub)
     cli_budget.register(sub)
     cli_jobs.register(sub)
+    cli_mcp.register(sub)
     cli_plugin.register(sub)
     cli_team.register(sub)
     cli_index.register(sub)
@@ -223,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             ccu=args.ccu,
             upstream_url=_upstream(parser, args.upstream),
             sample_game_seed=args.seed if args.sample_game else None,
+            assistant_proposals=not args.no_assistant_proposals,
+            assistant_requests_per_minute=args.assistant_requests_per_minute,
+            assistant_opencloud_per_minute=args.assistant_opencloud_per_minute,
         )
         return serve(server_config)
     if args.command == "key":
@@ -233,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli_budget.run(args)
     if args.command == "jobs":
         return cli_jobs.run(args)
+    if args.command == "mcp":
+        return cli_mcp.run(args)
     if args.command == "plugin":
         return cli_plugin.run(args)
     if args.command in ("team", "audit"):

@@ -23,6 +23,12 @@ from .services.errors import ServiceError
 from .services.tokens import DB_FILENAME, TokenStore, console_safe
 from .storage.sqlite import StorageFileError
 
+ROLES_HELP = (
+    "viewer: read only. assistant: read, and propose jobs (dry runs) that a person must start; "
+    "for `dsm mcp` (docs/assistants.md). editor: read and write entries. admin: also delete "
+    "data stores and manage tokens."
+)
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `tokens` command to the top-level `dsm` parser."""
@@ -37,9 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     create = actions.add_parser(
         "create",
         help="create a token for a script or CI (printed once)",
-        description="Create a bearer token without pairing, for scripts and CI. It is printed "
-        "once on stdout; store it in your secret store. viewer: read only. editor: read and "
-        "write entries. admin: also delete data stores and manage tokens.",
+        description="Create a bearer token without pairing, for scripts, CI and AI assistants. "
+        f"It is printed once on stdout; store it in your secret store. {ROLES_HELP}",
     )
     create.add_argument("--role", required=True, choices=[r.value for r in Role], metavar="ROLE")
     create.add_argument(
@@ -54,8 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     role = actions.add_parser(
         "role",
         help="change a token's role",
-        description="viewer: read only. editor: read and write entries. admin: also delete "
-        "data stores and manage tokens.",
+        description=ROLES_HELP,
     )
     role.add_argument("token_id", metavar="ID", help="the token's id (see `dsm tokens list`)")
     role.add_argument("role", choices=[r.value for r in Role], metavar="ROLE")

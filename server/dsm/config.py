@@ -45,3 +45,9 @@ class ServerConfig:
     job_held_retry_seconds: float = 30.0
     # Scheduled backups run while the server runs; tests that drive them by hand turn this off.
     backup_schedules: bool = True
+    # AI assistants (`dsm mcp`, tokens with the assistant role; docs/assistants.md): whether
+    # they may propose jobs, and the caps per assistant token over a sliding minute: API
+    # requests, and Open Cloud requests made on their behalf (reads, listings, job planning).
+    assistant_proposals: bool = True
+    assistant_requests_per_minute: int = 120
+    assistant_opencloud_per_minute: int = 60

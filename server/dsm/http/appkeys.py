@@ -14,6 +14,7 @@ from aiohttp import web
 from shared_schema.common import Backend
 
 from ..config import ServerConfig
+from ..services.assistant_caps import AssistantCaps
 from ..services.backups.api import BackupsService
 from ..services.dataplane import DataPlane
 from ..services.events import EventBus
@@ -65,5 +66,8 @@ FEATURES = web.AppKey("dsm.features", Features)
 # The search index (search, analytics, crawls) and the emulator's sample game offer.
 INDEX = web.AppKey("dsm.index", IndexService)
 SAMPLE_GAME = web.AppKey("dsm.sample_game", SampleGameService)
+
+# Per-token request and Open Cloud caps of AI assistants (`dsm mcp`).
+ASSISTANT_CAPS = web.AppKey("dsm.assistant_caps", AssistantCaps)
 
 PRINCIPAL = web.RequestKey("dsm.principal", Principal)

@@ -36,9 +36,14 @@ async def revoke_token(call: Call) -> BaseModel:
     return call.app[TOKEN_STORE].revoke(call.path["token_id"])
 
 
+async def whoami(call: Call) -> BaseModel:
+    return call.app[TOKEN_STORE].get(call.caller.token_id)
+
+
 HANDLERS: dict[str, Handler] = {
     "pair_start": pair_start,
     "pair_complete": pair_complete,
     "list_tokens": list_tokens,
     "revoke_token": revoke_token,
+    "whoami": whoami,
 }

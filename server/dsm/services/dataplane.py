@@ -29,7 +29,7 @@ from .memory import MemoryService
 from .metrics import MeteredRateLimiter, Metrics
 from .ordered import OrderedService
 from .readthrough import ReadThrough
-from .upstream import INTERACTIVE_BURST, Upstream
+from .upstream import INTERACTIVE_BURST, OnCall, Upstream
 
 log = logging.getLogger("dsm.dataplane")
 
@@ -93,6 +93,14 @@ def _limiter(config: ServerConfig, budget: BudgetPolicy, metrics: Metrics) -> Me
     return MeteredRateLimiter(flat, metrics=metrics, burst=INTERACTIVE_BURST)
 
 
+def _both(first: OnCall, second: OnCall) -> OnCall:
+    def on_call(operation: str, status: int | str, latency_s: float, backend: str) -> None:
+        first(operation, status, latency_s, backend)
+        second(operation, status, latency_s, backend)
+
+    return on_call
+
+
 @asynccontextmanager
 async def open_data_plane(
     config: ServerConfig,
@@ -101,7 +109,9 @@ async def open_data_plane(
     data_key: bytes,
     events: EventBus,
     metrics: Metrics,
+    charge: OnCall | None = None,
 ) -> AsyncIterator[DataPlane]:
+    """`charge` also sees every Open Cloud call (an assistant's caps count them)."""
     async with AsyncExitStack() as stack:
         budget = BudgetPolicy(
             CcuSettings(config.data_dir), default_ccu=config.ccu, reserve_share=config.reserve_share
@@ -115,7 +125,7 @@ async def open_data_plane(
             reserve_share=config.reserve_share,
             upstream_url=config.upstream_url,
             emulator_ccu=config.ccu,
-            on_call=metrics.on_call,
+            on_call=metrics.on_call if charge is None else _both(metrics.on_call, charge),
             limiter=_limiter(config, budget, metrics),
         )
         stack.push_async_callback(upstream.close)

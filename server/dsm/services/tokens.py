@@ -48,12 +48,12 @@ TOUCH_INTERVAL_SECONDS = 60.0
 _TOKEN_RE = re.compile(r"dsm_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _DUMMY_HASH = hashlib.sha256(b"no such token").digest()
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     token_id      TEXT PRIMARY KEY,
     secret_sha256 BLOB NOT NULL,
     name          TEXT NOT NULL,
-    role          TEXT NOT NULL CHECK (role IN ('viewer', 'editor', 'admin')),
+    role          TEXT NOT NULL CHECK (role IN ('viewer', 'assistant', 'editor', 'admin')),
     created_at    TEXT NOT NULL,
     last_used_at  TEXT,
     revoked_at    TEXT,
@@ -61,6 +61,19 @@ CREATE TABLE IF NOT EXISTS tokens (
     studio_user_name TEXT
 );
 """
+_COLUMNS = "token_id, secret_sha256, name, role, created_at, last_used_at, revoked_at"
+SCHEMA = _TABLE.format(name="tokens")
+
+# Version 2 allows the assistant role. SQLite cannot change a CHECK constraint in place, so the
+# table is copied into one with the new constraint (in the migration's one transaction).
+MIGRATIONS = {
+    1: _TABLE.format(name="tokens_v2")
+    + f"""
+INSERT INTO tokens_v2 ({_COLUMNS}) SELECT {_COLUMNS} FROM tokens;
+DROP TABLE tokens;
+ALTER TABLE tokens_v2 RENAME TO tokens;
+""",
+}
 
 # Version 2 records the Studio user each token's plugin announces (docs/team.md, "Identity").
 MIGRATIONS = {
@@ -82,6 +95,11 @@ class Principal:
     role: Role
     studio_user_id: int | None = None
     studio_user_name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How events and job records name the caller: an AI assistant is named as one."""
+        return f"{self.name} (assistant)" if self.role is Role.ASSISTANT else self.name
 
 
 def utc_now() -> datetime:

@@ -10,6 +10,10 @@ durable items (the write journal, settled just before, tells which writes alread
 Roles: creating or starting a job needs the kind's role (editor; admin for delete, move, import
 and transform; a rollback needs the role of the job it undoes). A job that writes to a universe
 configured as `production` needs `confirm` = that universe's label.
+
+Proposals: an AI assistant's token (role `assistant`, `dsm mcp`) may create any kind but import,
+as a dry run only. The job records who proposed it; only a person whose role allows the kind
+can start it, and the journal then names that person, the job and the assistant for each write.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from shared_schema.jobs import (
 )
 
 from ...opencloud.ratelimit import background_calls
+from ..assistant_caps import not_charged
 from ..backups.keyslots import ArchiveKeysSource
 from ..dataplane import DataPlane
 from ..errors import ServiceError
@@ -95,6 +100,8 @@ MAX_RUNNING_JOBS = 4
 PROGRESS_EVERY_SECONDS = 0.5
 SHUTDOWN_GRACE_SECONDS = 3.0
 MAX_PLANNING_RETRIES = 20
+# An import reads a file someone else uploaded: an assistant does not plan one.
+ASSISTANT_REFUSED_KINDS = frozenset({JobKind.IMPORT})
 
 
 def _at(ms: int) -> datetime:
@@ -120,8 +127,10 @@ class JobService:
         plan_wait: float = PLAN_WAIT_SECONDS,
         held_wait: float = HELD_WAIT_SECONDS,
         held_retry: float = HELD_RETRY_SECONDS,
+        assistant_proposals: bool = True,
     ) -> None:
         self.env = env
+        self._assistant_proposals = assistant_proposals
         self.store = env.store
         self.events = events
         self.metrics = metrics
@@ -242,6 +251,8 @@ class JobService:
             "universe_id": record.universe,
             "description": handler.describe(spec),
             "created_by": record.actor_name,
+            "proposed_by": record.proposed_by,
+            "approved_by": record.approved_by_name,
             "created_at": _at(record.created_ms),
             "updated_at": _at(record.updated_ms),
             "progress": self._progress(record),
@@ -367,9 +378,34 @@ class JobService:
             return "This job writes to a production universe"
         return "This job erases data for good"
 
-    def _check_new(self, caller: Principal, spec: JobSpec, handler: JobKindHandler) -> None:
+    def _check_proposal(self, caller: Principal, spec: JobSpec, dry_run: bool) -> None:
+        """What an assistant may create: a dry run, which a person then starts (or not)."""
+        if not self._assistant_proposals:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                "Proposals from AI assistants are turned off on this server (`dsm serve "
+                "--no-assistant-proposals`); the assistant can still read and search.",
+            )
+        if spec.kind in ASSISTANT_REFUSED_KINDS:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                f"An assistant cannot propose {spec.kind.value} jobs; a person plans those.",
+            )
+        if not dry_run:
+            raise ServiceError(
+                ErrorCode.FORBIDDEN,
+                "An assistant may only propose a job (dry_run: true); a person starts it in the "
+                "plugin's Jobs view or with `dsm jobs start ID`.",
+            )
+
+    def _check_new(
+        self, caller: Principal, spec: JobSpec, handler: JobKindHandler, dry_run: bool
+    ) -> None:
         """Everything that makes a job unusable, before it is stored."""
-        self._require_role(caller, spec, handler)
+        if caller.role is Role.ASSISTANT:
+            self._check_proposal(caller, spec, dry_run)
+        else:
+            self._require_role(caller, spec, handler)
         if spec.store_kind not in handler.store_kinds:
             kinds = " and ".join(sorted(k.value for k in handler.store_kinds))
             raise ServiceError(
@@ -439,13 +475,13 @@ class JobService:
             start=not dry_run,
         )
         spec = spec_of(record)
-        self._check_new(caller, spec, handler)
+        self._check_new(caller, spec, handler, dry_run)
         if not dry_run:
             self._require_confirmation(spec, handler, confirm)
         if kind_state is not None:
             record = replace(record, kind_state=await kind_state())
         record = self.store.create(record)
-        self._state_event(record, None, actor=caller.name)
+        self._state_event(record, None, actor=caller.label)
         return await self._plan_and_wait(record.id)
 
     def _new_record(
@@ -469,6 +505,7 @@ class JobService:
             plan_complete=False, plan_cursor=None, start_when_planned=start, item_count=0,
             applied=0, skipped=0, failed=0, failure_code=None, failure_message=None,
             output_path=None, rollback_of=rollback_of, rolled_back_by=None, kind_state=None,
+            proposed_by=caller.name if caller.role is Role.ASSISTANT else None,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------ planning
@@ -641,7 +678,9 @@ class JobService:
     def _launch(self, job_id: str) -> None:
         if job_id in self._tasks or self._closing:
             return
-        with background_calls():  # every Open Cloud call of the job yields to the plugin's
+        # Every Open Cloud call of the job yields to the plugin's, and none is charged to an
+        # assistant whose proposal it was.
+        with background_calls(), not_charged():
             task = asyncio.create_task(self._run(job_id))
         self._tasks[job_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
@@ -654,7 +693,7 @@ class JobService:
             record = self.store.update(job_id, started_ms=record.started_ms or now_ms())
             record = self._set_state(record, JobState.RUNNING)
             spec, handler = spec_of(record), handler_for(record.kind)
-            actor = JobActor(record.actor_id, f"{record.actor_name} (job {job_id})")
+            actor = job_actor(record)
             run = JobRun(
                 spec, handler, self.env, actor,
                 on_flush=self._flushed, on_outcome=self._outcome,
@@ -713,6 +752,10 @@ class JobService:
         self._require_confirmation(spec, handler, confirm)
         if skip_backup:
             record = self._skip_backup(record)
+        if record.proposed_by is not None:
+            record = self.store.update(
+                job_id, approved_by_id=caller.token_id, approved_by_name=caller.name
+            )
         if not record.plan_complete:
             # Still counting: it starts by itself when the plan is ready.
             record = self.store.update(job_id, start_when_planned=True)
@@ -862,7 +905,7 @@ class JobService:
             rollback_of=job_id,
         )
         spec, handler = spec_of(record), handler_for(JobKind.ROLLBACK)
-        self._check_new(caller, spec, handler)
+        self._check_new(caller, spec, handler, request.dry_run)
         if not request.dry_run:
             self._require_confirmation(spec, handler, request.confirm)
         record = self.store.create(record)
@@ -954,6 +997,18 @@ class JobService:
         )
 
 
+def job_actor(record: JobRecord) -> JobActor:
+    """Whom the journal names for the job's writes: its creator, or for an assistant's
+    proposal the person who started it, with the assistant named beside them."""
+    if record.proposed_by is not None and record.approved_by_id is not None:
+        return JobActor(
+            record.approved_by_id,
+            f"{record.approved_by_name} (job {record.id}, proposed by the assistant "
+            f"{record.proposed_by})",
+        )
+    return JobActor(record.actor_id, f"{record.actor_name} (job {record.id})")
+
+
 def _key_reused(key: str, job_id: str) -> ServiceError:
     return ServiceError(
         ErrorCode.CONFLICT,
@@ -985,6 +1040,7 @@ async def open_jobs(
     *,
     keys: ArchiveKeysSource | None = None,
     index: IndexService | None = None,
+    assistant_proposals: bool = True,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
@@ -999,7 +1055,9 @@ async def open_jobs(
         env = JobEnv(
             plane, store, uploads, data_dir / EXPORTS_DIRNAME, data_dir, keys=keys, index=index
         )
-        service = JobService(env, events, metrics, **settings)
+        service = JobService(
+            env, events, metrics, assistant_proposals=assistant_proposals, **settings
+        )
         if metrics is not None:
             metrics.traffic.attach_jobs(
                 "the jobs engine: items finished (applied, skipped, failed)"

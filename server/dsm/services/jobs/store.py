@@ -31,8 +31,7 @@ from ...storage.sqlite import SqliteFile, StorageFileError
 JOBS_FILENAME = "jobs.sqlite3"
 # What an erased player's key becomes in job items (the erasure report keeps the real ones).
 REDACTED_KEY = "(erased)"
-SQLITE_MAX_INTEGER = 2**63 - 1
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -63,7 +62,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_path TEXT,
     rollback_of TEXT,
     rolled_back_by TEXT,
-    kind_state TEXT                         -- JSON a kind keeps between runs (export spool)
+    kind_state TEXT,                        -- JSON a kind keeps between runs (export spool)
+    proposed_by TEXT,                       -- an AI assistant's token name: a proposal
+    approved_by_id TEXT,                    -- the token that started a proposal
+    approved_by_name TEXT
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL,
@@ -105,11 +107,21 @@ CREATE TABLE IF NOT EXISTS upload_chunks (
 ) WITHOUT ROWID;
 """
 
+# Version 2: proposals by AI assistants (docs/assistants.md), and who approved them.
+MIGRATIONS = {
+    1: """
+ALTER TABLE jobs ADD COLUMN proposed_by TEXT;
+ALTER TABLE jobs ADD COLUMN approved_by_id TEXT;
+ALTER TABLE jobs ADD COLUMN approved_by_name TEXT;
+""",
+}
+
 _JOB_COLUMNS = (
     "id, kind, state, universe, store_kind, request, idempotency_key, actor_id, actor_name,"
     " created_ms, updated_ms, started_ms, finished_ms, plan, plan_complete, plan_cursor,"
     " start_when_planned, item_count, applied, skipped, failed, failure_code, failure_message,"
-    " output_path, rollback_of, rolled_back_by, kind_state, seq"
+    " output_path, rollback_of, rolled_back_by, kind_state, seq, proposed_by, approved_by_id,"
+    " approved_by_name"
 )
 _ITEM_COLUMNS = (
     "seq, universe, store_kind, datastore, scope, key, line, data, state, deferred, skip_code,"
@@ -151,6 +163,9 @@ class JobRecord:
     rolled_back_by: str | None
     kind_state: dict[str, Any] | None
     seq: int = 0
+    proposed_by: str | None = None  # the assistant token's name, when an assistant proposed it
+    approved_by_id: str | None = None  # who started a proposal (token id and name)
+    approved_by_name: str | None = None
 
     @property
     def selection(self) -> dict[str, Any] | None:
@@ -257,7 +272,11 @@ class JobStore:
         self.path = data_dir / JOBS_FILENAME
         try:
             self._db = SqliteFile(
-                self.path, schema=SCHEMA, version=SCHEMA_VERSION, synchronous="FULL"
+                self.path,
+                schema=SCHEMA,
+                version=SCHEMA_VERSION,
+                synchronous="FULL",
+                migrations=MIGRATIONS,
             )
         except StorageFileError as exc:
             raise JobStoreError(
@@ -286,8 +305,9 @@ class JobStore:
             conn.execute(
                 "INSERT INTO jobs (id, kind, state, universe, store_kind, request,"
                 " idempotency_key, actor_id, actor_name, created_ms, updated_ms, plan,"
-                " plan_complete, plan_cursor, start_when_planned, rollback_of, kind_state)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " plan_complete, plan_cursor, start_when_planned, rollback_of, kind_state,"
+                " proposed_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.kind,
@@ -306,6 +326,7 @@ class JobStore:
                     int(record.start_when_planned),
                     record.rollback_of,
                     _json(record.kind_state),
+                    record.proposed_by,
                 ),
             )
         return self.get(record.id)
@@ -337,8 +358,6 @@ class JobStore:
         before_seq: int | None = None,
         limit: int = 50,
     ) -> list[JobRecord]:
-        if universe is not None and universe > SQLITE_MAX_INTEGER:
-            return []  # no job names a universe beyond what SQLite stores (a fuzzed query)
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (("state", state), ("kind", kind), ("universe", universe)):
@@ -664,6 +683,9 @@ def _job(row: Sequence[Any]) -> JobRecord:
         rolled_back_by=row[25],
         kind_state=_load(row[26]),
         seq=int(row[27]),
+        proposed_by=row[28],
+        approved_by_id=row[29],
+        approved_by_name=row[30],
     )
 
 

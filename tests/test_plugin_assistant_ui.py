@@ -1,0 +1,74 @@
+"""An assistant's proposal, made through `dsm mcp` with the SDK's client, as a person sees it
+in the plugin's Jobs view, and approved there (docs/assistants.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from mcp.client.client import Client
+
+from dsm.assistants.api import CompanionApi
+from dsm.assistants.server import build_server
+from shared_schema.common import Role
+from tools.luau_harness import LuauHarness
+from tools.testing.plugin import PLUGIN_SRC, PluginDriver, make_admin
+from tools.testing.server import Server, running_server
+
+from .test_plugin_jobs_ui import JOB_SERVER, game_writes, stored
+
+
+@pytest.fixture
+def harness() -> Iterator[LuauHarness]:
+    h = LuauHarness(PLUGIN_SRC)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    async with running_server(tmp_path, **JOB_SERVER) as s:
+        yield s
+
+
+async def test_a_person_sees_and_approves_an_assistants_proposal(
+    harness: LuauHarness, server: Server
+) -> None:
+    game_writes(server, 3)
+    bot = await server.pair("claude", role=Role.ASSISTANT)
+    async with Client(build_server(CompanionApi(server.base_url, bot))) as client:
+        proposal = await client.call_tool(
+            "propose_transform",
+            {"universe_id": 1, "datastores": ["PlayerData"], "program": ".coins = 1",
+             "key_prefix": "Player_"},
+        )  # fmt: skip
+    assert not proposal.is_error and proposal.structured_content is not None
+    job_id = proposal.structured_content["job_id"]
+    teammate = await server.pair("Teammate")
+    before = await stored(server, teammate, "PlayerData", "Player_1")
+
+    d = await PluginDriver.open(harness, server)
+    await d.pair("Emulator universe 1")
+    make_admin(server)  # a transform needs an admin to start it
+    await d.click("Universe_1")
+    await d.click("JobsButton")
+    proposed = "the AI assistant claude (a proposal: it runs only if you start it)"
+    await d.wait_for(lambda: any(proposed in t for t in d.texts()), "the list shows no proposal")
+    await d.click(d.row_with("JobRow", "Planned (dry run)"))
+    await d.wait_for(lambda: d.rendered("StartButton"), "no Start on the proposal")
+    assert any(proposed in t for t in d.texts())
+    now = await stored(server, teammate, "PlayerData", "Player_1")
+    assert (now["revision"], now["value_json"]) == (before["revision"], before["value_json"])
+
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=30)
+    assert any("the AI assistant claude, approved by " in t for t in d.texts())
+    for key in ("Player_1", "Player_2", "Player_3"):
+        view = await stored(server, teammate, "PlayerData", key)
+        assert json.loads(view["value_json"])["coins"] == 1
+    status, job = await server.call("GET", f"/jobs/{job_id}", teammate)
+    assert status == 200 and job["state"] == "succeeded" and job["progress"]["applied"] == 3
