@@ -58,6 +58,7 @@ from .constraints import (
 )
 from .entries import JsonPatchOperation, StoreKind
 from .errors import ErrorCode
+from .identity import Person
 from .index import MAX_HISTORY_SAMPLE, MAX_REVISIONS_PER_KEY
 from .search import EntryFilter
 
@@ -717,6 +718,11 @@ PROPOSED_BY = (
     "only, and runs when a person starts it."
 )
 APPROVED_BY = "For an assistant's proposal: the token name of the person who started it."
+CREATOR = (
+    "Who created it: the Studio user the token's plugin announced when it was created, or "
+    "unknown (a script's token); the journal names them for the job's writes."
+)
+APPROVER = "For an assistant's proposal: who started it, with their Studio user."
 
 
 class JobSummary(ResponseBody):
@@ -726,8 +732,10 @@ class JobSummary(ResponseBody):
     universe_id: PositiveInt
     description: str = Field(description="One line, e.g. `Delete 120 keys from PlayerData`.")
     created_by: str = Field(description="The token name that created it.")
+    creator: Person = Field(description=CREATOR)
     proposed_by: str | None = Field(default=None, description=PROPOSED_BY)
     approved_by: str | None = Field(default=None, description=APPROVED_BY)
+    approver: Person | None = Field(default=None, description=APPROVER)
     created_at: UtcDateTime
     updated_at: UtcDateTime
     progress: JobProgress
@@ -750,8 +758,10 @@ class JobView(ResponseBody):
     )
     params: dict[str, Any] = Field(description="The kind's params, defaults filled in.")
     created_by: str
+    creator: Person = Field(description=CREATOR)
     proposed_by: str | None = Field(default=None, description=PROPOSED_BY)
     approved_by: str | None = Field(default=None, description=APPROVED_BY)
+    approver: Person | None = Field(default=None, description=APPROVER)
     created_at: UtcDateTime
     updated_at: UtcDateTime
     started_at: UtcDateTime | None = None
@@ -840,6 +850,9 @@ class JobStatePayload(ResponseBody):
     previous: JobState | None = Field(default=None, description="Absent for a new job.")
     actions: list[JobAction]
     actor: str | None = Field(default=None, description="Who caused it; absent for the runner.")
+    person: Person | None = Field(
+        default=None, description="Who caused it, with their Studio user; absent for the runner."
+    )
     message: str | None = None
 
 

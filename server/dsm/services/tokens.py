@@ -32,6 +32,7 @@ from pathlib import Path
 from shared_schema.auth import TokenInfo
 from shared_schema.common import Role
 from shared_schema.errors import ErrorCode
+from shared_schema.identity import Person, make_person
 
 from ..storage.sqlite import SqliteFile
 from .errors import ServiceError
@@ -100,6 +101,11 @@ class Principal:
     def label(self) -> str:
         """How events and job records name the caller: an AI assistant is named as one."""
         return f"{self.name} (assistant)" if self.role is Role.ASSISTANT else self.name
+
+    @property
+    def person(self) -> Person:
+        """The caller as journals, events and the audit log name them."""
+        return make_person(self.studio_user_id, self.studio_user_name, self.label)
 
 
 def utc_now() -> datetime:

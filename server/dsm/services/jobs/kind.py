@@ -99,10 +99,13 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class JobActor:
-    """Whom the journal names for a job's writes: its creator, and the job."""
+    """Whom the journal names for a job's writes: its creator (and the Studio user behind
+    their token, when announced), and the job."""
 
     token_id: str
     name: str
+    studio_user_id: int | None = None
+    studio_user_name: str | None = None
 
 
 @dataclass(frozen=True)

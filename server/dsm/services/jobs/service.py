@@ -36,6 +36,7 @@ from shared_schema.common import Backend, Role
 from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.events import EventType
+from shared_schema.identity import Person, make_person
 from shared_schema.jobs import (
     MAX_SAMPLES,
     TERMINAL_STATES,
@@ -251,8 +252,10 @@ class JobService:
             "universe_id": record.universe,
             "description": handler.describe(spec),
             "created_by": record.actor_name,
+            "creator": creator_of(record),
             "proposed_by": record.proposed_by,
             "approved_by": record.approved_by_name,
+            "approver": approver_of(record),
             "created_at": _at(record.created_ms),
             "updated_at": _at(record.updated_ms),
             "progress": self._progress(record),
@@ -481,7 +484,7 @@ class JobService:
         if kind_state is not None:
             record = replace(record, kind_state=await kind_state())
         record = self.store.create(record)
-        self._state_event(record, None, actor=caller.label)
+        self._state_event(record, None, by=caller.person)
         return await self._plan_and_wait(record.id)
 
     def _new_record(
@@ -506,6 +509,7 @@ class JobService:
             applied=0, skipped=0, failed=0, failure_code=None, failure_message=None,
             output_path=None, rollback_of=rollback_of, rolled_back_by=None, kind_state=None,
             proposed_by=caller.name if caller.role is Role.ASSISTANT else None,
+            actor_user_id=caller.studio_user_id, actor_user_name=caller.studio_user_name,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------ planning
@@ -671,8 +675,8 @@ class JobService:
 
     # -------------------------------------------------------------------------- running
 
-    def _queue(self, record: JobRecord, actor: str | None, message: str | None = None) -> None:
-        self._set_state(record, JobState.QUEUED, actor=actor, message=message)
+    def _queue(self, record: JobRecord, by: Person | None, message: str | None = None) -> None:
+        self._set_state(record, JobState.QUEUED, by=by, message=message)
         self._launch(record.id)
 
     def _launch(self, job_id: str) -> None:
@@ -754,8 +758,10 @@ class JobService:
             record = self._skip_backup(record)
         if record.proposed_by is not None:
             record = self.store.update(
-                job_id, approved_by_id=caller.token_id, approved_by_name=caller.name
-            )
+                job_id, approved_by_id=caller.token_id, approved_by_name=caller.name,
+                approved_by_user_id=caller.studio_user_id,
+                approved_by_user_name=caller.studio_user_name,
+            )  # fmt: skip
         if not record.plan_complete:
             # Still counting: it starts by itself when the plan is ready.
             record = self.store.update(job_id, start_when_planned=True)
@@ -763,7 +769,7 @@ class JobService:
         blocking = (record.plan or {}).get("blocking") or []
         if blocking:
             raise ServiceError(ErrorCode.BAD_REQUEST, " ".join(blocking))
-        self._begin(record, caller.name)
+        self._begin(record, caller.person)
         return self.get(job_id)
 
     # ---------------------------------------------------------- the backup before a job
@@ -775,16 +781,16 @@ class JobService:
             plan = {**plan, "backup": {**plan["backup"], "skipped": True}}
         return self.store.update(record.id, request=request, plan=plan)
 
-    def _begin(self, record: JobRecord, actor: str | None, message: str | None = None) -> None:
+    def _begin(self, record: JobRecord, by: Person | None, message: str | None = None) -> None:
         """Queue a planned job, after the backup its plan asks for (started here if needed)."""
         backup = (record.plan or {}).get("backup") or {}
         if not backup.get("required") or backup.get("skipped") or self.env.keys is None:
-            self._queue(record, actor, message)
+            self._queue(record, by, message)
             return
         job_ids: list[str] = list(backup.get("job_ids") or [])
         last = self.store.find(job_ids[-1]) if job_ids else None
         if last is not None and last.state == JobState.SUCCEEDED.value:
-            self._queue(record, actor, message)
+            self._queue(record, by, message)
             return
         record = self.store.update(record.id, start_when_planned=True)
         if last is not None and last.state not in TERMINAL_STATES:
@@ -793,7 +799,7 @@ class JobService:
         plan = {**(record.plan or {}), "backup": {**backup, "job_ids": [*job_ids, taken]}}
         record = self.store.update(record.id, plan=plan)
         self._state_event(
-            record, JobState.PLANNED, actor=actor,
+            record, JobState.PLANNED, by=by,
             message=f"backing up the entries it writes first (job {taken})",
         )  # fmt: skip
 
@@ -802,7 +808,10 @@ class JobService:
 
         assert self.env.keys is not None
         params = BackupParams(from_job=record.id, note=f"before job {record.id}")
-        creator = Principal(token_id=record.actor_id, name=record.actor_name, role=Role.EDITOR)
+        creator = Principal(
+            token_id=record.actor_id, name=record.actor_name, role=Role.EDITOR,
+            studio_user_id=record.actor_user_id, studio_user_name=record.actor_user_name,
+        )  # fmt: skip
         backup = self._new_record(
             creator,
             JobKind.BACKUP,
@@ -814,7 +823,7 @@ class JobService:
         )
         backup = replace(backup, kind_state=new_key_state(self.env.keys, None))
         backup = self.store.create(backup)
-        self._state_event(backup, None, actor=record.actor_name)
+        self._state_event(backup, None, by=creator_of(record))
         self._plan_later(backup.id)
         return backup.id
 
@@ -842,7 +851,7 @@ class JobService:
             raise ServiceError(
                 ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a running job pauses."
             )
-        record = self._set_state(record, JobState.PAUSED, actor=caller.name)
+        record = self._set_state(record, JobState.PAUSED, by=caller.person)
         if (run := self._runs.get(job_id)) is not None:
             run.stop("paused")
         return self.view(record)
@@ -856,7 +865,7 @@ class JobService:
             raise ServiceError(
                 ErrorCode.CONFLICT, f"Job {job_id} is {state.value}; only a paused job resumes."
             )
-        self._queue(record, caller.name)
+        self._queue(record, caller.person)
         return self.get(job_id)
 
     async def cancel(self, caller: Principal, job_id: str) -> JobView:
@@ -870,7 +879,7 @@ class JobService:
                 f"Job {job_id} already ended ({state.value}); roll it back to undo its writes.",
             )
         record = self.store.update(job_id, finished_ms=now_ms())
-        record = self._set_state(record, JobState.CANCELLED, actor=caller.name)
+        record = self._set_state(record, JobState.CANCELLED, by=caller.person)
         if (run := self._runs.get(job_id)) is not None:
             run.stop("cancelled")
         if (task := self._planning.get(job_id)) is not None:
@@ -910,7 +919,7 @@ class JobService:
             self._require_confirmation(spec, handler, request.confirm)
         record = self.store.create(record)
         self.store.update(job_id, rolled_back_by=record.id)
-        self._state_event(record, None, actor=caller.name)
+        self._state_event(record, None, by=caller.person)
         return await self._plan_and_wait(record.id)
 
     # ----------------------------------------------------------------------- bookkeeping
@@ -920,12 +929,12 @@ class JobService:
         record: JobRecord,
         state: JobState,
         *,
-        actor: str | None = None,
+        by: Person | None = None,
         message: str | None = None,
     ) -> JobRecord:
         previous = JobState(record.state)
         updated = self.store.update(record.id, state=state.value)
-        self._state_event(updated, previous, actor=actor, message=message)
+        self._state_event(updated, previous, by=by, message=message)
         return updated
 
     def _fail(self, job_id: str, code: ErrorCode, message: str) -> None:
@@ -942,7 +951,7 @@ class JobService:
         record: JobRecord,
         previous: JobState | None,
         *,
-        actor: str | None = None,
+        by: Person | None = None,
         message: str | None = None,
     ) -> None:
         if self.metrics is not None:
@@ -956,7 +965,8 @@ class JobService:
                 state=JobState(record.state),
                 previous=previous,
                 actions=self._actions(record, handler_for(record.kind)),
-                actor=actor,
+                actor=None if by is None else by.token_name,
+                person=by,
                 message=message,
             ),
         )
@@ -1005,8 +1015,29 @@ def job_actor(record: JobRecord) -> JobActor:
             record.approved_by_id,
             f"{record.approved_by_name} (job {record.id}, proposed by the assistant "
             f"{record.proposed_by})",
+            record.approved_by_user_id,
+            record.approved_by_user_name,
         )
-    return JobActor(record.actor_id, f"{record.actor_name} (job {record.id})")
+    return JobActor(
+        record.actor_id,
+        f"{record.actor_name} (job {record.id})",
+        record.actor_user_id,
+        record.actor_user_name,
+    )
+
+
+def creator_of(record: JobRecord) -> Person:
+    """Who created the job (an assistant, for a proposal), with the Studio user behind them."""
+    token = f"{record.actor_name} (assistant)" if record.proposed_by else record.actor_name
+    return make_person(record.actor_user_id, record.actor_user_name, token)
+
+
+def approver_of(record: JobRecord) -> Person | None:
+    if record.approved_by_name is None:
+        return None
+    return make_person(
+        record.approved_by_user_id, record.approved_by_user_name, record.approved_by_name
+    )
 
 
 def _key_reused(key: str, job_id: str) -> ServiceError:

@@ -65,7 +65,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     kind_state TEXT,                        -- JSON a kind keeps between runs (export spool)
     proposed_by TEXT,                       -- an AI assistant's token name: a proposal
     approved_by_id TEXT,                    -- the token that started a proposal
-    approved_by_name TEXT
+    approved_by_name TEXT,
+    actor_user_id INTEGER,                  -- the Studio user behind actor_id, when announced
+    actor_user_name TEXT,
+    approved_by_user_id INTEGER,            -- ... and behind approved_by_id
+    approved_by_user_name TEXT
 );
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL,
@@ -107,12 +111,17 @@ CREATE TABLE IF NOT EXISTS upload_chunks (
 ) WITHOUT ROWID;
 """
 
-# Version 2: proposals by AI assistants (docs/assistants.md), and who approved them.
+# Version 2: proposals by AI assistants (docs/assistants.md), who approved them, and the
+# Studio users behind the tokens that created and approved each job (docs/team.md).
 MIGRATIONS = {
     1: """
 ALTER TABLE jobs ADD COLUMN proposed_by TEXT;
 ALTER TABLE jobs ADD COLUMN approved_by_id TEXT;
 ALTER TABLE jobs ADD COLUMN approved_by_name TEXT;
+ALTER TABLE jobs ADD COLUMN actor_user_id INTEGER;
+ALTER TABLE jobs ADD COLUMN actor_user_name TEXT;
+ALTER TABLE jobs ADD COLUMN approved_by_user_id INTEGER;
+ALTER TABLE jobs ADD COLUMN approved_by_user_name TEXT;
 """,
 }
 
@@ -121,7 +130,7 @@ _JOB_COLUMNS = (
     " created_ms, updated_ms, started_ms, finished_ms, plan, plan_complete, plan_cursor,"
     " start_when_planned, item_count, applied, skipped, failed, failure_code, failure_message,"
     " output_path, rollback_of, rolled_back_by, kind_state, seq, proposed_by, approved_by_id,"
-    " approved_by_name"
+    " approved_by_name, actor_user_id, actor_user_name, approved_by_user_id, approved_by_user_name"
 )
 _ITEM_COLUMNS = (
     "seq, universe, store_kind, datastore, scope, key, line, data, state, deferred, skip_code,"
@@ -166,6 +175,10 @@ class JobRecord:
     proposed_by: str | None = None  # the assistant token's name, when an assistant proposed it
     approved_by_id: str | None = None  # who started a proposal (token id and name)
     approved_by_name: str | None = None
+    actor_user_id: int | None = None  # the Studio users behind actor_id and approved_by_id
+    actor_user_name: str | None = None
+    approved_by_user_id: int | None = None
+    approved_by_user_name: str | None = None
 
     @property
     def selection(self) -> dict[str, Any] | None:
@@ -306,8 +319,8 @@ class JobStore:
                 "INSERT INTO jobs (id, kind, state, universe, store_kind, request,"
                 " idempotency_key, actor_id, actor_name, created_ms, updated_ms, plan,"
                 " plan_complete, plan_cursor, start_when_planned, rollback_of, kind_state,"
-                " proposed_by)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " proposed_by, actor_user_id, actor_user_name)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.kind,
@@ -327,6 +340,8 @@ class JobStore:
                     record.rollback_of,
                     _json(record.kind_state),
                     record.proposed_by,
+                    record.actor_user_id,
+                    record.actor_user_name,
                 ),
             )
         return self.get(record.id)
@@ -686,6 +701,10 @@ def _job(row: Sequence[Any]) -> JobRecord:
         proposed_by=row[28],
         approved_by_id=row[29],
         approved_by_name=row[30],
+        actor_user_id=row[31],
+        actor_user_name=row[32],
+        approved_by_user_id=row[33],
+        approved_by_user_name=row[34],
     )
 
 

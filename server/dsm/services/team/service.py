@@ -72,7 +72,7 @@ log = logging.getLogger("dsm.team")
 
 
 def person_of(principal: Principal) -> Person:
-    return make_person(principal.studio_user_id, principal.studio_user_name, principal.name)
+    return principal.person
 
 
 @dataclass
@@ -256,7 +256,7 @@ class TeamService:
         if event.type != EventType.JOB_STATE:
             return  # job.progress comes several times a second: never worth a shared record
         job = JobStatePayload.model_validate(event.payload, strict=False)  # JSON-shaped payload
-        person = make_person(None, None, job.actor)
+        person = job.person or make_person(None, None, job.actor)
         if job.actor is not None:
             self._job_people[job.job_id] = person
         else:  # the runner moved it on: name whoever set it going
