@@ -193,6 +193,8 @@ async def test_a_proposal_changes_nothing_until_a_person_starts_it_once(world: W
     job_id = proposal["job_id"]
     assert proposal["state"] == "planned" and "Nothing has been written" in proposal["approval"]
     assert proposal["plan"]["items"] == len(keys)
+    # Chosen by the index, with its coverage stated, and each entry re-checked live at run time.
+    assert any(n.startswith("Selected from the search index") for n in proposal["plan"]["notes"])
     assert {k: await coins(world, k) for k in keys} == before
 
     status, view = await world.server.call("GET", f"/jobs/{job_id}", world.admin)

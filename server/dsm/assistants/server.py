@@ -16,8 +16,6 @@ from mcp_types import ToolAnnotations
 from .api import ApiError, CompanionApi
 from .results import DEFAULT_MAX_VALUE_CHARS, label_of, scrub, summarise, unavailable
 
-MAX_PROPOSAL_KEYS = 10_000  # the jobs API's own limit on explicit keys
-SEARCH_PAGE = 500
 APPROVAL = (
     "Nothing has been written. This is a proposal (a planned job, dry run only): a person "
     "reviews its plan and sample diffs and starts it in the plugin's Jobs view or with "
@@ -86,31 +84,6 @@ class Assistant:
                 "approval": APPROVAL.format(id=job["id"]),
             }
         )
-
-    async def keys_matching(
-        self, universe_id: int, query: str, datastores: list[str]
-    ) -> list[dict[str, str]]:
-        """Every key the index finds for `query` (the search language), for a proposal."""
-        found: list[dict[str, str]] = []
-        cursor: str | None = None
-        while True:
-            page = await self._call(
-                "POST", "/search",
-                body={"universe_id": universe_id, "query": query, "datastores": datastores,
-                      "limit": SEARCH_PAGE, **({"cursor": cursor} if cursor else {})},
-            )  # fmt: skip
-            found += [
-                {"key": h["entry"]["key"], "scope": h["entry"]["scope"]} for h in page["hits"]
-            ]
-            cursor = page.get("next_cursor")
-            if cursor is None or len(found) > MAX_PROPOSAL_KEYS:
-                break
-        if len(found) > MAX_PROPOSAL_KEYS:
-            raise ToolError(
-                f"The query matches more than {MAX_PROPOSAL_KEYS} keys; narrow it (or a person "
-                "can plan the job in the plugin)."
-            )
-        return found
 
 
 def _idem() -> str:
@@ -304,12 +277,18 @@ def _proposal_tools(server: MCPServer, h: Assistant) -> None:
         key_prefix: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """Propose running a jq program (e.g. `.coins *= 2 | del(.legacy)`) on every entry a
-        search query matches (or a key prefix, or all keys of the stores). Writes nothing
-        until a person starts the job."""
-        keys = await h.keys_matching(universe_id, query, datastores) if query else None
-        if keys == []:
-            raise ToolError("The query matches no indexed entry; nothing to propose.")
-        body = _transform(universe_id, datastores, program, keys=keys, prefix=key_prefix)
+        search query matches in any scope (and key prefix, if given), or on every key with the
+        prefix (or all keys) of the stores' global scope. A query is answered by the search
+        index, and each entry is re-read live before the job writes it: one that no longer
+        matches is skipped. Writes nothing until a person starts the job."""
+        search = None
+        if query is not None:
+            search = {"query": query}
+            if key_prefix is not None:
+                search["key_pattern"] = key_prefix
+        body = _transform(
+            universe_id, datastores, program, prefix=None if search else key_prefix, search=search
+        )
         return await h.propose(body)
 
     @server.tool(annotations=PROPOSE)
@@ -344,11 +323,13 @@ def _proposal_tools(server: MCPServer, h: Assistant) -> None:
 def _transform(
     universe_id: int, datastores: list[str], program: str, *,
     keys: list[dict[str, str]] | None = None, prefix: str | None = None,
-    wrapped: str | None = None,
+    search: dict[str, str] | None = None, wrapped: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     selection: dict[str, Any] = {"universe_id": universe_id, "datastores": datastores}
     if keys is not None:
         selection["keys"] = keys
+    elif search is not None:
+        selection.update(search=search, all_scopes=True)
     elif prefix is not None:
         selection["prefix"] = prefix
     params: dict[str, Any] = {"program": program}
