@@ -154,7 +154,8 @@ def test_a_version_1_token_file_gains_the_assistant_role(tmp_path: Path) -> None
             "CREATE TABLE tokens (token_id TEXT PRIMARY KEY, secret_sha256 BLOB NOT NULL,"
             " name TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('viewer','editor','admin')),"
             " created_at TEXT NOT NULL, last_used_at TEXT, revoked_at TEXT);"
-            "INSERT INTO tokens SELECT * FROM t1; DROP TABLE t1; PRAGMA user_version = 1;"
+            "INSERT INTO tokens SELECT token_id, secret_sha256, name, role, created_at,"
+            " last_used_at, revoked_at FROM t1; DROP TABLE t1; PRAGMA user_version = 1;"
         )
     conn.close()
     store = TokenStore.open(tmp_path)
@@ -162,5 +163,10 @@ def test_a_version_1_token_file_gains_the_assistant_role(tmp_path: Path) -> None
         assert store.get(info.token_id).role is Role.EDITOR
         _, bot = store.issue("claude", Role.ASSISTANT)
         assert store.get(bot.token_id).role is Role.ASSISTANT
+        # ... and records the Studio user a plugin announces (the same migration, issue 13).
+        assert store.get(info.token_id).studio_user_id is None
+        store.record_identity(info.token_id, 42, "Ana")
+        found = store.get(info.token_id)
+        assert (found.studio_user_id, found.studio_user_name) == (42, "Ana")
     finally:
         store.close()

@@ -333,7 +333,8 @@ async def test_a_job_reaches_the_shared_log_once_per_state_and_the_monitor_count
         assert job["state"] == "succeeded", job
 
         # Bob reads Alice's job in the shared log: queued and succeeded, never each progress
-        # step, a dry-run plan or "running", named by the token that started it.
+        # step, a dry-run plan or "running", named by the Studio user behind the token that
+        # started it.
         async def job_records(server: Server, token: str) -> list[dict[str, Any]] | None:
             status, page = await server.call("GET", f"/team/{U}/activity?limit=200", token)
             assert status == 200, page
@@ -343,7 +344,8 @@ async def test_a_job_reaches_the_shared_log_once_per_state_and_the_monitor_count
         records = await eventually(lambda: job_records(bob, bob_token), "the job in the log")
         assert sorted(i["operation"] for i in records) == ["queued", "succeeded"]
         assert {i["job_id"] for i in records} == {job["id"]}
-        assert {i["person"]["label"] for i in records} == {"Alice's Studio (Studio user unknown)"}
+        assert {i["person"]["label"] for i in records} == {"AliceDev"}
+        assert {i["person"]["token_name"] for i in records} == {"Alice's Studio"}
         assert all(i["summary"].startswith(f"delete job {job['id']} ") for i in records)
 
         # Alice's monitor counts the job's items, and says who feeds them.

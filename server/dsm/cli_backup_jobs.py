@@ -22,7 +22,7 @@ from rich.table import Table
 
 from . import cli_jobs
 from .cli_jobs import ApiError, Client
-from .config import DEFAULT_PORT
+from .cli_server import add_server_option
 from .services.backups.keyslots import PASSPHRASE_ENV
 
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -30,11 +30,7 @@ _UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 
 def server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server",
-        default=os.environ.get("DSM_SERVER", f"http://127.0.0.1:{DEFAULT_PORT}"),
-        help="the server's URL (default $DSM_SERVER or http://127.0.0.1:%(default)s)",
-    )
+    add_server_option(parser)
     parser.add_argument(
         "--token", default=os.environ.get("DSM_TOKEN"), help="a bearer token (default $DSM_TOKEN)"
     )

@@ -28,7 +28,7 @@ from shared_schema.analytics import AnomalyReport, Distribution, EconomyReport, 
 from shared_schema.common import Role
 from shared_schema.index import IndexBasis
 
-from .config import DEFAULT_PORT
+from .cli_server import add_server_option
 from .paths import data_dir
 from .services.index.report import render
 from .services.tokens import TokenStore
@@ -41,7 +41,7 @@ class CliError(Exception):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the dsm serve URL")
+    add_server_option(p)
     p.add_argument("--token", help=f"bearer token (default ${TOKEN_ENV}, else a temporary one)")
     p.add_argument(
         "--data-dir", type=Path, help="the server's data directory (for a temporary token)"

@@ -27,7 +27,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import DEFAULT_PORT
+from .cli_server import add_server_option
 from .services.tokens import console_safe
 
 TERMINAL = ("succeeded", "failed", "cancelled", "rolled_back")
@@ -96,11 +96,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(a dry run with counts, an estimate and sample diffs), paced to the Open Cloud budget, "
         "survives restarts, and can be rolled back.",
     )
-    parser.add_argument(
-        "--server",
-        default=os.environ.get("DSM_SERVER", f"http://127.0.0.1:{DEFAULT_PORT}"),
-        help="the server's URL (default $DSM_SERVER or http://127.0.0.1:%(default)s)",
-    )
+    add_server_option(parser)
     parser.add_argument(
         "--token",
         default=os.environ.get("DSM_TOKEN"),

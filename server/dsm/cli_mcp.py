@@ -16,7 +16,7 @@ from typing import Any
 
 from .assistants.api import ApiError, CompanionApi
 from .assistants.results import DEFAULT_MAX_VALUE_CHARS
-from .config import DEFAULT_PORT
+from .cli_server import add_server_option
 
 ALLOWED_ROLES = ("assistant", "viewer")
 LOOPBACK = "127.0.0.1"
@@ -30,11 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "propose changes a person approves in Studio. Needs a running `dsm serve` and a token "
         "made with `dsm tokens create --role assistant --label NAME` (docs/assistants.md).",
     )
-    parser.add_argument(
-        "--server",
-        default=os.environ.get("DSM_SERVER", f"http://{LOOPBACK}:{DEFAULT_PORT}"),
-        help="the companion server's URL (default $DSM_SERVER or %(default)s)",
-    )
+    add_server_option(parser)
     parser.add_argument(
         "--token",
         default=os.environ.get("DSM_TOKEN"),

@@ -23,7 +23,7 @@ import aiohttp
 
 from shared_schema.common import Role
 
-from .config import DEFAULT_PORT
+from .cli_server import add_server_option
 from .paths import data_dir
 from .services.tokens import TokenStore
 
@@ -72,11 +72,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _common(parser: argparse.ArgumentParser, *, universe_required: bool) -> None:
     parser.add_argument("--universe", type=int, required=universe_required)
-    parser.add_argument(
-        "--server",
-        default=f"http://127.0.0.1:{DEFAULT_PORT}",
-        help=f"the running dsm serve (default http://127.0.0.1:{DEFAULT_PORT})",
-    )
+    add_server_option(parser)
     parser.add_argument("--data-dir", type=Path, help="its data directory (for a CLI token)")
     parser.add_argument(
         "--token", help="a bearer token (default: $DSM_TOKEN, or a short-lived one)"

@@ -65,22 +65,16 @@ CREATE TABLE IF NOT EXISTS {name} (
 _COLUMNS = "token_id, secret_sha256, name, role, created_at, last_used_at, revoked_at"
 SCHEMA = _TABLE.format(name="tokens")
 
-# Version 2 allows the assistant role. SQLite cannot change a CHECK constraint in place, so the
-# table is copied into one with the new constraint (in the migration's one transaction).
+# Version 2 allows the assistant role (docs/assistants.md) and records the Studio user each
+# token's plugin announces (docs/team.md, "Identity"). SQLite cannot change a CHECK constraint
+# in place, so the table is copied into one with the new constraint and columns (in the
+# migration's one transaction).
 MIGRATIONS = {
     1: _TABLE.format(name="tokens_v2")
     + f"""
 INSERT INTO tokens_v2 ({_COLUMNS}) SELECT {_COLUMNS} FROM tokens;
 DROP TABLE tokens;
 ALTER TABLE tokens_v2 RENAME TO tokens;
-""",
-}
-
-# Version 2 records the Studio user each token's plugin announces (docs/team.md, "Identity").
-MIGRATIONS = {
-    1: """
-ALTER TABLE tokens ADD COLUMN studio_user_id INTEGER;
-ALTER TABLE tokens ADD COLUMN studio_user_name TEXT;
 """,
 }
 
