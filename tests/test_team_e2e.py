@@ -225,6 +225,7 @@ async def test_two_developers_on_two_servers(tmp_path: Path) -> None:
 
             # One shared audit log: Bob's Activity view lists Alice's write, by her name.
             await sam.to_universe()
+            await sam.click("TeamButton")
             await sam.click("ActivityButton")
             await sam.wait_text("AliceDev · update PlayerData / global / Player_1")
             page = await api(bob, bob_token, "GET", f"/team/{U}/activity")

@@ -230,6 +230,7 @@ async def _activity(d: PluginDriver, teammate: str) -> None:
     await _edit_and_save(d, "Player_1", "level:", "12")
     await d.click("CrumbFolded")
     await d.wait_text("data stores")
+    await d.click("TeamButton")
     await d.click("ActivityButton")
     await d.wait_text("SamTests · update PlayerData / global / Player_1")
 
