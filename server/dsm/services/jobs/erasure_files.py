@@ -94,11 +94,26 @@ class _Verdicts:
             return Action.DELETE_ENTRY
         return Action.REMOVE_USER_ID if actions else None
 
+    def without_player(self, user_ids: list[int]) -> str:
+        """The user ids as JSON, the player taken out."""
+        return json.dumps([i for i in user_ids if i != self.rules.user_id], separators=(",", ":"))
+
 
 @dataclass
 class _Tally:
     removed: int = 0
     changed: int = 0
+
+    def count(self, action: Action | None) -> Action | None:
+        if action is Action.DELETE_ENTRY:
+            self.removed += 1
+        elif action is Action.REMOVE_USER_ID:
+            self.changed += 1
+        return action
+
+    def check_changed(self) -> None:
+        if not (self.removed or self.changed):
+            raise _Unchanged
 
 
 class NotAnExport(Exception):
@@ -208,18 +223,14 @@ def _rewrite_jsonl(path: Path, verdicts: _Verdicts) -> _Tally:
             except (JsonTextError, KeyError, ValueError) as exc:
                 raise NotAnExport(f"line {number} is not an export line ({exc})") from None
             ids = _ids(listed, f"line {number}")
-            action = verdicts.action(scope or "global", str(key), ids)
+            action = tally.count(verdicts.action(scope or "global", str(key), ids))
             if action is Action.DELETE_ENTRY:
-                tally.removed += 1
                 continue
             if action is Action.REMOVE_USER_ID:
                 start, end = spans["user_ids"]
-                kept = [i for i in ids if i != verdicts.rules.user_id]
-                line = line[:start] + json.dumps(kept, separators=(",", ":")) + line[end:]
-                tally.changed += 1
+                line = line[:start] + verdicts.without_player(ids) + line[end:]
             out.write(line)
-        if not (tally.removed or tally.changed):
-            raise _Unchanged
+        tally.check_changed()
     return tally
 
 
@@ -241,17 +252,13 @@ def _rewrite_csv(path: Path, verdicts: _Verdicts) -> _Tally:
                                       f"{len(header)}")  # fmt: skip
                 ids = _ids(row[ids_at], f"line {rows.line_num}") if ids_at is not None else []
                 scope = (row[scope_at] if scope_at is not None else "") or "global"
-                action = verdicts.action(scope, row[key_at], ids)
+                action = tally.count(verdicts.action(scope, row[key_at], ids))
                 if action is Action.DELETE_ENTRY:
-                    tally.removed += 1
                     continue
                 if action is Action.REMOVE_USER_ID and ids_at is not None:
-                    kept = [i for i in ids if i != verdicts.rules.user_id]
-                    row[ids_at] = json.dumps(kept, separators=(",", ":"))
-                    tally.changed += 1
+                    row[ids_at] = verdicts.without_player(ids)
                 writer.writerow(row)
-            if not (tally.removed or tally.changed):
-                raise _Unchanged
+            tally.check_changed()
     return tally
 
 
@@ -269,17 +276,13 @@ def _rewrite_sqlite(path: Path, verdicts: _Verdicts) -> _Tally:
             with db:
                 for rowid, scope, key, user_ids in rows:
                     ids = _ids(user_ids, f"key {key!r}")
-                    action = verdicts.action(scope or "global", str(key), ids)
+                    action = tally.count(verdicts.action(scope or "global", str(key), ids))
                     if action is Action.DELETE_ENTRY:
                         db.execute("DELETE FROM entries WHERE rowid = ?", (rowid,))
-                        tally.removed += 1
                     elif action is Action.REMOVE_USER_ID:
-                        kept = [i for i in ids if i != verdicts.rules.user_id]
                         db.execute("UPDATE entries SET user_ids = ? WHERE rowid = ?",
-                                   (json.dumps(kept, separators=(",", ":")), rowid))  # fmt: skip
-                        tally.changed += 1
-            if not (tally.removed or tally.changed):
-                raise _Unchanged
+                                   (verdicts.without_player(ids), rowid))  # fmt: skip
+            tally.check_changed()
             db.execute("VACUUM")  # no free page keeps the old rows
         finally:
             db.close()
