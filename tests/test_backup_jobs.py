@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -298,6 +299,19 @@ async def test_erasure_removes_a_planted_player_everywhere_and_nothing_else(
              "all_scopes": True}, "params": {"program": ".coins += 1"}},
         )  # fmt: skip
         await backup(env)
+        # Exports holding the player and others: one store per file, and one of several stores.
+        exports = {"players.jsonl": ("jsonl", ["Players"]), "players.csv": ("csv", ["Players"]),
+                   "all.sqlite": ("sqlite", ["Players", "Inventory", "Guilds"])}  # fmt: skip
+        for name, (format, stores) in exports.items():
+            done = await jobs.run(env.call, env.admin, {
+                "kind": "export", "params": {"format": format, "file_name": name},
+                "selection": {"universe_id": U, "datastores": stores, "all_scopes": True}})  # fmt: skip
+            assert done["state"] == "succeeded", done
+        assert str(uid).encode() in (tmp_path / "exports" / "players.jsonl").read_bytes()
+        # An import file sent for later naming the player, and another that does not.
+        line = json.dumps({"key": f"Player_{uid}", "value": mine}) + "\n"
+        mentioning = await jobs.upload(env.call, env.admin, line.encode(), "mine.jsonl")
+        other = await jobs.upload(env.call, env.admin, b'{"key":"Player_7","value":1}\n', "7.jsonl")
 
         status, plan = await env.call(
             "POST", "/erasures", env.admin,
@@ -338,8 +352,22 @@ async def test_erasure_removes_a_planted_player_everywhere_and_nothing_else(
         status, report = await env.call("GET", f"/erasures/{job['id']}/report", env.admin)
         assert status == 200, report
         assert report["user_id"] == uid and len(report["roblox"]) == 4
-        assert {s["where"] for s in report["local"]} >= {"cache", "journal", "backups", "index"}
+        local = {s["where"]: s for s in report["local"]}
+        assert set(local) >= {"cache", "journal", "backups", "index", "exports", "uploads",
+                              "audit_log"}  # fmt: skip
         assert all(not s["problems"] for s in report["local"]), report["local"]
+        # 2 player rows in each Players export (2 scopes), + the inventory in the SQLite one;
+        # the guild keeps its row without the user id.
+        assert local["exports"]["removed"] == 7 and local["exports"]["changed"] == 1
+        assert local["exports"]["details"] == [
+            "exports/all.sqlite: rewritten, 3 entries removed, 1 with the user id taken out (the "
+            "patterns of every store applied)",
+            "exports/players.csv: rewritten, 2 entries removed, 0 with the user id taken out",
+            "exports/players.jsonl: rewritten, 2 entries removed, 0 with the user id taken out",
+        ]
+        assert local["uploads"]["details"] == [f"uploads/{mentioning}.bin: deleted"]
+        assert "team sync is off" in local["audit_log"]["details"][0]
+        assert "exports/players.csv: rewritten" in report["text"]
         assert "Still kept by Roblox" in report["text"]
         status, view = await env.call("GET", f"/erasures/{job['id']}", env.admin)
         assert view["redacted"] and view.get("user_id") is None and view["found_total"] == 4
@@ -359,6 +387,17 @@ async def test_erasure_removes_a_planted_player_everywhere_and_nothing_else(
                     assert marker not in held.value_json
         needles = [marker.encode(), f"Player_{uid}".encode(), str(uid).encode()]
         assert files_containing(tmp_path, needles) == {}
+        # The other players' rows are still exported; the other upload is still there.
+        kept = [json.loads(t) for t in (tmp_path / "exports" / "players.jsonl").open()]
+        assert sorted(row["key"] for row in kept) == ["Player_7"] and kept[0]["user_ids"] == [7]
+        assert "Player_7" in (tmp_path / "exports" / "players.csv").read_text()
+        with sqlite3.connect(tmp_path / "exports" / "all.sqlite") as db:
+            rows = db.execute("SELECT key, user_ids FROM entries ORDER BY key").fetchall()
+        assert rows == [("Player_7", "[7]"), ("g1", "[7]")]
+        status, _ = await env.call("GET", f"/uploads/{mentioning}", env.admin)
+        assert status == 404
+        status, _ = await env.call("GET", f"/uploads/{other}", env.admin)
+        assert status == 200
 
 
 # ---------------------------------------------------------------- the backup before a job

@@ -35,6 +35,8 @@ from dsm.services.erasure import (
     scrub_cache,
     scrub_journal,
 )
+from dsm.services.jobs.erasure_files import scrub_exports
+from dsm.services.jobs.formats import ExportEntry, JsonLinesWriter
 from dsm.services.ordered import OrderedRef
 from dsm.storage.crypto import new_key
 from dsm.storage.journal import ERASED_KEY, UndoNotPossible
@@ -144,11 +146,23 @@ async def test_erasure_finds_the_player_and_leaves_no_trace(world: World) -> Non
         crashed.add(entry)
     assert crashed._file is not None
     crashed._file.flush()
+    # An export of both stores, as an export job writes it (the exports folder of the data dir).
+    exports = w.tmp / "exports"
+    exports.mkdir()
+    with (
+        open(exports / "everything.jsonl", "w", encoding="utf-8") as out,
+        JsonLinesWriter(out) as export,
+    ):
+        for entry in snapshot:
+            if entry.name.kind is StoreKind.STANDARD:
+                export.write(ExportEntry(entry.name.key, entry.value_json, entry.name.scope,
+                                         entry.attributes, list(entry.user_ids)))  # fmt: skip
 
     # Before: the search finds the player in clear (the journal names keys), so it can fail.
     user_forms = [str(USER).encode(), str(USER).encode("utf-16-le")]
     _, hits = scan_tree(w.tmp, user_forms)
     assert any("journal.sqlite3" in path for path in hits)
+    assert str(exports / "everything.jsonl") in hits
     sealed = journal_blobs(w.journal.path) + cache_blobs(w.plane.cache.path)
     sealed_forms = [blob[i : i + 48] for blob in sealed for i in range(13, len(blob) - 48, 4096)]
     for name in ("a.dsmbak", "b.dsmbak"):
@@ -231,6 +245,7 @@ async def test_erasure_finds_the_player_and_leaves_no_trace(world: World) -> Non
             request_id="er_test1",
             clock=w.clock.now,
         ),
+        scrub_exports(exports, rules, {}, clock=w.clock.now),
     ]
     crashed._file.close()
     crashed._file = None
@@ -239,7 +254,18 @@ async def test_erasure_finds_the_player_and_leaves_no_trace(world: World) -> Non
     forms = user_forms + leak_forms(secret) + leak_forms(inventory_secret) + sealed_forms
     seen, hits = scan_tree(w.tmp, forms)
     assert hits == {}
-    assert {"journal.sqlite3", "cache.sqlite3", "backups/a.dsmbak", "backups/b.dsmbak"} <= set(seen)
+    assert {
+        "journal.sqlite3",
+        "cache.sqlite3",
+        "backups/a.dsmbak",
+        "backups/b.dsmbak",
+        "exports/everything.jsonl",
+    } <= set(seen)
+    exported = [json.loads(line) for line in (exports / "everything.jsonl").open()]
+    assert [(e["key"], e["user_ids"]) for e in exported] == [
+        ("Player_1", [1]),
+        ("guild_7", [OTHER]),
+    ]
     # ... nor anything the server can still decrypt.
     for record in w.journal.list(limit=1000):
         detail = w.journal.get(record.id)
@@ -278,7 +304,7 @@ async def test_erasure_finds_the_player_and_leaves_no_trace(world: World) -> Non
         local=local,
     )
     doc = report.as_json()
-    assert [s["where"] for s in doc["local"]] == ["cache", "journal", "backups"]
+    assert [s["where"] for s in doc["local"]] == ["cache", "journal", "backups", "exports"]
     assert doc["local"][2]["removed"] == 6 and doc["local"][2]["changed"] == 2
     until = (at(13, 0) + timedelta(days=30)).strftime("%Y-%m-%d %H:%M")
     assert any(f"until {until}Z" in line for line in doc["retained_by_roblox"])
@@ -288,6 +314,7 @@ async def test_erasure_finds_the_player_and_leaves_no_trace(world: World) -> Non
     assert "deleted ordered wins/global/9081726354" in text
     assert "Roblox keeps earlier versions and the deletion tombstone until" in text
     assert "interrupted backup file deleted" in text
+    assert "exports/everything.jsonl: rewritten, 2 entries removed, 1 with the user id" in text
     assert len(HOOKS_FOR_WIRING) >= 2
 
 

@@ -353,3 +353,44 @@ async def test_a_job_reaches_the_shared_log_once_per_state_and_the_monitor_count
         assert status == 200, series
         assert series["totals"]["job_items"] == len(players)
         assert series["job_throughput"].startswith("fed by the jobs engine")
+
+
+async def test_an_erasure_reports_what_the_audit_log_keeps_about_the_player(
+    tmp_path: Path,
+) -> None:
+    """The audit log is not rewritten; the report counts the events naming the player, those
+    appended already and those waiting (the erasure's own delete), whatever the flush timing."""
+    async with emulator() as (url, _), running_server(tmp_path, upstream_url=url) as server:
+        token = await server.pair("Alice's Studio", role=Role.ADMIN)
+        await session(server, token, 1001, "AliceDev")
+        status, _ = await server.call("POST", f"/team/{U}/enable", token)
+        assert status == 200
+        for key, user_ids in (("Player_4242", [4242]), ("guild", [4242, 7]), ("Player_7", [7])):
+            status, body = await server.call(
+                "POST", entry_path(U, "PlayerData", key), token,
+                json={"value_json": "{}", "user_ids": user_ids, "idempotency_key": idem()},
+            )  # fmt: skip
+            assert status in (200, 201), body
+        status, plan = await server.call(
+            "POST", "/erasures", token,
+            json={"universe_id": U, "user_id": 4242, "idempotency_key": idem()},
+        )  # fmt: skip
+        assert status == 200, plan
+        await jobs.wait(server.call, token, plan["id"], ("planned", *jobs.TERMINAL))
+        status, job = await server.call(
+            "POST", f"/jobs/{plan['id']}/start", token, json={"confirm": "erase 4242"}
+        )
+        assert status == 200, job
+        job = await jobs.wait(server.call, token, plan["id"])
+        assert job["state"] == "succeeded", job
+        status, report = await server.call("GET", f"/erasures/{job['id']}/report", token)
+        assert status == 200, report
+        audit = next(s for s in report["local"] if s["where"] == "audit_log")
+        # The creates of Player_4242 and guild (listing 4242), and the erasure's delete of
+        # Player_4242 (with no index or backup, the guild's user ids are not known to it).
+        assert audit["problems"] == [
+            "the team audit log keeps 3 event(s) about the player in dsm-team-audit and in "
+            "every teammate's copy: this erasure does not rewrite shared audit records"
+        ], audit
+        assert audit["method"].startswith("not rewritten: ")
+        assert "NOT DONE: the team audit log keeps 3 event(s)" in report["text"]

@@ -225,7 +225,8 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
 
 def jobs(keys: ArchiveKeysSource) -> Lifecycle:
     """Jobs: needs the data plane (the write path every job item goes through), events,
-    metrics and the index (an erasure scrubs it); `keys` open and protect backup archives."""
+    metrics, the index (an erasure scrubs it) and team sync (an erasure reports its audit
+    log); `keys` open and protect backup archives."""
     return provide(
         JOBS,
         lambda app: open_jobs(
@@ -235,6 +236,7 @@ def jobs(keys: ArchiveKeysSource) -> Lifecycle:
             app[METRICS],
             keys=keys,
             index=app[INDEX],
+            team=app.get(TEAM),
             plan_wait=app[CONFIG].job_plan_wait_seconds,
             held_wait=app[CONFIG].job_held_wait_seconds,
             held_retry=app[CONFIG].job_held_retry_seconds,

@@ -29,8 +29,9 @@ Patterns live in `<data dir>/erasure-patterns.json`. The same rules drive every 
   entries), under the same archive key so every slot still opens them (`rewrite_archive`).
   An archive this server cannot open (a portable archive from elsewhere) is listed as not
   scrubbed; copies of archives outside the backups folder are beyond the server's reach.
-- **Elsewhere** (`ErasureHook`): the index (issue 12) and the team audit log (issue 13) plug in
-  their own scrub; see `HOOKS_FOR_WIRING`.
+- **Elsewhere**: the index drops the player's rows; export files and uploads are scrubbed by
+  `jobs.erasure_files`; the team audit log is not rewritten, the report says what it keeps
+  (`team.erasure`).
 
 The report (`ErasureReport`, JSON and text) says what was removed where and when, and what
 Roblox still keeps: a deleted entry's earlier versions and tombstone, and the versions a
@@ -507,8 +508,8 @@ class ErasureHook(Protocol):
 HOOKS_FOR_WIRING = (
     "index (issue 12): drop the player's rows (by ErasureRules.match on name and user ids) "
     "and rewrite its DuckDB file; return a ScrubOutcome(where='index')",
-    "team audit log (issue 13): redact user-identifying fields of entries naming the player's "
-    "keys or user id; return a ScrubOutcome(where='audit_log')",
+    "team audit log (issue 13): the report counts what it keeps (team.erasure); deleting the "
+    "redactable items of the shared records naming the player is not done yet",
     "jobs: job-derived idempotency keys and job item tables must not hold key names in clear, "
     "or must be scrubbed here too",
     "order: Roblox deletes and metadata writes first (they add journal records), then the "

@@ -47,6 +47,7 @@ from .uploads import UploadStore
 
 if TYPE_CHECKING:
     from ..index.service import IndexService
+    from ..team.service import TeamService
 
 RollbackRule = Literal["journal", "none"]
 # Attempts of one write step (each a new idempotency key) before the item fails.
@@ -57,7 +58,8 @@ MAX_ATTEMPTS = 6
 class JobEnv:
     """What kinds may use: the data plane (read and write paths), job state, files; the search
     index (crawls write it, search selections read it, an erasure scrubs it); for backups,
-    restores and erasure the data dir and the archive keys."""
+    restores and erasure the data dir and the archive keys; team sync (an erasure reports what
+    the team audit log keeps)."""
 
     plane: DataPlane
     store: JobStore
@@ -66,6 +68,7 @@ class JobEnv:
     data_dir: Path | None = None
     keys: ArchiveKeysSource | None = None
     index: IndexService | None = None
+    team: TeamService | None = None  # an erasure reports what its audit log keeps
 
     def search_index(self) -> IndexService:
         if self.index is None:

@@ -73,6 +73,7 @@ from ..errors import ServiceError
 from ..events import EventBus
 from ..index.service import IndexService
 from ..metrics import Metrics
+from ..team.service import TeamService
 from ..tokens import Principal
 from .kind import (
     ItemPage,
@@ -1071,20 +1072,29 @@ async def open_jobs(
     *,
     keys: ArchiveKeysSource | None = None,
     index: IndexService | None = None,
+    team: TeamService | None = None,
     assistant_proposals: bool = True,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
 
     `keys` open and protect backup archives; `index` is the search index (crawl jobs write it,
-    search selections read it, erasure scrubs it). `settings` are JobService's keyword settings
+    search selections read it, erasure scrubs it); `team` is team sync (an erasure reports what
+    its audit log keeps). `settings` are JobService's keyword settings
     (plan_wait, held_wait, held_retry).
     """
     with JobStore(data_dir) as store:
         uploads = UploadStore(store, data_dir)
         uploads.sweep()
         env = JobEnv(
-            plane, store, uploads, data_dir / EXPORTS_DIRNAME, data_dir, keys=keys, index=index
+            plane,
+            store,
+            uploads,
+            data_dir / EXPORTS_DIRNAME,
+            data_dir,
+            keys=keys,
+            index=index,
+            team=team,
         )
         service = JobService(
             env, events, metrics, assistant_proposals=assistant_proposals, **settings

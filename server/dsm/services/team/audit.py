@@ -89,6 +89,9 @@ class AuditLog:
     def pending(self) -> int:
         return len(self._pending)
 
+    def pending_events(self) -> list[AuditEvent]:
+        return list(self._pending)
+
     def announced(self, seq: int) -> None:
         """A teammate's server says it appended record `seq`. Nothing is read now: records are
         read when the log is viewed or verified (and before an append), so a busy team does

@@ -53,6 +53,7 @@ from shared_schema.team import (
 from ...storage.cache import EntryCache
 from ...storage.crypto import RecordCipher
 from ...storage.journal import JournalRecord
+from ..erasure import ErasureRules, ScrubOutcome
 from ..errors import ServiceError
 from ..events import EventBus
 from ..journaled import Actor, JournaledWrites, Outcome, WriteTarget, person_of_record
@@ -62,6 +63,7 @@ from ..tokens import Principal
 from ..upstream import Upstream
 from .audit import AuditLog
 from .chain import AuditEvent
+from .erasure import audit_log_outcome
 from .governor import DEFAULT_MAX_BYTES, DEFAULT_MAX_RPM, Caps, Governor
 from .live import Change, LiveSync, Unavailable
 from .names import NAMES, SORTED_MAP, presence_id
@@ -586,6 +588,18 @@ class TeamService:
         if running is None:
             return None
         return running.live.available is not False
+
+    def audit_holdings(self, rules: ErasureRules, universe_id: int) -> ScrubOutcome:
+        """What the audit log (this server's copy, and what waits to be appended) keeps about
+        the player erased (for the erasure report; nothing is rewritten)."""
+        running = self._running.get(universe_id)
+        return audit_log_outcome(
+            rules,
+            universe_id,
+            self._store.records(universe_id),
+            running.audit.pending_events() if running is not None else (),
+            team_on=running is not None,
+        )
 
     def live(self, universe_id: int) -> LiveSync | None:
         running = self._running.get(universe_id)

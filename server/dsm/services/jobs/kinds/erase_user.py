@@ -9,8 +9,9 @@ user ids (a shared entry), journaled and conditional like every job write. An er
 rolled back: that would put the player's data back.
 
 After the last item, the server's copies are scrubbed in this order (the Roblox writes first:
-they add journal records): the cache, the journal, the backup archives, the search index, and
-the keys in every job's items. The report (JSON and text) names the player, so it is kept only
+they add journal records): the cache, the journal, the backup archives, the export files, the
+uploads, the search index, and the keys in every job's items. The team audit log is not
+rewritten: the report says what it keeps about the player. The report (JSON and text) names the player, so it is kept only
 sealed under the server's data key until it is taken and forgotten (DELETE .../report); the
 job's own record keeps no user id or key once it has finished.
 """
@@ -18,7 +19,8 @@ job's own record keeps no user id or key once it has finished.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -62,6 +64,14 @@ from ...erasure import (
 )
 from ...errors import ServiceError
 from ...ordered import OrderedRef
+from ...team.erasure import audit_log_outcome
+from ..erasure_files import (
+    ExportOrigin,
+    export_origins,
+    scrub_exports,
+    uploads_mentioning,
+    uploads_outcome,
+)
 from ..kind import (
     MAX_ATTEMPTS,
     ItemContext,
@@ -74,7 +84,7 @@ from ..kind import (
     RunResources,
     register,
 )
-from ..store import ItemRecord, NewItem
+from ..store import ItemRecord, JobRecord, NewItem
 from ..writes import (
     conflict,
     delete_entry,
@@ -237,8 +247,9 @@ class EraseUserKind(JobKindHandler):
         notes.notes.append(
             "Entries named by a pattern are deleted; shared entries listing the player keep "
             "their value and lose the user id. Afterwards this server's cache, journal, backup "
-            "archives, search index and job items are scrubbed, and a report is made. An "
-            "erasure cannot be rolled back."
+            "archives, export files, uploads, search index and job items are scrubbed, and a "
+            "report is made (it says what the team audit log keeps). An erasure cannot be "
+            "rolled back."
         )
         notes.notes.append(held_note(spec.params.held_sessions.value))
         return notes
@@ -302,9 +313,15 @@ class EraseUserKind(JobKindHandler):
         rules = _rules(spec, env)
         request_id = spec.id
         actions = self._roblox_actions(spec, env)
-        local = await asyncio.to_thread(self._scrub_files, spec, env, rules)
+        origins = export_origins(self._export_jobs(env))
+        local = await asyncio.to_thread(self._scrub_files, spec, env, rules, origins)
+        local.append(await self._scrub_uploads(env, rules.user_id))
         if env.index is not None:
             local.append(await self._scrub_index(env, rules.user_id))
+        if env.team is not None:
+            local.append(env.team.audit_holdings(rules, spec.universe))
+        else:
+            local.append(audit_log_outcome(rules, spec.universe, (), team_on=False))
         report = ErasureReport(
             request_id=request_id,
             user_id=rules.user_id,
@@ -351,7 +368,24 @@ class EraseUserKind(JobKindHandler):
             after = page[-1].seq
         return actions
 
-    def _scrub_files(self, spec: JobSpec, env: JobEnv, rules: ErasureRules) -> list[ScrubOutcome]:
+    def _export_jobs(self, env: JobEnv) -> Iterator[JobRecord]:
+        before: int | None = None
+        while page := env.store.list_jobs(kind=JobKind.EXPORT.value, before_seq=before,
+                                          limit=500):  # fmt: skip
+            yield from page
+            before = page[-1].seq
+
+    async def _scrub_uploads(self, env: JobEnv, user_id: int) -> ScrubOutcome:
+        found = await asyncio.to_thread(uploads_mentioning, env.uploads.dir, user_id)
+        for path in found:
+            with contextlib.suppress(ServiceError):  # a file whose record is gone
+                env.uploads.delete(path.stem)
+            path.unlink(missing_ok=True)
+        return uploads_outcome([p.name for p in found])
+
+    def _scrub_files(
+        self, spec: JobSpec, env: JobEnv, rules: ErasureRules, origins: dict[str, ExportOrigin]
+    ) -> list[ScrubOutcome]:
         assert env.data_dir is not None and env.keys is not None
         folder = backups_dir(env.data_dir)
         archives = sorted(folder.glob(f"*{SUFFIX}")) + sorted(folder.glob(f".*{PARTIAL_SUFFIX}"))
@@ -359,10 +393,11 @@ class EraseUserKind(JobKindHandler):
             scrub_cache(env.plane.cache),
             scrub_journal(env.plane.writes.journal, rules, request_id=spec.id),
             scrub_archives(archives, env.keys.keys(), rules, request_id=spec.id),
+            scrub_exports(env.exports_dir, rules, origins),
         ]
         spools = sorted(folder.glob(".*.spool"))
         if spools:
-            outcomes[-1].problems.append(
+            outcomes[2].problems.append(
                 f"{len(spools)} backup(s) running now keep their entries in an encrypted spool "
                 "until they finish; run the erasure again after they finish"
             )
