@@ -107,6 +107,15 @@ class SampleGameRequest(RequestBody):
     players: int = Field(default=500, ge=10, le=20000, description="Player entries to generate.")
 
 
+class SampleGameLoading(ResponseBody):
+    """A sample game load under way: the server keeps answering other requests meanwhile."""
+
+    universe_id: PositiveInt
+    seed: int
+    players: NonNegativeInt = Field(description="Player entries it generates.")
+    players_written: NonNegativeInt = Field(description="Players written to the emulator so far.")
+
+
 class SampleGameStatus(ResponseBody):
     """Whether the plugin may offer the sample game: only on an emulator, best when empty."""
 
@@ -119,3 +128,7 @@ class SampleGameStatus(ResponseBody):
     players: NonNegativeInt | None = None
     datastores: list[str] = Field(default_factory=list, description="Stores the sample fills.")
     reason: str | None = Field(default=None, description="Why it is not available.")
+    loading: SampleGameLoading | None = Field(
+        default=None,
+        description="A load under way; another is refused (CONFLICT) until it ends.",
+    )

@@ -62,7 +62,7 @@ def data(tmp_path: Path) -> Iterator[tuple[IndexStore, dict[str, dict[str, objec
         ],
         crawl_id="c1",
     )
-    store.finish_store(Backend.EMULATOR, 1, "P", "c1", scope=None, key_prefix=None, complete=True)
+    store.finish_store(Backend.EMULATOR, 1, "P", "c1", scopes=(), key_prefix=None, complete=True)
     yield store, values
     store.close()
 

@@ -311,3 +311,33 @@ async def test_upstream_without_the_emulator_label_is_indexed_as_live(tmp_path: 
             assert status == 400, refused
     finally:
         await runner.cleanup()
+
+
+async def test_a_crawl_of_several_named_scopes_ends_complete_and_drops_only_there(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, budget_rpm=1_000_000) as server:
+        token = await server.pair()
+        ctx = emulator_of(server)
+        for scope in ("a", "b", "c"):
+            for i in range(3):
+                ctx.standard.write(
+                    "1", "S", scope, f"k{i}", f'{{"n": {i}}}', attributes=None, user_ids=[]
+                )
+        await crawl(server, token, {"universe_id": 1, "datastores": ["S"], "all_scopes": True})
+        # Gone behind the server's back: one key in a named scope, one in a scope left out.
+        ctx.standard.delete("1", "S", "a", "k0")
+        ctx.standard.delete("1", "S", "c", "k0")
+
+        selection = {"universe_id": 1, "datastores": ["S"], "scopes": ["a", "b", "a"]}
+        job = await crawl(server, token, selection)
+        assert job["progress"]["applied"] == 5, job["progress"]
+        coverage = (await index_basis(server, token, 1))["coverage"]
+        # a/k0 was proved gone by the complete listing of a; c was not listed, so c/k0 stays.
+        assert coverage["entries_indexed"] == coverage["entries_listed"] == 8, coverage
+        assert coverage["complete"] is True and coverage["share"] == 1.0
+        page = await search(server, token, key_pattern="k0", key_match="prefix")
+        assert {(h["entry"]["scope"], h["entry"]["key"]) for h in page["hits"]} == {
+            ("b", "k0"),
+            ("c", "k0"),
+        }

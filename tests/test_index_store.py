@@ -220,7 +220,7 @@ def test_supply_history_of_several_currencies_matches_plain_python(tmp_path: Pat
     newest = {e.key: e for e in revisions}  # revisions are in time order per key
     store.ingest(E, list(newest.values()))
     store.add_revisions(E, [e for e in revisions if newest[e.key] is not e])
-    store.finish_store(E, 1, "P", "c", scope=None, key_prefix=None, complete=False)
+    store.finish_store(E, 1, "P", "c", scopes=(), key_prefix=None, complete=False)
     assert "/coins" in store.typed  # history read from typed columns as well as from JSON
     reports = Analytics(store).currencies(Scope(E, 1), ["coins", "gems"], top=1, history_days=10)
     for report, field in zip(reports, ("coins", "gems"), strict=True):

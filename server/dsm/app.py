@@ -206,9 +206,9 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         plane = app[DATA]
-        app[SAMPLE_GAME] = SampleGameService(plane.upstream)
+        app[SAMPLE_GAME] = sample = SampleGameService(plane.upstream)
         if config.sample_game_seed is not None:
-            app[SAMPLE_GAME].load_on_start(config.sample_game_seed)
+            sample.load_on_start(config.sample_game_seed)
         async with open_index(
             config.data_dir,
             data_key,
@@ -218,7 +218,10 @@ def search_index(config: ServerConfig, data_key: bytes) -> Lifecycle:
             events=app[EVENTS],
         ) as index:
             app[INDEX] = index
-            yield
+            try:
+                yield
+            finally:
+                await sample.close()
 
     return lifecycle
 

@@ -187,6 +187,7 @@ async def get_sample_game(request: web.Request) -> web.Response:
         {
             "loaded": [info.to_json() for info in sample_game.loaded(ctx)],
             "empty": sample_game.is_empty(ctx),
+            "loading": running.to_json() if (running := sample_game.loading(ctx)) else None,
         }
     )
 
@@ -205,8 +206,10 @@ async def load_sample_game(request: web.Request) -> web.Response:
         raise invalid("universe, seed and players must be whole numbers.") from None
     if not 10 <= players <= 20000:
         raise invalid("players must be from 10 to 20000.")
-    # In the loop's thread: the emulator's SQLite connection serves one thread at a time.
-    info = sample_game.load(ctx, universe=universe, seed=seed, players=players)
+    try:
+        info = await sample_game.load_async(ctx, universe=universe, seed=seed, players=players)
+    except sample_game.SampleGameBusy as busy:
+        raise EmulatorError("ABORTED", str(busy)) from None
     return json_response(info.to_json())
 
 

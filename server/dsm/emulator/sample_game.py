@@ -9,16 +9,21 @@ planted anomalies below.
 
 Revisions are written through the emulator's own store with a clock set into the past, so
 their histories (over the last 30 days, at least two hours apart) behave exactly like ones
-Open Cloud keeps.
+Open Cloud keeps. A serving emulator loads it with `load_async`, which keeps the loop free.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from .clock import ManualClock
 from .context import EmulatorContext
@@ -87,41 +92,158 @@ def is_empty(ctx: EmulatorContext) -> bool:
     return ctx.db.conn.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None
 
 
+@dataclass(frozen=True)
+class _Player:
+    user_id: int
+    saves: list[tuple[datetime, str]]  # (revision time, value JSON), oldest first
+    score: dict[str, int]  # leaderboard -> score
+
+
+@dataclass
+class SampleGameLoading:
+    """A load under way: what it fills and how far it got."""
+
+    universe: str
+    seed: int
+    players: int
+    written: int = 0  # players whose history is in the emulator
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__}
+
+
+class SampleGameBusy(Exception):
+    def __init__(self, loading: SampleGameLoading) -> None:
+        super().__init__(
+            f"The sample game is already loading into universe {loading.universe} "
+            f"({loading.written} of {loading.players} players written); wait until it is done."
+        )
+        self.loading = loading
+
+
+# One load at a time per emulator; an entry lives only while its load runs.
+_LOADS: WeakKeyDictionary[EmulatorContext, SampleGameLoading] = WeakKeyDictionary()
+# Players written per emulator transaction before other requests get a turn (a few ms each).
+SLICE_SECONDS = 0.01
+
+
+def loading(ctx: EmulatorContext) -> SampleGameLoading | None:
+    return _LOADS.get(ctx)
+
+
 def load(
     ctx: EmulatorContext, *, universe: str = "1", seed: int = 1, players: int = 500
 ) -> SampleGameInfo:
-    """Generate the sample game into `universe` (keys it writes are replaced)."""
+    """Generate the sample game into `universe` (keys it writes are replaced), blocking the
+    loop throughout: only where nothing else is served yet (`dsm emulator` before it listens)."""
+    with _claim(ctx, universe, seed, players) as progress:
+        now = _now(ctx)
+        generated = generate(seed, players, now)
+        for _ in _write(ctx, universe, generated, progress):
+            pass
+        return _record(ctx, progress, now)
+
+
+async def load_async(
+    ctx: EmulatorContext, *, universe: str = "1", seed: int = 1, players: int = 500
+) -> SampleGameInfo:
+    """`load` for a serving emulator: generated in a thread (nothing shared), then written on
+    the loop, which owns the emulator's state, in short transactions with a yield between each,
+    so other requests are answered meanwhile. SampleGameBusy while another load runs."""
+    with _claim(ctx, universe, seed, players) as progress:
+        now = _now(ctx)
+        generated = await asyncio.to_thread(generate, seed, players, now)
+        for _ in _write(ctx, universe, generated, progress):
+            await asyncio.sleep(0)
+        return _record(ctx, progress, now)
+
+
+@contextmanager
+def _claim(
+    ctx: EmulatorContext, universe: str, seed: int, players: int
+) -> Iterator[SampleGameLoading]:
+    running = _LOADS.get(ctx)
+    if running is not None:
+        raise SampleGameBusy(running)
+    progress = _LOADS[ctx] = SampleGameLoading(universe, seed, players)
+    try:
+        yield progress
+    finally:
+        del _LOADS[ctx]
+
+
+def _now(ctx: EmulatorContext) -> datetime:
     ctx.db.ensure_schema(SCHEMA)
+    return ctx.clock.now().astimezone(UTC).replace(microsecond=0)
+
+
+def generate(seed: int, players: int, now: datetime) -> list[_Player]:
+    """Every player's saves; pure (touches no emulator state), so it may run in a thread."""
     rng = random.Random(seed)
-    now = ctx.clock.now().astimezone(UTC).replace(microsecond=0)
-    clock = ManualClock(now)
-    store = StandardStore(ctx.db, clock)
     user_ids = sorted(rng.sample(range(10_000_000, 99_999_999), players - len(PLANTED)))
+    out = []
     for user_id in [*user_ids, *PLANTED]:
         history = _history(rng, user_id, now)
-        for when, value in history:
-            clock.set(when)
-            tagged = [900000999] if user_id == WRONG_USER_ID else [user_id]
-            store.write(
-                universe,
-                PLAYER_STORE,
-                "global",
-                key_of(user_id),
-                json.dumps(value, separators=(",", ":")),
-                attributes=json.dumps(SAMPLE_ATTRIBUTES),
-                user_ids=tagged,
-            )
         final = history[-1][1]
-        for board, field in LEADERBOARDS.items():
-            score = final[field] if isinstance(final[field], int) else 0
-            ctx.ordered.update(
-                universe, board, "global", key_of(user_id), score, allow_missing=True
+        out.append(
+            _Player(
+                user_id,
+                [(when, json.dumps(value, separators=(",", ":"))) for when, value in history],
+                {b: final[f] if isinstance(final[f], int) else 0 for b, f in LEADERBOARDS.items()},
             )
-    info = SampleGameInfo(universe, seed, players, now.isoformat(), [PLAYER_STORE, *LEADERBOARDS])
+        )
+    return out
+
+
+def _write(
+    ctx: EmulatorContext, universe: str, generated: list[_Player], progress: SampleGameLoading
+) -> Iterator[None]:
+    """Write the players through the emulator's own stores, one transaction per slice of about
+    SLICE_SECONDS; yields after each slice (no transaction is open then)."""
+    clock = ManualClock(generated[0].saves[0][0])
+    store = StandardStore(ctx.db, clock)
+    attributes = json.dumps(SAMPLE_ATTRIBUTES)
+    players = iter(generated)
+    player = next(players, None)
+    while player is not None:
+        ends = time.perf_counter() + SLICE_SECONDS
+        with ctx.db.transaction():
+            while player is not None:  # at least one player a slice
+                tagged = [900000999] if player.user_id == WRONG_USER_ID else [player.user_id]
+                for when, value in player.saves:
+                    clock.set(when)
+                    store.write(
+                        universe,
+                        PLAYER_STORE,
+                        "global",
+                        key_of(player.user_id),
+                        value,
+                        attributes=attributes,
+                        user_ids=tagged,
+                    )
+                for board, score in player.score.items():
+                    ctx.ordered.update(
+                        universe, board, "global", key_of(player.user_id), score, allow_missing=True
+                    )
+                progress.written += 1
+                player = next(players, None)
+                if time.perf_counter() >= ends:
+                    break
+        yield
+
+
+def _record(ctx: EmulatorContext, progress: SampleGameLoading, now: datetime) -> SampleGameInfo:
+    info = SampleGameInfo(
+        progress.universe,
+        progress.seed,
+        progress.players,
+        now.isoformat(),
+        [PLAYER_STORE, *LEADERBOARDS],
+    )
     with ctx.db.transaction() as conn:
         conn.execute(
             "INSERT OR REPLACE INTO sample_game VALUES (?, ?, ?, ?, ?)",
-            (universe, seed, players, info.loaded_time, json.dumps(info.datastores)),
+            (info.universe, info.seed, info.players, info.loaded_time, json.dumps(info.datastores)),
         )
     return info
 

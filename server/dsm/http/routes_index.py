@@ -49,7 +49,7 @@ async def sample_game_status(call: Call) -> BaseModel:
 
 
 async def load_sample_game(call: Call) -> BaseModel:
-    return call.app[SAMPLE_GAME].load(call.body)
+    return await call.app[SAMPLE_GAME].load(call.body)
 
 
 HANDLERS: dict[str, Handler] = {

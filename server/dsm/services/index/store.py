@@ -723,14 +723,15 @@ class IndexStore:
         datastore: str,
         crawl_id: str,
         *,
-        scope: str | None,
+        scopes: tuple[str, ...],
         key_prefix: str | None,
         complete: bool,
         since: float | None = None,
     ) -> int:
         """End a store's crawl: drop keys it no longer lists, snapshot the schema for drift.
 
-        Only a complete listing proves a key is gone, and only within what was crawled; a key
+        `scopes` are the scopes the crawl listed (empty: every scope). Only a complete listing
+        proves a key is gone, and only within what was crawled (those scopes, that prefix); a key
         indexed at or after `since` (when the crawl began listing: written through the server
         meanwhile) is kept, as its listing could not have seen it.
         """
@@ -739,9 +740,9 @@ class IndexStore:
         if complete:
             where = "backend = ? AND universe_id = ? AND datastore = ? AND crawl_id <> ?"
             params: list[Any] = [backend.value, universe_id, datastore, crawl_id]
-            if scope is not None:
-                where += " AND scope = ?"
-                params.append(scope)
+            if scopes:
+                where += f" AND scope IN ({', '.join('?' for _ in scopes)})"
+                params += list(scopes)
             if key_prefix is not None:
                 where += " AND starts_with(key, ?)"
                 params.append(key_prefix)

@@ -186,10 +186,10 @@ class CrawlKind(IndexReadKind):
         index = env.search_index()
         record = env.store.get(spec.id)
         stores = selected_stores(selection, record.plan_cursor)
-        one_scope = (
-            None if selection.all_scopes or len(selection.scopes) != 1 else selection.scopes[0]
-        )
-        complete = record.failed == 0 and (selection.all_scopes or one_scope is not None)
+        # The scopes it listed (empty: every scope); its listing of them is complete when no
+        # key failed, however many scopes were named.
+        scopes = () if selection.all_scopes else tuple(dict.fromkeys(selection.scopes))
+        complete = record.failed == 0
         since = (record.started_ms or record.created_ms) / 1000
         for store in stores:
             await index.finish_store(
@@ -197,7 +197,7 @@ class CrawlKind(IndexReadKind):
                 spec.universe,
                 store,
                 spec.id,
-                scope=one_scope,
+                scopes=scopes,
                 key_prefix=selection.prefix,
                 complete=complete and selection.keys is None,
                 since=since,
