@@ -379,21 +379,7 @@ async def test_an_erasure_redacts_the_player_from_the_shared_audit_log(tmp_path:
 
         await eventually(lambda: keys_seen(bob, bob_token), "Bob to copy Alice's writes")
 
-        status, plan = await alice.call(
-            "POST", "/erasures", alice_token,
-            json={"universe_id": U, "user_id": 4242, "idempotency_key": idem()},
-        )  # fmt: skip
-        assert status == 200, plan
-        await jobs.wait(alice.call, alice_token, plan["id"], ("planned", *jobs.TERMINAL))
-        status, job = await alice.call(
-            "POST", f"/jobs/{plan['id']}/start", alice_token, json={"confirm": "erase 4242"}
-        )
-        assert status == 200, job
-        job = await jobs.wait(alice.call, alice_token, plan["id"])
-        assert job["state"] == "succeeded", job
-        status, report = await alice.call("GET", f"/erasures/{job['id']}/report", alice_token)
-        assert status == 200, report
-        audit = next(s for s in report["local"] if s["where"] == "audit_log")
+        audit, text = await erase(alice, alice_token, 4242)
         assert audit["problems"] == [], audit
         assert audit["method"].startswith("redacted: ")
         # The creates of Player_4242 and guild (listing 4242) were appended before; the
@@ -405,7 +391,7 @@ async def test_an_erasure_redacts_the_player_from_the_shared_audit_log(tmp_path:
             f"dsm-team-audit (shared by the team): {audit['changed']} record(s) rewritten, "
             f"{shared} item(s) redacted"
         )
-        assert "drops these items when it runs `dsm audit verify`" in report["text"]
+        assert "drops these items when it runs `dsm audit verify`" in text
 
         # Verify flushes what was waiting; the chain is intact with the items gone.
         status, verified = await alice.call("POST", f"/team/{U}/audit/verify", alice_token)
@@ -437,3 +423,73 @@ async def test_an_erasure_redacts_the_player_from_the_shared_audit_log(tmp_path:
         assert not mentions_player(writes), writes
         assert {i.get("key") for i in writes} == {None, "guild", "Player_7"}, writes
         assert sum(1 for i in writes if i["redacted"]) == 3
+
+
+async def erase(server: Server, token: str, user_id: int) -> tuple[dict[str, Any], str]:
+    """Run an erasure to the end; returns the report's audit log line and its text."""
+    status, plan = await server.call(
+        "POST", "/erasures", token,
+        json={"universe_id": U, "user_id": user_id, "idempotency_key": idem()},
+    )  # fmt: skip
+    assert status == 200, plan
+    await jobs.wait(server.call, token, plan["id"], ("planned", *jobs.TERMINAL))
+    status, job = await server.call(
+        "POST", f"/jobs/{plan['id']}/start", token, json={"confirm": f"erase {user_id}"}
+    )
+    assert status == 200, job
+    job = await jobs.wait(server.call, token, plan["id"])
+    assert job["state"] == "succeeded", job
+    status, report = await server.call("GET", f"/erasures/{job['id']}/report", token)
+    assert status == 200, report
+    audit: dict[str, Any] = next(s for s in report["local"] if s["where"] == "audit_log")
+    return audit, str(report["text"])
+
+
+async def test_with_team_sync_off_the_shared_records_are_reported_not_rewritten(
+    tmp_path: Path,
+) -> None:
+    """Off: this server's copy is redacted, the shared records are listed as not rewritten;
+    an erasure run again once team sync is back on rewrites them."""
+    async with emulator() as (url, _), running_server(tmp_path, upstream_url=url) as server:
+        token = await server.pair("Alice's Studio", role=Role.ADMIN)
+        await session(server, token, 1001, "AliceDev")
+        status, _ = await server.call("POST", f"/team/{U}/enable", token)
+        assert status == 200
+        status, body = await server.call(
+            "POST", entry_path(U, "PlayerData", "Player_4242"), token,
+            json={"value_json": "{}", "user_ids": [4242], "idempotency_key": idem()},
+        )  # fmt: skip
+        assert status in (200, 201), body
+        status, verified = await server.call("POST", f"/team/{U}/audit/verify", token)
+        assert status == 200 and verified["ok"], verified
+        status, _ = await server.call("POST", f"/team/{U}/disable", token)
+        assert status == 200
+
+        audit, _ = await erase(server, token, 4242)
+        assert (audit["removed"], audit["changed"]) == (0, 0), audit
+        assert (
+            audit["details"][1] == "this server's copy: 1 record(s) rewritten, 1 item(s) redacted"
+        )
+        assert audit["problems"] == [
+            "1 record(s) of dsm-team-audit were not checked or rewritten: team sync is off for "
+            f"universe {U} on this server. Run the erasure again once team sync works."
+        ]
+
+        async def shared_items() -> list[dict[str, Any]]:
+            client = server.upstream.client_for(U)
+            page = await client.list_entries_page(U, AUDIT_STORE, prefix="r")
+            found: list[dict[str, Any]] = []
+            for listed in page.items:
+                entry = await client.get_entry(U, AUDIT_STORE, listed.key)
+                found += [i for i in json.loads(entry.value_json or "{}")["redactable"] if i]
+            return found
+
+        assert any(i["key"] == "Player_4242" for i in await shared_items())
+
+        status, _ = await server.call("POST", f"/team/{U}/enable", token)
+        assert status == 200
+        again, _ = await erase(server, token, 4242)
+        assert again["problems"] == [] and again["removed"] == 1, again
+        assert not any("4242" in i["key"] for i in await shared_items())
+        status, verified = await server.call("POST", f"/team/{U}/audit/verify", token)
+        assert status == 200 and verified["ok"], verified
