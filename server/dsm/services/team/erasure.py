@@ -126,10 +126,13 @@ def audit_log_outcome(
         "teammates' servers keep their own sealed copies: each drops these items when it runs "
         "`dsm audit verify` (which re-reads every record); until then its copy and Activity "
         "view still hold them",
-        "Roblox keeps each rewritten record's earlier version, with the items, in the entry's "
-        "version history for up to 30 days",
         "records appended after this erasure are not rewritten",
     ]
+    if done.shared_records:
+        outcome.details.append(
+            "Roblox keeps each rewritten record's earlier version, with the items, in the "
+            "entry's version history for up to 30 days"
+        )
     if done.problem is not None:
         outcome.problems.append(
             f"{done.shared_left} record(s) of {AUDIT_STORE} were not checked or rewritten: "
