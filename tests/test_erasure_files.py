@@ -1,4 +1,4 @@
-"""Erasure in the files jobs leave (exports, uploads) and what the team audit log keeps.
+"""Erasure in the files jobs leave (exports, uploads) and in the team audit log.
 
 Export files are made by the export writers themselves; the audit records by the chain's own
 `build_record`. (End to end through the HTTP API: tests/test_backup_jobs.py.)
@@ -18,8 +18,17 @@ from dsm.services.jobs.erasure_files import (
     uploads_mentioning,
 )
 from dsm.services.jobs.formats import CsvWriter, ExportEntry, JsonLinesWriter, SqliteWriter
-from dsm.services.team.chain import GENESIS, AuditEvent, build_record
-from dsm.services.team.erasure import audit_log_outcome
+from dsm.services.team.audit import Redaction, redact_copy
+from dsm.services.team.chain import GENESIS, AuditEvent, build_record, redact_record, verify
+from dsm.services.team.erasure import (
+    audit_log_outcome,
+    item_picker,
+    kept_summaries,
+    pending_scrubber,
+)
+from dsm.services.team.names import audit_key
+from dsm.services.team.store import TeamStore
+from dsm.storage.crypto import RecordCipher
 from shared_schema.entries import StoreKind
 from shared_schema.identity import make_person
 
@@ -156,7 +165,7 @@ def write(datastore: str, key: str, user_ids: tuple[int, ...] = ()) -> AuditEven
     )
 
 
-def test_the_report_counts_what_the_audit_log_keeps_and_rewrites_nothing() -> None:
+def test_redaction_takes_the_player_out_and_the_chain_still_verifies(tmp_path: Path) -> None:
     person = make_person(1, "Alex", "Studio")
     records = audit_chain(
         [
@@ -166,29 +175,91 @@ def test_the_report_counts_what_the_audit_log_keeps_and_rewrites_nothing() -> No
             [write("Inventory", f"{USER}_inventory"), write("Players", f"{USER}_inventory")],
         ]
     )
-    pending = [write("Players", f"Player_{USER}"), write("Players", "Player_1")]
-    texts = [text for _, text in records]
+    picks = item_picker(RULES)
+    redacted: list[tuple[int, str]] = []
+    removed = 0
+    for seq, text in records:
+        found = redact_record(text, picks)
+        if found is not None:
+            removed += found[1]
+            text = found[0]
+        redacted.append((seq, text))
+        # Only the redactable part changes: the chained part and the hash stay as they were.
+        assert json.loads(text)["chained"] == json.loads(records[seq - 1][1])["chained"]
 
-    outcome = audit_log_outcome(RULES, 5, records, pending, team_on=True)
-
-    assert outcome.where == "audit_log" and outcome.method.startswith("not rewritten: ")
-    assert "no values or value hashes" in outcome.method
-    assert outcome.details == [
-        "this server's copy holds 4 record(s) of universe 5's audit log (data store "
-        "dsm-team-audit): 2 event(s) name the player's keys, 1 list the user id, 1 job "
-        "summaries mention it, in 4 record(s)",
-        "1 event(s) about the player wait to be appended (this erasure's own writes are "
-        "audited like any other)",
-        "records teammates appended that this server has not copied yet are not counted",
+    assert removed == 3  # Player_USER, guild_1 (shared: the whole item goes), Inventory's
+    verdict = verify([(audit_key(seq), text) for seq, text in redacted], None)
+    assert verdict.ok and verdict.redacted == 3, verdict.problems
+    left = [item for _, text in redacted for item in json.loads(text)["redactable"] if item]
+    assert [(i["key"], i["user_ids"]) for i in left] == [
+        (f"Player_{OTHER}", []),
+        (f"Player_{USER}0", []),  # another key: the pattern names Player_{userId} exactly
+        (f"{USER}_inventory", []),  # in Players, where only Player_{userId} is the player's
     ]
-    assert outcome.problems == [
-        "the team audit log keeps 5 event(s) about the player in dsm-team-audit and in every "
-        "teammate's copy: this erasure does not rewrite shared audit records"
-    ]
-    assert (outcome.removed, outcome.changed) == (0, 0)
-    assert [text for _, text in records] == texts
+    assert redact_record(redacted[0][1], picks) is None  # nothing left to take out
+    assert kept_summaries(RULES, redacted) == 1  # hashed into the chain: kept
 
-    off = audit_log_outcome(RULES, 5, [], team_on=False)
+    # Events still waiting: the item is dropped at append, a summary has the id masked.
+    scrub = pending_scrubber(RULES)
+    other = write("Players", "Player_1")
+    assert scrub(other) is other
+    mine = scrub(write("Players", f"Player_{USER}", (USER,)))
+    job = scrub(AuditEvent("job", "failed", person, summary=f"job for {USER} failed"))
+    assert mine.redacted and job.summary == "job for (erased player) failed"
+    text, _ = build_record(5, verdict.head[1] if verdict.head else "", 1, "srvA", [mine, job])
+    assert json.loads(text)["redactable"] == [None, None]
+    chain = [*((audit_key(seq), t) for seq, t in redacted), (audit_key(5), text)]
+    assert verify(chain, None).redacted == 4
+    assert str(USER) not in text
+
+    # This server's own copy, as kept on disk (sealed).
+    store = TeamStore(tmp_path, RecordCipher(bytes(32)))
+    try:
+        for seq, text in records:
+            store.keep_record(5, seq, json.loads(text)["hash"], text)
+        seqs, rewritten, items = redact_copy(store, 5, picks)
+        assert (seqs, rewritten, items) == ([1, 2, 4], 3, 3)
+        assert sorted(store.records(5)) == redacted
+        # Run again (say the shared store was unreachable the first time): the records that
+        # hold redacted items are still named, so the shared ones are checked again.
+        assert redact_copy(store, 5, picks) == ([1, 2, 4], 0, 0)
+    finally:
+        store.close()
+
+
+def test_the_report_says_what_was_redacted_and_what_was_not() -> None:
+    done = audit_log_outcome(
+        5,
+        Redaction(shared_records=2, shared_items=3, local_records=2, local_items=3,
+                  pending_items=1),
+        1,
+    )  # fmt: skip
+    assert done.where == "audit_log" and done.method.startswith("redacted: ")
+    assert "no values or value hashes" in done.method
+    assert (done.removed, done.changed) == (3, 2)
+    assert done.details[:3] == [
+        "dsm-team-audit (shared by the team): 2 record(s) rewritten, 3 item(s) redacted (each "
+        "write conditional on the record's etag)",
+        "this server's copy: 2 record(s) rewritten, 3 item(s) redacted",
+        "1 event(s) waiting to be appended had the player taken out before appending (item "
+        "dropped, user id masked in job summaries)",
+    ]
+    assert any("`dsm audit verify`" in d and "teammates'" in d for d in done.details)
+    assert done.problems == [
+        "1 job summary(ies) in the audit log mention the user id: kept, they are hashed into "
+        "the chain (removing them would fail `dsm audit verify`)"
+    ]
+
+    offline = audit_log_outcome(
+        5, Redaction(local_records=1, local_items=1, shared_left=1, problem="It is offline."), 0
+    )
+    assert offline.problems == [
+        "1 record(s) of dsm-team-audit were not checked or rewritten: It is offline. Run the "
+        "erasure again once team sync works."
+    ]
+    assert (offline.removed, offline.changed) == (0, 0)
+
+    off = audit_log_outcome(5, None, 0)
     assert off.problems == [] and off.details == [
         "team sync is off for universe 5 and this server keeps no copy of its audit log"
     ]

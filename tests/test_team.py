@@ -355,42 +355,141 @@ async def test_a_job_reaches_the_shared_log_once_per_state_and_the_monitor_count
         assert series["job_throughput"].startswith("fed by the jobs engine")
 
 
-async def test_an_erasure_reports_what_the_audit_log_keeps_about_the_player(
+def mentions_player(items: list[dict[str, Any]]) -> bool:
+    return any("4242" in (i.get("key") or "") or 4242 in (i.get("user_ids") or []) for i in items)
+
+
+async def test_an_erasure_redacts_the_player_from_the_shared_audit_log(tmp_path: Path) -> None:
+    """Alice erases player 4242: the shared records lose the player's items (what was appended
+    before, and the erasure's own delete, appended after), the chain still verifies, another
+    player's items stay, and Bob's copy drops them when he verifies."""
+    async with two_servers(tmp_path) as (alice, alice_token, bob, bob_token):
+        for key, user_ids in (("Player_4242", [4242]), ("guild", [4242, 7]), ("Player_7", [7])):
+            status, body = await alice.call(
+                "POST", entry_path(U, "PlayerData", key), alice_token,
+                json={"value_json": "{}", "user_ids": user_ids, "idempotency_key": idem()},
+            )  # fmt: skip
+            assert status in (200, 201), body
+
+        async def keys_seen(server: Server, token: str) -> set[str] | None:
+            status, page = await server.call("GET", f"/team/{U}/activity?limit=200", token)
+            assert status == 200, page
+            keys = {i["key"] for i in page["items"] if i["kind"] == "write" and i.get("key")}
+            return keys if {"Player_4242", "guild", "Player_7"} <= keys else None
+
+        await eventually(lambda: keys_seen(bob, bob_token), "Bob to copy Alice's writes")
+
+        audit, text = await erase(alice, alice_token, 4242)
+        assert audit["problems"] == [], audit
+        assert audit["method"].startswith("redacted: ")
+        # The creates of Player_4242 and guild (listing 4242) were appended before; the
+        # erasure's delete of Player_4242 either too, or it was still waiting.
+        shared, pending = audit["removed"], int(audit["details"][2].split(" ")[0])
+        assert shared + pending == 3 and shared >= 2, audit
+        assert audit["changed"] >= 1
+        assert audit["details"][0].startswith(
+            f"dsm-team-audit (shared by the team): {audit['changed']} record(s) rewritten, "
+            f"{shared} item(s) redacted"
+        )
+        assert "drops these items when it runs `dsm audit verify`" in text
+
+        # Verify flushes what was waiting; the chain is intact with the items gone.
+        status, verified = await alice.call("POST", f"/team/{U}/audit/verify", alice_token)
+        assert status == 200 and verified["ok"], verified
+        assert verified["redacted_events"] == 3, verified
+        client = alice.upstream.client_for(U)
+        page = await client.list_entries_page(U, AUDIT_STORE, prefix="r")
+        items = []
+        for listed in page.items:
+            entry = await client.get_entry(U, AUDIT_STORE, listed.key)
+            items += [i for i in json.loads(entry.value_json or "{}")["redactable"] if i]
+        assert not [i for i in items if "4242" in i["key"] or 4242 in i["user_ids"]], items
+        assert {"key": "Player_7", "user_ids": [7]}.items() <= next(
+            i for i in items if i["key"] == "Player_7"
+        ).items()
+        # Alice's own copy: the player's items are gone, Player_7's and the guild's (now
+        # without the player: the erasure's write) stay.
+        status, page_alice = await alice.call("GET", f"/team/{U}/activity?limit=200", alice_token)
+        assert not mentions_player(page_alice["items"]), page_alice["items"]
+        assert {"Player_7", "guild"} <= {i.get("key") for i in page_alice["items"]}
+
+        # Bob's copy kept the records as he first read them, until he verifies the chain.
+        status, page_before = await bob.call("GET", f"/team/{U}/activity?limit=200", bob_token)
+        assert mentions_player(page_before["items"])
+        status, verified = await bob.call("POST", f"/team/{U}/audit/verify", bob_token)
+        assert status == 200 and verified["ok"], verified
+        status, page_after = await bob.call("GET", f"/team/{U}/activity?limit=200", bob_token)
+        writes = [i for i in page_after["items"] if i["kind"] == "write"]
+        assert not mentions_player(writes), writes
+        assert {i.get("key") for i in writes} == {None, "guild", "Player_7"}, writes
+        assert sum(1 for i in writes if i["redacted"]) == 3
+
+
+async def erase(server: Server, token: str, user_id: int) -> tuple[dict[str, Any], str]:
+    """Run an erasure to the end; returns the report's audit log line and its text."""
+    status, plan = await server.call(
+        "POST", "/erasures", token,
+        json={"universe_id": U, "user_id": user_id, "idempotency_key": idem()},
+    )  # fmt: skip
+    assert status == 200, plan
+    await jobs.wait(server.call, token, plan["id"], ("planned", *jobs.TERMINAL))
+    status, job = await server.call(
+        "POST", f"/jobs/{plan['id']}/start", token, json={"confirm": f"erase {user_id}"}
+    )
+    assert status == 200, job
+    job = await jobs.wait(server.call, token, plan["id"])
+    assert job["state"] == "succeeded", job
+    status, report = await server.call("GET", f"/erasures/{job['id']}/report", token)
+    assert status == 200, report
+    audit: dict[str, Any] = next(s for s in report["local"] if s["where"] == "audit_log")
+    return audit, str(report["text"])
+
+
+async def test_with_team_sync_off_the_shared_records_are_reported_not_rewritten(
     tmp_path: Path,
 ) -> None:
-    """The audit log is not rewritten; the report counts the events naming the player, those
-    appended already and those waiting (the erasure's own delete), whatever the flush timing."""
+    """Off: this server's copy is redacted, the shared records are listed as not rewritten;
+    an erasure run again once team sync is back on rewrites them."""
     async with emulator() as (url, _), running_server(tmp_path, upstream_url=url) as server:
         token = await server.pair("Alice's Studio", role=Role.ADMIN)
         await session(server, token, 1001, "AliceDev")
         status, _ = await server.call("POST", f"/team/{U}/enable", token)
         assert status == 200
-        for key, user_ids in (("Player_4242", [4242]), ("guild", [4242, 7]), ("Player_7", [7])):
-            status, body = await server.call(
-                "POST", entry_path(U, "PlayerData", key), token,
-                json={"value_json": "{}", "user_ids": user_ids, "idempotency_key": idem()},
-            )  # fmt: skip
-            assert status in (200, 201), body
-        status, plan = await server.call(
-            "POST", "/erasures", token,
-            json={"universe_id": U, "user_id": 4242, "idempotency_key": idem()},
+        status, body = await server.call(
+            "POST", entry_path(U, "PlayerData", "Player_4242"), token,
+            json={"value_json": "{}", "user_ids": [4242], "idempotency_key": idem()},
         )  # fmt: skip
-        assert status == 200, plan
-        await jobs.wait(server.call, token, plan["id"], ("planned", *jobs.TERMINAL))
-        status, job = await server.call(
-            "POST", f"/jobs/{plan['id']}/start", token, json={"confirm": "erase 4242"}
+        assert status in (200, 201), body
+        status, verified = await server.call("POST", f"/team/{U}/audit/verify", token)
+        assert status == 200 and verified["ok"], verified
+        status, _ = await server.call("POST", f"/team/{U}/disable", token)
+        assert status == 200
+
+        audit, _ = await erase(server, token, 4242)
+        assert (audit["removed"], audit["changed"]) == (0, 0), audit
+        assert (
+            audit["details"][1] == "this server's copy: 1 record(s) rewritten, 1 item(s) redacted"
         )
-        assert status == 200, job
-        job = await jobs.wait(server.call, token, plan["id"])
-        assert job["state"] == "succeeded", job
-        status, report = await server.call("GET", f"/erasures/{job['id']}/report", token)
-        assert status == 200, report
-        audit = next(s for s in report["local"] if s["where"] == "audit_log")
-        # The creates of Player_4242 and guild (listing 4242), and the erasure's delete of
-        # Player_4242 (with no index or backup, the guild's user ids are not known to it).
         assert audit["problems"] == [
-            "the team audit log keeps 3 event(s) about the player in dsm-team-audit and in "
-            "every teammate's copy: this erasure does not rewrite shared audit records"
-        ], audit
-        assert audit["method"].startswith("not rewritten: ")
-        assert "NOT DONE: the team audit log keeps 3 event(s)" in report["text"]
+            "1 record(s) of dsm-team-audit were not checked or rewritten: team sync is off for "
+            f"universe {U} on this server. Run the erasure again once team sync works."
+        ]
+
+        async def shared_items() -> list[dict[str, Any]]:
+            client = server.upstream.client_for(U)
+            page = await client.list_entries_page(U, AUDIT_STORE, prefix="r")
+            found: list[dict[str, Any]] = []
+            for listed in page.items:
+                entry = await client.get_entry(U, AUDIT_STORE, listed.key)
+                found += [i for i in json.loads(entry.value_json or "{}")["redactable"] if i]
+            return found
+
+        assert any(i["key"] == "Player_4242" for i in await shared_items())
+
+        status, _ = await server.call("POST", f"/team/{U}/enable", token)
+        assert status == 200
+        again, _ = await erase(server, token, 4242)
+        assert again["problems"] == [] and again["removed"] == 1, again
+        assert not any("4242" in i["key"] for i in await shared_items())
+        status, verified = await server.call("POST", f"/team/{U}/audit/verify", token)
+        assert status == 200 and verified["ok"], verified

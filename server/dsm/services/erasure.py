@@ -30,8 +30,8 @@ Patterns live in `<data dir>/erasure-patterns.json`. The same rules drive every 
   An archive this server cannot open (a portable archive from elsewhere) is listed as not
   scrubbed; copies of archives outside the backups folder are beyond the server's reach.
 - **Elsewhere**: the index drops the player's rows; export files and uploads are scrubbed by
-  `jobs.erasure_files`; the team audit log is not rewritten, the report says what it keeps
-  (`team.erasure`).
+  `jobs.erasure_files`; the team audit log has the player's redactable items nulled, in the
+  shared records and this server's copy (`team.erasure`).
 
 The report (`ErasureReport`, JSON and text) says what was removed where and when, and what
 Roblox still keeps: a deleted entry's earlier versions and tombstone, and the versions a

@@ -5,6 +5,12 @@ Appends are the team's own records, not game data, so they do not go through the
 same way: every append is a create-only write of the next record key, so two teammates' servers
 appending at once never overwrite each other: the loser reads the winner's record, links after
 it and tries the next key. They go through the same Open Cloud client and budget as every call.
+
+Erasing a player rewrites existing records in place (`redact`): only their `redactable` part
+changes, each rewrite is conditional on the etag read (a teammate's concurrent redaction is
+re-read and redone; appends write other keys), and the chain and its hashes stay as they were.
+A teammate's server re-reads a record it already copied only when it verifies the chain
+(`verify` adopts the redacted text of a record whose hash it already holds).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +36,7 @@ from shared_schema.team import (
 
 from ...opencloud import errors as oc
 from ...opencloud.client import OpenCloudClient
+from ...opencloud.models import DataStoreEntry
 from ..errors import ServiceError
 from ..provenance import fresh, upstream_error
 from ..upstream import Upstream
@@ -37,19 +45,61 @@ from .chain import (
     MAX_EVENTS_PER_RECORD,
     AuditEvent,
     ChainFormatError,
+    ItemPicker,
     Record,
     build_record,
     parse_record,
     person_from,
+    redact_record,
+    redacted_events,
     verify,
 )
-from .names import AUDIT_STORE, SCOPE, audit_key
+from .names import AUDIT_STORE, SCOPE, audit_key, audit_seq
 from .store import Head, TeamStore
 
 log = logging.getLogger("dsm.team.audit")
 
 # Appends are batched: one record carries every event of a short window.
 FLUSH_SECONDS = 2.0
+# Conditional rewrites of one record raced by teammates' rewrites before giving up.
+REDACT_ATTEMPTS = 5
+
+
+@dataclass
+class Redaction:
+    """What a redaction did: in the shared data store, this server's copy, the pending events."""
+
+    shared_records: int = 0
+    shared_items: int = 0
+    local_records: int = 0
+    local_items: int = 0
+    pending_items: int = 0
+    shared_left: int = 0  # records that may still hold items in the shared store
+    problem: str | None = None  # why the shared store was not (fully) rewritten
+
+
+def redact_copy(
+    store: TeamStore, universe_id: int, picks: ItemPicker
+) -> tuple[list[int], int, int]:
+    """Rewrite this server's copy of a universe's log: (seqs of the records that hold or held
+    redacted items, so the shared ones are checked too; records rewritten now; items removed)."""
+    hashes = store.kept_hashes(universe_id)
+    seqs: list[int] = []
+    records = items = 0
+    for seq, text in list(store.records(universe_id)):
+        found = redact_record(text, picks)
+        if found is not None:
+            store.keep_record(universe_id, seq, hashes[seq], found[0])
+            items += found[1]
+            records += 1
+            seqs.append(seq)
+            continue
+        try:  # redacted here before (maybe while the shared store could not be reached)
+            if redacted_events(parse_record(text)):
+                seqs.append(seq)
+        except ChainFormatError:
+            continue
+    return sorted(seqs), records, items
 
 
 class AuditLog:
@@ -187,6 +237,74 @@ class AuditLog:
         self._keep(seq, record.hash, text)
         return Head(seq, record.hash)
 
+    # ---------------------------------------------------------------- redacting
+
+    async def redact(
+        self, picks: ItemPicker, pending: Callable[[AuditEvent], AuditEvent]
+    ) -> Redaction:
+        """Take a player out: `pending` rewrites each event waiting to be appended; `picks`
+        chooses the redactable items to null in this server's copy and in the shared store."""
+        async with self._lock:
+            result = Redaction()
+            rewritten = [pending(event) for event in self._pending]
+            result.pending_items = sum(
+                a != b for a, b in zip(rewritten, self._pending, strict=True)
+            )
+            self._pending[:] = rewritten
+            try:
+                await self._sync_locked()
+            except ServiceError as exc:
+                result.problem = exc.message
+            seqs, result.local_records, result.local_items = redact_copy(
+                self._store, self.universe_id, picks
+            )
+            hashes = self._store.kept_hashes(self.universe_id)
+            for index, seq in enumerate(seqs):
+                if result.problem is not None:
+                    result.shared_left = len(seqs) - index
+                    break
+                try:
+                    items = await self._redact_shared(seq, hashes[seq], picks)
+                except ServiceError as exc:
+                    result.problem = exc.message
+                    result.shared_left = len(seqs) - index
+                    break
+                result.shared_items += items
+                result.shared_records += 1 if items else 0
+            return result
+
+    async def _redact_shared(self, seq: int, kept_hash: str, picks: ItemPicker) -> int:
+        """Null the picked items of record `seq` in the shared store, conditional on the etag
+        read; returns how many were removed (0: none there, a teammate took them out)."""
+        for _ in range(REDACT_ATTEMPTS):
+            entry = await self._read_entry(audit_key(seq))
+            if entry is None:
+                raise self._broken(seq, "is missing (it was removed)")
+            value = entry.value_json or ""
+            try:
+                record = parse_record(value)
+            except ChainFormatError as exc:
+                raise self._broken(seq, f"is unreadable ({exc})") from None
+            if record.seq != seq or record.problems or record.hash != kept_hash:
+                raise self._broken(seq, "differs from this server's copy (it was rewritten)")
+            found = redact_record(value, picks)
+            if found is None:
+                return 0
+            text, items = found
+            try:
+                await self._rewrite(seq, text, entry)
+            except ServiceError as exc:
+                if exc.code is ErrorCode.CONFLICT:
+                    continue  # a teammate rewrote it meanwhile: read it and redo
+                raise
+            self._store.keep_record(self.universe_id, seq, kept_hash, text)
+            return items
+        raise ServiceError(
+            ErrorCode.CONFLICT,
+            f"Audit record #{seq} kept changing while it was being redacted; run the erasure "
+            "again.",
+        )
+
     # ---------------------------------------------------------------- local copy
 
     async def sync(self) -> int:
@@ -289,6 +407,8 @@ class AuditLog:
             verdict = verify(stored, None if known is None else (known.seq, known.hash))
             if verdict.ok and verdict.head is not None:
                 self._store.note_head(self.universe_id, Head(*verdict.head))
+            if verdict.ok:
+                self._adopt_redactions(stored)
         backend = self._upstream.binding(self.universe_id).backend
         return AuditVerifyReport(
             universe_id=self.universe_id,
@@ -304,6 +424,25 @@ class AuditLog:
             source=fresh(backend),
         )
 
+    def _adopt_redactions(self, stored: list[tuple[str, str | None]]) -> None:
+        """Drop from this server's copy the items a teammate's erasure nulled in the shared
+        records (same hash, so the shared record differs only by its nulled items)."""
+        hashes = self._store.kept_hashes(self.universe_id)
+        local = dict(self._store.records(self.universe_id))
+        for key, text in stored:
+            seq = audit_seq(key)
+            if seq is None or text is None or seq not in local or text == local[seq]:
+                continue
+            try:
+                shared = parse_record(text)
+            except ChainFormatError:
+                continue
+            if shared.hash != hashes.get(seq):
+                continue
+            found = redact_record(local[seq], _not_in(shared.redactable))
+            if found is not None:
+                self._store.keep_record(self.universe_id, seq, shared.hash, found[0])
+
     # ---------------------------------------------------------------- Open Cloud
 
     async def _create(self, seq: int, text: str) -> None:
@@ -312,6 +451,15 @@ class AuditLog:
                 self.universe_id, AUDIT_STORE, audit_key(seq), text, scope=SCOPE
             )
         )
+
+    async def _rewrite(self, seq: int, text: str, read: DataStoreEntry) -> None:
+        """Replace record `seq`, only if it is still at the etag read."""
+        await self._call(
+            lambda c: c.update_entry(
+                self.universe_id, AUDIT_STORE, audit_key(seq), text,
+                attributes=read.attributes, user_ids=read.user_ids, etag=read.etag, scope=SCOPE,
+            )
+        )  # fmt: skip
 
     async def _list_page(self, token: str | None) -> Any:
         return await self._call(
@@ -324,6 +472,10 @@ class AuditLog:
         return await self._read_key(audit_key(seq))
 
     async def _read_key(self, key: str) -> str | None:
+        entry = await self._read_entry(key)
+        return None if entry is None else entry.value_json
+
+    async def _read_entry(self, key: str) -> DataStoreEntry | None:
         try:
             entry = await self._call(
                 lambda c: c.get_entry(self.universe_id, AUDIT_STORE, key, scope=SCOPE)
@@ -332,7 +484,7 @@ class AuditLog:
             if exc.code is ErrorCode.NOT_FOUND:
                 return None
             raise
-        return entry.value_json if entry.state != "DELETED" else None
+        return entry if entry.state != "DELETED" and entry.value_json is not None else None
 
     async def _call(self, fn: Callable[[OpenCloudClient], Awaitable[Any]]) -> Any:
         client = self._upstream.client_for(self.universe_id)
@@ -340,6 +492,12 @@ class AuditLog:
             return await fn(client)
         except oc.OpenCloudError as exc:
             raise upstream_error(exc, self._upstream.binding(self.universe_id).backend) from exc
+
+
+def _not_in(redactable: list[Any]) -> ItemPicker:
+    """Picks the items a teammate's redaction took out of a shared record."""
+    remaining = [item for item in redactable if isinstance(item, dict)]
+    return lambda _event, item: item not in remaining
 
 
 def _items(record: Record) -> list[ActivityItem]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,9 @@ class AuditEvent:
     journal_id: int | None = None
     job_id: str | None = None
     summary: str | None = None
+    # Appended with its commitment but without its redactable item (an erased player's event
+    # that had not been appended yet).
+    redacted: bool = False
 
 
 def _person_fields(person: Person) -> dict[str, Any]:
@@ -115,7 +119,9 @@ def build_record(
             salt = secrets.token_hex(16)
             ids = list(event.user_ids)
             item["subject"] = commitment(salt, event.key, ids)
-            redactable.append({"key": event.key, "user_ids": ids, "salt": salt})
+            redactable.append(
+                None if event.redacted else {"key": event.key, "user_ids": ids, "salt": salt}
+            )
         else:
             redactable.append(None)
         chained_events.append(item)
@@ -185,6 +191,33 @@ def _hex(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# Whether a redactable item goes: (the chained event, its redactable item).
+ItemPicker = Callable[[dict[str, Any], dict[str, Any]], bool]
+
+
+def redact_record(text: str, picks: ItemPicker) -> tuple[str, int] | None:
+    """The record with every redactable item `picks` chooses nulled, and how many were; None
+    when it has none to remove (or is not a record). The chained part and hash are untouched,
+    so the chain still verifies. A whole item goes or stays: the commitment covers the key and
+    user ids together, so taking one id out of an item would no longer match the chain."""
+    try:
+        record = parse_record(text)
+    except ChainFormatError:
+        return None
+    redactable = list(record.redactable)
+    removed = 0
+    for index, event in enumerate(record.events):
+        item = redactable[index] if index < len(redactable) else None
+        if isinstance(item, dict) and picks(event, item):
+            redactable[index] = None
+            removed += 1
+    if not removed:
+        return None
+    data = json.loads(text)
+    data["redactable"] = redactable
+    return canonical(data), removed
 
 
 def redacted_events(record: Record) -> int:

@@ -61,9 +61,9 @@ from ..provenance import cached, fresh
 from ..sessions import SessionRegistry
 from ..tokens import Principal
 from ..upstream import Upstream
-from .audit import AuditLog
+from .audit import AuditLog, Redaction, redact_copy
 from .chain import AuditEvent
-from .erasure import audit_log_outcome
+from .erasure import audit_log_outcome, item_picker, kept_summaries, pending_scrubber
 from .governor import DEFAULT_MAX_BYTES, DEFAULT_MAX_RPM, Caps, Governor
 from .live import Change, LiveSync, Unavailable
 from .names import NAMES, SORTED_MAP, presence_id
@@ -589,17 +589,23 @@ class TeamService:
             return None
         return running.live.available is not False
 
-    def audit_holdings(self, rules: ErasureRules, universe_id: int) -> ScrubOutcome:
-        """What the audit log (this server's copy, and what waits to be appended) keeps about
-        the player erased (for the erasure report; nothing is rewritten)."""
+    async def erase_from_audit(self, rules: ErasureRules, universe_id: int) -> ScrubOutcome:
+        """Take the player out of the audit log (the shared records when team sync is on, this
+        server's copy, the events waiting) and say what was done, for the erasure report."""
         running = self._running.get(universe_id)
-        return audit_log_outcome(
-            rules,
-            universe_id,
-            self._store.records(universe_id),
-            running.audit.pending_events() if running is not None else (),
-            team_on=running is not None,
-        )
+        picks = item_picker(rules)
+        if running is not None:
+            redaction: Redaction | None = await running.audit.redact(picks, pending_scrubber(rules))
+        elif self._store.kept_count(universe_id) == 0:
+            redaction = None
+        else:
+            seqs, records, items = redact_copy(self._store, universe_id, picks)
+            redaction = Redaction(local_records=records, local_items=items)
+            if seqs:
+                redaction.shared_left = len(seqs)
+                redaction.problem = f"team sync is off for universe {universe_id} on this server."
+        summaries = kept_summaries(rules, self._store.records(universe_id))
+        return audit_log_outcome(universe_id, redaction, summaries)
 
     def live(self, universe_id: int) -> LiveSync | None:
         running = self._running.get(universe_id)

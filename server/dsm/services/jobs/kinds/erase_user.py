@@ -10,8 +10,9 @@ rolled back: that would put the player's data back.
 
 After the last item, the server's copies are scrubbed in this order (the Roblox writes first:
 they add journal records): the cache, the journal, the backup archives, the export files, the
-uploads, the search index, and the keys in every job's items. The team audit log is not
-rewritten: the report says what it keeps about the player. The report (JSON and text) names the player, so it is kept only
+uploads, the search index, the team audit log (the player's redactable items nulled in the
+shared records, this server's copy and the events waiting: `services.team.erasure`), and the
+keys in every job's items. The report (JSON and text) names the player, so it is kept only
 sealed under the server's data key until it is taken and forgotten (DELETE .../report); the
 job's own record keeps no user id or key once it has finished.
 """
@@ -247,8 +248,8 @@ class EraseUserKind(JobKindHandler):
         notes.notes.append(
             "Entries named by a pattern are deleted; shared entries listing the player keep "
             "their value and lose the user id. Afterwards this server's cache, journal, backup "
-            "archives, export files, uploads, search index and job items are scrubbed, and a "
-            "report is made (it says what the team audit log keeps). An erasure cannot be "
+            "archives, export files, uploads, search index, team audit log and job items are "
+            "scrubbed, and a report is made. An erasure cannot be "
             "rolled back."
         )
         notes.notes.append(held_note(spec.params.held_sessions.value))
@@ -319,9 +320,9 @@ class EraseUserKind(JobKindHandler):
         if env.index is not None:
             local.append(await self._scrub_index(env, rules.user_id))
         if env.team is not None:
-            local.append(env.team.audit_holdings(rules, spec.universe))
+            local.append(await env.team.erase_from_audit(rules, spec.universe))
         else:
-            local.append(audit_log_outcome(rules, spec.universe, (), team_on=False))
+            local.append(audit_log_outcome(spec.universe, None, 0))
         report = ErasureReport(
             request_id=request_id,
             user_id=rules.user_id,
