@@ -493,3 +493,27 @@ async def test_with_team_sync_off_the_shared_records_are_reported_not_rewritten(
         assert not any("4242" in i["key"] for i in await shared_items())
         status, verified = await server.call("POST", f"/team/{U}/audit/verify", token)
         assert status == 200 and verified["ok"], verified
+
+
+def test_a_bookmark_or_note_replaces_the_keys_old_one_and_an_empty_one_removes_it() -> None:
+    from dsm.services.team.workspace import MAX_ITEMS, _keyed_change
+    from shared_schema.identity import make_person
+
+    ana = make_person(7, "Ana", "laptop")
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    ref = ("PlayerData", "global", "Player_1")
+    doc = _keyed_change(ref, {"text": "refund pending"}, ana, now)(None)
+    doc = _keyed_change(("PlayerData", "global", "Player_2"), {"text": "ok"}, ana, now)(doc)
+    doc = _keyed_change(ref, {"text": "refunded"}, ana, now)(doc)
+    assert [(i["k"], i["text"]) for i in doc["items"]] == [
+        ("Player_2", "ok"),
+        ("Player_1", "refunded"),
+    ]
+    assert doc["items"][-1]["by"]["name"] == "Ana" and doc["items"][-1]["at"].startswith(
+        "2026-12-04"
+    )
+    doc = _keyed_change(ref, None, ana, now)(doc)
+    assert [i["k"] for i in doc["items"]] == ["Player_2"]
+    for n in range(MAX_ITEMS + 5):
+        doc = _keyed_change(("S", "global", f"k{n}"), {"label": None}, ana, now)(doc)
+    assert len(doc["items"]) == MAX_ITEMS and doc["items"][-1]["k"] == f"k{MAX_ITEMS + 4}"

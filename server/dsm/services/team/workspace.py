@@ -175,46 +175,14 @@ class WorkspaceStore:
     async def set_bookmark(
         self, ref: tuple[str, str, str], label: str | None, remove: bool, by: Person, now: datetime
     ) -> list[Bookmark]:
-        def change(doc: Doc | None) -> Doc:
-            items = [
-                i for i in _items(doc, "items") if (i.get("ds"), i.get("sc"), i.get("k")) != ref
-            ]
-            if not remove:
-                items.append(
-                    {
-                        "ds": ref[0],
-                        "sc": ref[1],
-                        "k": ref[2],
-                        "label": label,
-                        "by": _person_fields(by),
-                        "at": _iso(now),
-                    }
-                )
-            return {"items": items[-MAX_ITEMS:]}
-
-        return _bookmarks(await self.modify(BOOKMARKS, change))
+        fields = None if remove else {"label": label}
+        return _bookmarks(await self.modify(BOOKMARKS, _keyed_change(ref, fields, by, now)))
 
     async def set_note(
         self, ref: tuple[str, str, str], text: str, by: Person, now: datetime
     ) -> list[KeyNote]:
-        def change(doc: Doc | None) -> Doc:
-            items = [
-                i for i in _items(doc, "items") if (i.get("ds"), i.get("sc"), i.get("k")) != ref
-            ]
-            if text.strip():
-                items.append(
-                    {
-                        "ds": ref[0],
-                        "sc": ref[1],
-                        "k": ref[2],
-                        "text": text,
-                        "by": _person_fields(by),
-                        "at": _iso(now),
-                    }
-                )
-            return {"items": items[-MAX_ITEMS:]}
-
-        return _notes(await self.modify(NOTES, change))
+        fields = {"text": text} if text.strip() else None
+        return _notes(await self.modify(NOTES, _keyed_change(ref, fields, by, now)))
 
     # ---------------------------------------------------------------- entries
 
@@ -290,6 +258,24 @@ def _load(text: str | None) -> Doc:
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def _keyed_change(
+    ref: tuple[str, str, str], fields: dict[str, Any] | None, by: Person, now: datetime
+) -> Callable[[Doc | None], Doc]:
+    """A bookmark or note document change: drop the key's item, then (unless `fields` is None)
+    add its new one, keeping the newest MAX_ITEMS."""
+
+    def change(doc: Doc | None) -> Doc:
+        items = [i for i in _items(doc, "items") if (i.get("ds"), i.get("sc"), i.get("k")) != ref]
+        if fields is not None:
+            items.append(
+                {"ds": ref[0], "sc": ref[1], "k": ref[2], **fields,
+                 "by": _person_fields(by), "at": _iso(now)}
+            )  # fmt: skip
+        return {"items": items[-MAX_ITEMS:]}
+
+    return change
 
 
 def _items(doc: Doc | None, field: str) -> list[dict[str, Any]]:
