@@ -224,7 +224,7 @@ from .search import (
     SearchPage,
     SearchRequest,
 )
-from .sessions import SessionInfo, SessionList, SessionOpenRequest
+from .sessions import SessionInfo, SessionList, SessionOpened, SessionOpenRequest
 from .team import (
     ActivityItem,
     ActivityPage,
@@ -278,6 +278,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     EntryRef,
     SessionOpenRequest,
     SessionInfo,
+    SessionOpened,
     SessionList,
     SessionViewingRequest,
     EventsQuery,
@@ -563,7 +564,7 @@ ROUTES: tuple[Route, ...] = (
           "The token this request carries: its id, name and role (never the secret).",
           (TokenInfo,), no_store=True),
     Route("open_session", "POST", "/sessions", _V, "Announce this Studio session.",
-          (SessionInfo,), body=SessionOpenRequest, no_store=True),
+          (SessionOpened,), body=SessionOpenRequest, no_store=True),
     Route("list_sessions", "GET", "/sessions", _V, "Sessions connected to this server.",
           (SessionList,), no_store=True),
     Route("heartbeat_session", "POST", "/sessions/{session_id}/heartbeat", _V,

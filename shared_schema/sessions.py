@@ -45,6 +45,15 @@ class SessionInfo(ResponseBody):
     )
 
 
+class SessionOpened(SessionInfo):
+    """The new session, and where its event stream starts."""
+
+    event_cursor: NonNegativeInt = Field(
+        description="The event stream's position as the session opened: a fresh stream polls from "
+        "here, so no change made after this answer is missed while the stream starts."
+    )
+
+
 class SessionList(ResponseBody):
     sessions: list[SessionInfo]
     source: Source

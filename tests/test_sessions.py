@@ -31,7 +31,7 @@ from shared_schema.events import (
     SessionLeftReason,
 )
 from shared_schema.identity import make_person
-from shared_schema.sessions import SessionInfo, SessionList
+from shared_schema.sessions import SessionInfo, SessionList, SessionOpened
 
 from .test_events import Companion, batch, companion, poll, serving
 
@@ -332,6 +332,20 @@ async def test_sessions_over_http(server: Companion, clock: ManualClock) -> None
         ("alice", "expired"),
         ("bob", "closed"),
     ]
+
+
+async def test_an_opened_session_says_where_its_event_stream_starts(server: Companion) -> None:
+    """The stream starts right after the session's own join: a change made before the plugin's
+    first poll lands still reaches it (a "from now" first poll would have missed it)."""
+    status, text = await call(
+        server, "POST", "/api/v1/sessions", "alice", {"client_name": "alice's Studio"}
+    )
+    assert status == 200, text
+    alice = SessionOpened.model_validate_json(text)
+    assert alice.event_cursor == 1  # alice's own session.joined
+    bob = await open_http(server, "bob")
+    answer = batch(await poll(server, alice.event_cursor, 0))
+    assert [joined(e).session_id for e in answer.events] == [bob.session_id]
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from shared_schema.sessions import SessionOpened
 from shared_schema.team import EntryRef
 
-from .appkeys import SERVER_BACKEND, SESSIONS, TEAM, TOKEN_STORE
+from .appkeys import EVENTS, SERVER_BACKEND, SESSIONS, TEAM, TOKEN_STORE
 from .binding import Call, Handler
 
 
@@ -16,13 +17,16 @@ async def open_session(call: Call) -> BaseModel:
     call.app[TOKEN_STORE].record_identity(
         call.caller.token_id, b.studio_user_id, b.studio_user_name
     )
-    return call.app[SESSIONS].open(
+    info = call.app[SESSIONS].open(
         call.caller,
         studio_user_id=b.studio_user_id,
         place_id=b.place_id,
         client_name=b.client_name,
         studio_user_name=b.studio_user_name,
     )
+    # Read with no await since the open: the plugin's stream starts exactly after its own join,
+    # so a change made between this answer and the stream's first poll still reaches it.
+    return SessionOpened(**info.model_dump(), event_cursor=call.app[EVENTS].latest_seq)
 
 
 async def set_session_viewing(call: Call) -> BaseModel:
