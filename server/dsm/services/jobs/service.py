@@ -1113,8 +1113,9 @@ def _left_alone(store: JobStore, rollback: JobRecord, original_id: str) -> str |
     total = sum(left.values())
     why = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in left.items())
     return (
-        f"Job {original_id} is not fully rolled back: {total:,} of its writes were left as "
-        f"they are ({why}); see the skipped items of {rollback.id}."
+        f"Job {original_id} is not fully rolled back: {total:,} of its writes "
+        f"{'was' if total == 1 else 'were'} left as they are ({why}); see the skipped items of "
+        f"{rollback.id}."
     )
 
 

@@ -213,9 +213,11 @@ class RollbackKind(JobKindHandler):
                     return ItemResult.skipped(SkipCode.CHANGED_SINCE, error.message)
                 # The journal refused it just now (say, an undo by hand landed meanwhile); any
                 # other error (an Open Cloud refusal too) fails the item, never passes as done.
-                if error.code is ErrorCode.BAD_REQUEST:
-                    if (refused := _refused(journal, journal_id)) is not None:
-                        return refused
+                refused = (
+                    _refused(journal, journal_id) if error.code is ErrorCode.BAD_REQUEST else None
+                )
+                if refused is not None:
+                    return refused
                 raise
             finally:
                 if (done := journal.find_by_idempotency_key(key)) is not None:
