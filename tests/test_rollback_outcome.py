@@ -180,8 +180,8 @@ async def test_entries_changed_since_leave_the_job_not_rolled_back(server: Serve
     assert done["state"] == "succeeded" and "failure" not in done
     assert done["progress"]["applied"] == 1 and done["progress"]["skipped"] == 1
     note = (
-        f"Job {original['id']} is not fully rolled back: 1 of its writes was left as they are "
-        f"(1 changed since); see the skipped items of {done['id']}."
+        f"Job {original['id']} is not fully rolled back: 1 of its writes was left alone (1 "
+        f"changed since); see the skipped items of {done['id']}."
     )
     assert done["rollback_note"] == note
     view = await job(server, admin, original["id"])

@@ -2,8 +2,9 @@
 their items; carry them across restarts.
 
 States: `planned` (the plan is being counted, or ready) -> `queued` -> `running` -> `succeeded`
-or `failed`; `paused` and `cancelled` on request; `rolled_back` once a rollback job of it
-succeeded. At start-up every `running` or `queued` job is queued again and resumes from its
+or `failed`; `paused` and `cancelled` on request; `rolled_back` once a rollback undid every
+write of it (a rollback with failed items fails; one that left entries alone leaves the job as
+it was, saying so in its `rollback_note`; see `_rollback_finished`). At start-up every `running` or `queued` job is queued again and resumes from its
 durable items (the write journal, settled just before, tells which writes already landed), a
 `planned` job still counting goes on counting, and a `paused` job stays paused.
 
@@ -1114,7 +1115,7 @@ def _left_alone(store: JobStore, rollback: JobRecord, original_id: str) -> str |
     why = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in left.items())
     return (
         f"Job {original_id} is not fully rolled back: {total:,} of its writes "
-        f"{'was' if total == 1 else 'were'} left as they are ({why}); see the skipped items of "
+        f"{'was' if total == 1 else 'were'} left alone ({why}); see the skipped items of "
         f"{rollback.id}."
     )
 
