@@ -4,9 +4,10 @@ their items; carry them across restarts.
 States: `planned` (the plan is being counted, or ready) -> `queued` -> `running` -> `succeeded`
 or `failed`; `paused` and `cancelled` on request; `rolled_back` once a rollback undid every
 write of it (a rollback with failed items fails; one that left entries alone leaves the job as
-it was, saying so in its `rollback_note`; see `_rollback_finished`). At start-up every `running` or `queued` job is queued again and resumes from its
-durable items (the write journal, settled just before, tells which writes already landed), a
-`planned` job still counting goes on counting, and a `paused` job stays paused.
+it was, saying so in its `rollback_note`; see `_rollback_finished`). At start-up every
+`running` or `queued` job is queued again and resumes from its durable items (the write
+journal, settled just before, tells which writes already landed), a `planned` job still
+counting goes on counting, and a `paused` job stays paused.
 
 Roles: creating or starting a job needs the kind's role (editor; admin for delete, move, import
 and transform; a rollback needs the role of the job it undoes). A job that writes to a universe
@@ -768,7 +769,7 @@ class JobService:
         failed = self.store.outcome_codes(record.id, ItemState.FAILED.value)
         if failed:
             code = next((ErrorCode(c) for c in failed if c), ErrorCode.INTERNAL)
-            message = _rollback_failure(record, original_id, failed)
+            message = _rollback_failure(self.store, record, original_id, failed)
             record = self.store.update(record.id, failure_code=code.value, failure_message=message)
             self._set_state(record, JobState.FAILED, message=message)
             self._state_event(original, JobState(original.state), message=message)
@@ -1105,14 +1106,19 @@ def _key_reused(key: str, job_id: str) -> ServiceError:
 UNDONE_SKIPS = frozenset({SkipCode.ALREADY_UNDONE.value, SkipCode.NOTHING_TO_UNDO.value})
 
 
-def _left_alone(store: JobStore, rollback: JobRecord, original_id: str) -> str | None:
-    """What a finished rollback left as it is, in words; None when it left nothing."""
+def _left_counts(store: JobStore, rollback: JobRecord) -> tuple[int, str]:
+    """How many of the job's writes a rollback left alone by design, and why in words."""
     skipped = store.outcome_codes(rollback.id, ItemState.SKIPPED.value)
     left = {code: n for code, n in skipped.items() if code not in UNDONE_SKIPS}
-    if not left:
-        return None
-    total = sum(left.values())
     why = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in left.items())
+    return sum(left.values()), why
+
+
+def _left_alone(store: JobStore, rollback: JobRecord, original_id: str) -> str | None:
+    """What a finished rollback left as it is, in words; None when it left nothing."""
+    total, why = _left_counts(store, rollback)
+    if not total:
+        return None
     return (
         f"Job {original_id} is not fully rolled back: {total:,} of its writes "
         f"{'was' if total == 1 else 'were'} left alone ({why}); see the skipped items of "
@@ -1120,13 +1126,19 @@ def _left_alone(store: JobStore, rollback: JobRecord, original_id: str) -> str |
     )
 
 
-def _rollback_failure(record: JobRecord, original_id: str, failed: dict[str, int]) -> str:
+def _rollback_failure(
+    store: JobStore, record: JobRecord, original_id: str, failed: dict[str, int]
+) -> str:
     total = sum(failed.values())
     why = ", ".join(f"{n:,} {code}" for code, n in failed.items())
+    left, left_why = _left_counts(store, record)
+    besides = (
+        f" {left:,} more {'was' if left == 1 else 'were'} left alone ({left_why})." if left else ""
+    )
     return (
         f"{total:,} of the {record.item_count:,} writes of job {original_id} could not be "
-        f"rolled back ({why}); see the failed items. Job {original_id} is not rolled back: "
-        "roll it back again to retry them (what is already back is not written twice)."
+        f"rolled back ({why}); see the failed items.{besides} Job {original_id} is not rolled "
+        "back: roll it back again to retry them (what is already back is not written twice)."
     )
 
 
