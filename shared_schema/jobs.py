@@ -126,7 +126,7 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
     FAILED = "failed"  # the job itself could not go on; `failure` says why
     SUCCEEDED = "succeeded"  # every item has an outcome (some may be skipped or failed)
-    ROLLED_BACK = "rolled_back"  # a rollback job restored what this job wrote
+    ROLLED_BACK = "rolled_back"  # a rollback job undid every write this job made
 
 
 TERMINAL_STATES = frozenset(
@@ -164,6 +164,8 @@ class SkipCode(StrEnum):
     CHANGED_SINCE = "changed_since"  # rollback: someone wrote it after the job; left alone
     PRECISION = "precision"  # transform: jq would round numbers the program did not compute
     NOTHING_TO_UNDO = "nothing_to_undo"  # rollback: the job's write did not land
+    ALREADY_UNDONE = "already_undone"  # rollback: an earlier rollback (or undo) already undid it
+    CANNOT_UNDO = "cannot_undo"  # rollback: the write cannot be undone (e.g. its data was erased)
     NO_LONGER_MATCHES = "no_longer_matches"  # search selection: changed since it was indexed
     UNKNOWN_STATE = "unknown_state"  # restore: no source knows the key's state then
     SOURCES_DISAGREE = "sources_disagree"  # restore: the sources disagree about its state then
@@ -776,6 +778,11 @@ class JobView(ResponseBody):
     writes: bool = Field(description="Whether it writes to Open Cloud (and can be rolled back).")
     rollback_of: JobId | None = Field(default=None, description="The job a rollback undoes.")
     rolled_back_by: JobId | None = Field(default=None, description="Its rollback job, if any.")
+    rollback_note: str | None = Field(
+        default=None,
+        description="Where its rollback stands, in words (for a job that has one, and for a "
+        "rollback job): whether every write is undone, and if not how many and why.",
+    )
     backend: Backend = Field(description="EMULATOR or LIVE: whose data the job works on.")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from dsm.cli import main
 from shared_schema.common import Role
 from tools.testing import jobs
-from tools.testing.server import Server, running_server
+from tools.testing.server import Server, entry_path, idem, running_server
 
 U = 1
 
@@ -102,3 +102,33 @@ async def test_import_uploads_the_file_and_errors_are_plain(tmp_path: Path) -> N
         assert "1 applied" in out
         code, _, err = await dsm(server, "dsm_0000000000000000_" + "x" * 43, "list")
         assert code == 1 and "error:" in err
+
+
+async def test_a_rollback_that_leaves_writes_alone_says_so_and_exits_non_zero(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, budget_rpm=1_000_000) as server:
+        token = await server.pair("cli", role=Role.ADMIN)
+        await jobs.seed(server.call, token, U, "Players", {"a": {"n": 1}, "b": {"n": 2}})
+        selection = {"universe_id": U, "datastores": ["Players"]}
+        body = {"kind": "transform", "selection": selection, "params": {"program": ".n += 10"}}
+        job = await jobs.run(server.call, token, body)
+        view = await jobs.read_value(server.call, token, U, "Players", "b")
+        assert view is not None
+        status, _ = await server.call(
+            "PUT",
+            entry_path(U, "Players", "b"),
+            token,
+            json={"value_json": '{"n":500}', "expected_revision": view["revision"],
+                  "idempotency_key": idem()},
+        )  # fmt: skip
+        assert status == 200  # someone wrote `b` after the job
+
+        code, out, err = await dsm(server, token, "rollback", job["id"], "--run")
+        flat = " ".join(out.split())
+        assert code == 1, (out, err)
+        assert f"Job {job['id']} is not fully rolled back: 1 of its writes was left" in flat
+        assert "(1 changed since)" in flat
+        code, out, _ = await dsm(server, token, "show", job["id"])
+        flat = " ".join(out.split())
+        assert code == 0 and "not fully rolled back" in flat and "Next: rollback" in flat

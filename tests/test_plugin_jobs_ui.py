@@ -342,6 +342,52 @@ async def test_a_delete_is_planned_first_then_run_then_rolled_back_exactly(
     )
 
 
+async def test_a_rollback_that_leaves_a_game_write_alone_does_not_claim_the_job_back(
+    harness: LuauHarness, job_server: Server
+) -> None:
+    server = job_server
+    teammate = await server.pair("Teammate")
+    game_writes(server, 2)
+    d = await open_as_admin(harness, server, "Emulator universe 1")
+    await d.open_store("PlayerData")
+    await d.wait_text("2 keys")
+    await d.tick("Player_1", "Player_2")
+    await d.wait_text("2 ticked")
+    await d.plan_job("delete")
+    await d.click("ConfirmButton")
+    await d.wait_text("2 entries selected.")
+    job_id = shown_job_id(d)
+    await d.click("StartButton")
+    await d.wait_text("Succeeded", timeout=30)
+    game_writes(server, 1)  # a game server saves Player_1 again after the delete
+
+    await d.click("RollbackButton")
+    await d.wait_for(lambda: d.rendered("RollbackDialog"), "no rollback dialog")
+    await d.click("ConfirmButton")
+    await d.wait_for(lambda: shown_job_id(d) != job_id, "the rollback job did not open")
+    rollback_id = shown_job_id(d)
+    await d.wait_text("2 entries selected.")
+    await d.click("StartButton")
+    note = (
+        f"Job {job_id} is not fully rolled back: 1 of its writes was left alone (1 changed "
+        f"since); see the skipped items of {rollback_id}."
+    )
+    await d.wait_text(f"Rolls back {job_id}. {note}", timeout=30)
+    assert d.has_text("Succeeded") and d.has_text("2 of 2 · 1 skipped")
+
+    # The job it undoes is not shown as rolled back: it says what is left, and offers to retry.
+    original = await job_state(server, teammate, job_id)
+    assert original["state"] == "succeeded" and original["rollback_note"] == note
+    await d.click("AllJobsButton")
+    await d.wait_for(
+        lambda: d._has_row("JobRow", original["description"]), "the list shows no delete job"
+    )
+    assert not d._has_row("JobRow", "Rolled back")
+    await d.click(d.row_with("JobRow", original["description"]))
+    await d.wait_text(note)
+    assert d.rendered("RollbackButton")
+
+
 async def test_a_running_job_is_paused_resumed_and_cancelled(
     harness: LuauHarness, tmp_path: Path
 ) -> None:

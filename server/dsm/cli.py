@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ from .emulator import sample_game
 from .emulator.app import EmulatorConfig, FaultConfig, create_emulator_app
 from .emulator.auth import load_keys
 from .emulator.context import EMULATOR
+from .emulator.faults import EXPECTED, MAX_LATENCY_MS, FaultSettingError, check_changes
 from .emulator.throttle import LimitsConfig
 from .opencloud.ratelimit import MAX_CCU
 from .paths import data_dir, ensure_private_dir
@@ -54,14 +56,29 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default="",
         help="custom budgets as name=requests_per_minute,... (e.g. v2.standard.read=120)",
     )
-    p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
-    p.add_argument("--error-rate", type=float, default=0.0, help="share of 500/503/429 answers")
-    p.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped connections")
+    p.add_argument(
+        "--latency-ms",
+        type=_fault("latency_ms"),
+        default=0.0,
+        help=f"added latency per request (0 to {MAX_LATENCY_MS:,.0f})",
+    )
+    p.add_argument(
+        "--error-rate",
+        type=_fault("error_rate"),
+        default=0.0,
+        help="share of 500/503/429 answers (0 to 1)",
+    )
+    p.add_argument(
+        "--drop-rate",
+        type=_fault("drop_rate"),
+        default=0.0,
+        help="share of dropped connections (0 to 1)",
+    )
     p.add_argument(
         "--lost-response-rate",
-        type=float,
+        type=_fault("lost_response_rate"),
         default=0.0,
-        help="share of writes applied whose response is then lost",
+        help="share of writes applied whose response is then lost (0 to 1)",
     )
     p.add_argument("--seed", type=int, help="seed for fault injection and the sample game")
     _sample_game_flag(p)
@@ -134,6 +151,20 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="Open Cloud requests made for one assistant token a minute (default %(default)s)",
     )
+
+
+def _fault(name: str) -> Callable[[str], float]:
+    """An argparse type for one fault setting, checked as POST /_emulator/faults checks it."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+            check_changes({name: value})
+        except (ValueError, FaultSettingError):
+            raise argparse.ArgumentTypeError(f"expected {EXPECTED[name]}, got {text!r}") from None
+        return value
+
+    return parse
 
 
 def _positive(text: str) -> int:

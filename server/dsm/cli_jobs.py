@@ -410,7 +410,9 @@ def show_job(job: dict[str, Any], out: Console) -> None:
         out.print(f"[red]{job['failure']['code']}:[/red] {_safe(job['failure']['message'])}")
     if job.get("output_path"):
         out.print(f"File: {_safe(job['output_path'])}")
-    if job.get("rolled_back_by"):
+    if job.get("rollback_note"):  # where its rollback stands, or what a rollback left undone
+        out.print(_safe(job["rollback_note"]))
+    elif job.get("rolled_back_by"):
         out.print(f"Rolled back by {job['rolled_back_by']}")
     out.print(f"Next: {', '.join(job['actions']) or 'nothing'}")
 
@@ -484,11 +486,17 @@ def _finish(client: Client, job: dict[str, Any], args: argparse.Namespace, out: 
     if args.no_watch:
         out.print(f"Started {job['id']}; follow it with `dsm jobs watch {job['id']}`.")
         return 0
-    return _ended(watch(client, job["id"], out), out)
+    return _ended(client, watch(client, job["id"], out), out)
 
 
-def _ended(job: dict[str, Any], out: Console) -> int:
+def _ended(client: Client, job: dict[str, Any], out: Console) -> int:
+    """Show how the job ended; exit 0 only if it did all it was for (a rollback: only once the
+    job it undoes is rolled back, not when it left some of its writes alone)."""
     show_job(job, out)
+    if job["state"] == "succeeded" and job.get("rollback_of"):
+        return (
+            0 if client.call("GET", f"/jobs/{job['rollback_of']}")["state"] == "rolled_back" else 1
+        )
     return 0 if job["state"] in ("succeeded", "rolled_back") else 1
 
 
@@ -571,11 +579,11 @@ def _dispatch(client: Client, args: argparse.Namespace, out: Console) -> int:
         if args.no_watch:
             out.print(f"Started {job['id']}.")
             return 0
-        return _ended(watch(client, args.job_id, out), out)
+        return _ended(client, watch(client, args.job_id, out), out)
     if command in ("pause", "resume", "cancel"):
         job = client.call("POST", f"/jobs/{args.job_id}/{command}")
         out.print(f"{job['id']} is {job['state']}.")
         return 0
     if command == "watch":
-        return _ended(watch(client, args.job_id, out), out)
+        return _ended(client, watch(client, args.job_id, out), out)
     raise SystemExit(f"error: unknown jobs action {command!r}")

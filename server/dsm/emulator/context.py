@@ -19,6 +19,7 @@ from .auth import Authorizer, KeyGrant
 from .clock import Clock, SystemClock
 from .db import Database
 from .errors import EmulatorError, invalid
+from .faults import FaultSettingError, check_changes
 from .memorystore import MemoryStore
 from .messaging import MessageLog
 from .ordered import OrderedStore
@@ -37,10 +38,16 @@ class FaultConfig:
     lost_response_rate: float = 0.0  # write applied, then the connection is closed
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        check_changes(dict(self.__dict__))  # FaultSettingError (a ValueError) when out of range
+
     def update(self, changes: dict[str, Any]) -> None:
-        for name, value in changes.items():
-            if not hasattr(self, name):
-                raise invalid(f"Unknown fault setting {name!r}.")
+        """Change some settings, each checked first (nothing changes if one is bad)."""
+        try:
+            checked = check_changes(changes)
+        except FaultSettingError as bad:
+            raise invalid(str(bad)) from None
+        for name, value in checked.items():
             setattr(self, name, value)
 
 

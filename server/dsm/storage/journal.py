@@ -140,6 +140,18 @@ class UndoNotPossible(JournalError):
     pass
 
 
+class NothingToUndo(UndoNotPossible):
+    """The write left nothing behind to undo (it failed, or deleted a key that did not exist)."""
+
+
+class AlreadyUndone(UndoNotPossible):
+    """A later write (an earlier rollback, or an undo by hand) already undid it."""
+
+
+class UndoUnsettled(UndoNotPossible):
+    """An undo of it was sent but its outcome is not known yet."""
+
+
 class IdempotencyConflict(JournalError):
     """The idempotency key was already used; `existing` is the first write made with it."""
 
@@ -562,7 +574,7 @@ class WriteJournal:
                 f"right-to-erasure request ({record.reason})"
             )
         if record.status is Status.FAILED:
-            raise UndoNotPossible(f"write #{record_id} failed, so there is nothing to undo")
+            raise NothingToUndo(f"write #{record_id} failed, so there is nothing to undo")
         if record.status is not Status.APPLIED:
             raise UndoNotPossible(
                 f"the outcome of write #{record_id} is not known yet ({record.status}); "
@@ -580,8 +592,8 @@ class WriteJournal:
             ).fetchone()
         if later is not None:
             if later[1] == Status.APPLIED:
-                raise UndoNotPossible(f"write #{record_id} was already undone by write #{later[0]}")
-            raise UndoNotPossible(
+                raise AlreadyUndone(f"write #{record_id} was already undone by write #{later[0]}")
+            raise UndoUnsettled(
                 f"an undo of write #{record_id} (write #{later[0]}) has not finished; "
                 "settle it first"
             )
@@ -595,7 +607,7 @@ class WriteJournal:
                 )
             action: Literal["write", "delete", "compensate"] = "compensate"
         elif before is None and not existed_after:
-            raise UndoNotPossible(
+            raise NothingToUndo(
                 f"write #{record_id} deleted a key that did not exist; nothing to undo"
             )
         else:

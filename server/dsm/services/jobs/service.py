@@ -2,10 +2,12 @@
 their items; carry them across restarts.
 
 States: `planned` (the plan is being counted, or ready) -> `queued` -> `running` -> `succeeded`
-or `failed`; `paused` and `cancelled` on request; `rolled_back` once a rollback job of it
-succeeded. At start-up every `running` or `queued` job is queued again and resumes from its
-durable items (the write journal, settled just before, tells which writes already landed), a
-`planned` job still counting goes on counting, and a `paused` job stays paused.
+or `failed`; `paused` and `cancelled` on request; `rolled_back` once a rollback undid every
+write of it (a rollback with failed items fails; one that left entries alone leaves the job as
+it was, saying so in its `rollback_note`; see `_rollback_finished`). At start-up every
+`running` or `queued` job is queued again and resumes from its durable items (the write
+journal, settled just before, tells which writes already landed), a `planned` job still
+counting goes on counting, and a `paused` job stays paused.
 
 Roles: creating or starting a job needs the kind's role (editor; admin for delete, move, import
 and transform; a rollback needs the role of the job it undoes). A job that writes to a universe
@@ -222,12 +224,11 @@ class JobService:
             return [JobAction.RESUME, JobAction.CANCEL]
         if state is JobState.ROLLED_BACK or handler.rollback == "none" or not self._wrote(record):
             return []
+        # Until every write is undone it can be rolled back again (once its rollback ended):
+        # what an earlier rollback put back is skipped as already undone, never written twice.
         if record.rolled_back_by is not None:
             rollback = self.store.find(record.rolled_back_by)
-            if rollback is not None and rollback.state not in (
-                JobState.FAILED.value,
-                JobState.CANCELLED.value,
-            ):
+            if rollback is not None and JobState(rollback.state) not in TERMINAL_STATES:
                 return []
         return [JobAction.ROLLBACK]
 
@@ -277,7 +278,36 @@ class JobService:
             writes=handler_for(record.kind).writes,
             rollback_of=record.rollback_of,
             rolled_back_by=record.rolled_back_by,
+            rollback_note=self._rollback_note(record),
             backend=self._backend(record.universe),
+        )
+
+    def _rollback_note(self, record: JobRecord) -> str | None:
+        """Where the job's rollback stands (or, for a rollback job, what it left undone)."""
+        if record.rollback_of is not None:
+            if record.state != JobState.SUCCEEDED.value:
+                return None  # running, or `failure` says why it is not done
+            original = self.store.find(record.rollback_of)
+            if original is not None and original.state == JobState.ROLLED_BACK.value:
+                return f"Every write of job {record.rollback_of} is undone."
+            return _left_alone(self.store, record, record.rollback_of)
+        if record.rolled_back_by is None:
+            return None
+        rollback = self.store.find(record.rolled_back_by)
+        if rollback is None:
+            return None
+        by = rollback.id
+        if record.state == JobState.ROLLED_BACK.value:
+            return f"Rolled back by {by}: every write it made is undone."
+        if JobState(rollback.state) not in TERMINAL_STATES:
+            return f"Being rolled back by {by} ({rollback.state})."
+        if rollback.state == JobState.SUCCEEDED.value:
+            return _left_alone(self.store, rollback, record.id)
+        if rollback.state == JobState.FAILED.value and rollback.failure_message:
+            return f"Rollback {by} failed: {rollback.failure_message}"
+        return (
+            f"Not rolled back: rollback {by} ended {rollback.state} after undoing "
+            f"{rollback.applied:,} writes. Roll it back again to undo the rest."
         )
 
     def _backend(self, universe: int) -> Backend:
@@ -720,15 +750,37 @@ class JobService:
         record = self.store.get(job_id)
         if result.finished and record.state in (JobState.RUNNING.value, JobState.PAUSED.value):
             record = self.store.update(job_id, finished_ms=now_ms(), **(result.changes or {}))
-            record = self._set_state(record, JobState.SUCCEEDED)
             if spec.kind is JobKind.ROLLBACK and record.rollback_of is not None:
-                original = self.store.get(record.rollback_of)
-                self._set_state(original, JobState.ROLLED_BACK, message=f"rolled back by {job_id}")
+                self._rollback_finished(record, record.rollback_of)
+            else:
+                self._set_state(record, JobState.SUCCEEDED)
         elif result.failure is not None and record.state == JobState.RUNNING.value:
             self._fail(job_id, result.failure.code, result.failure.message)
         if spec.kind is JobKind.BACKUP and spec.params.from_job:
             self._after_pre_backup(spec.params.from_job, self.store.get(job_id))
         self._publish_progress(self.store.get(job_id), force=True)
+
+    def _rollback_finished(self, record: JobRecord, original_id: str) -> None:
+        """A rollback claims no more than it did: the job it undoes becomes `rolled_back` only
+        when every write is undone. Failed items fail the rollback (rolling back again retries
+        them); entries left alone by design (changed since, impossible to undo) let it succeed
+        but leave the job as it was, with its rollback note saying what is not undone."""
+        original = self.store.get(original_id)
+        failed = self.store.outcome_codes(record.id, ItemState.FAILED.value)
+        if failed:
+            code = next((ErrorCode(c) for c in failed if c), ErrorCode.INTERNAL)
+            message = _rollback_failure(self.store, record, original_id, failed)
+            record = self.store.update(record.id, failure_code=code.value, failure_message=message)
+            self._set_state(record, JobState.FAILED, message=message)
+            self._state_event(original, JobState(original.state), message=message)
+            return
+        left = _left_alone(self.store, record, original_id)
+        if left is not None:
+            self._set_state(record, JobState.SUCCEEDED, message=left)
+            self._state_event(original, JobState(original.state), message=left)
+            return
+        self._set_state(record, JobState.SUCCEEDED)
+        self._set_state(original, JobState.ROLLED_BACK, message=f"rolled back by {record.id}")
 
     def _flushed(self, run: JobRun) -> None:
         record = self.store.find(run.spec.id)
@@ -1047,6 +1099,46 @@ def _key_reused(key: str, job_id: str) -> ServiceError:
         f"The idempotency key {key} was already used for job {job_id}; send this request with a "
         "new key.",
         details={"job_id": job_id},
+    )
+
+
+# Skipped rollback items whose write is nonetheless not in effect any more.
+UNDONE_SKIPS = frozenset({SkipCode.ALREADY_UNDONE.value, SkipCode.NOTHING_TO_UNDO.value})
+
+
+def _left_counts(store: JobStore, rollback: JobRecord) -> tuple[int, str]:
+    """How many of the job's writes a rollback left alone by design, and why in words."""
+    skipped = store.outcome_codes(rollback.id, ItemState.SKIPPED.value)
+    left = {code: n for code, n in skipped.items() if code not in UNDONE_SKIPS}
+    why = ", ".join(f"{n:,} {code.replace('_', ' ')}" for code, n in left.items())
+    return sum(left.values()), why
+
+
+def _left_alone(store: JobStore, rollback: JobRecord, original_id: str) -> str | None:
+    """What a finished rollback left as it is, in words; None when it left nothing."""
+    total, why = _left_counts(store, rollback)
+    if not total:
+        return None
+    return (
+        f"Job {original_id} is not fully rolled back: {total:,} of its writes "
+        f"{'was' if total == 1 else 'were'} left alone ({why}); see the skipped items of "
+        f"{rollback.id}."
+    )
+
+
+def _rollback_failure(
+    store: JobStore, record: JobRecord, original_id: str, failed: dict[str, int]
+) -> str:
+    total = sum(failed.values())
+    why = ", ".join(f"{n:,} {code}" for code, n in failed.items())
+    left, left_why = _left_counts(store, record)
+    besides = (
+        f" {left:,} more {'was' if left == 1 else 'were'} left alone ({left_why})." if left else ""
+    )
+    return (
+        f"{total:,} of the {record.item_count:,} writes of job {original_id} could not be "
+        f"rolled back ({why}); see the failed items.{besides} Job {original_id} is not rolled "
+        "back: roll it back again to retry them (what is already back is not written twice)."
     )
 
 

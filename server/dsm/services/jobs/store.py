@@ -488,6 +488,17 @@ class JobStore:
             params.append(int(deferred))
         return int(self._db.conn.execute(sql, params).fetchone()[0])
 
+    def outcome_codes(self, job_id: str, state: str) -> dict[str, int]:
+        """How many of the job's items ended in `state` (skipped or failed), by skip or error
+        code, commonest first."""
+        column = "skip_code" if state == "skipped" else "error_code"
+        rows = self._db.conn.execute(
+            f"SELECT {column}, COUNT(*) AS n FROM items WHERE job_id = ? AND state = ?"
+            f" GROUP BY {column} ORDER BY n DESC, {column}",
+            (job_id, state),
+        ).fetchall()
+        return {str(row[0] or ""): int(row[1]) for row in rows}
+
     def record_outcomes(
         self, job_id: str, outcomes: Sequence[Outcome], **job_changes: Any
     ) -> JobRecord:

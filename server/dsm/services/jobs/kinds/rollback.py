@@ -6,6 +6,12 @@ left, compared by content; then its before-image is written back conditionally (
 is deleted, a deleted key re-created create-only). An entry anyone changed since is skipped and
 listed, never overwritten. Ordered entries are compared by value, then written (this can race).
 Writes to one key are undone one at a time, newest first.
+
+A write an earlier rollback of the same job already undid is skipped `already_undone`, so rolling
+back again finishes what a failed or cancelled rollback left without writing anything twice. A
+write that cannot be undone at all (its entry erased for a right-to-erasure request, say) is
+skipped `cannot_undo`; an item whose undo Open Cloud refused or that kept failing is failed, and
+the service then fails the rollback (see `JobService._rollback_finished`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,16 @@ from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
 from shared_schema.jobs import JobKind, JobSample, SampleAction, SkipCode
 
-from ....storage.journal import Status, UnknownRecord, content_sha256
+from ....storage.journal import (
+    AlreadyUndone,
+    NothingToUndo,
+    Status,
+    UndoNotPossible,
+    UndoUnsettled,
+    UnknownRecord,
+    WriteJournal,
+    content_sha256,
+)
 from ...entries import holds
 from ...errors import ServiceError
 from ...ordered import RACE_NOTE
@@ -184,6 +199,8 @@ class RollbackKind(JobKindHandler):
                     f"The outcome of journal item {journal_id} is not known; open the entry to "
                     "settle it, then roll back again.",
                 )
+            if (refused := _refused(journal, journal_id)) is not None:
+                return refused
             key = ctx.key("u")
             try:
                 await ctx.plane.journal.undo(ctx.actor, journal_id, key)
@@ -194,13 +211,40 @@ class RollbackKind(JobKindHandler):
                     ErrorCode.ALREADY_EXISTS,
                 ):
                     return ItemResult.skipped(SkipCode.CHANGED_SINCE, error.message)
-                if error.code is ErrorCode.BAD_REQUEST:
-                    return ItemResult.skipped(SkipCode.NOTHING_TO_UNDO, error.message)
+                # The journal refused it just now (say, an undo by hand landed meanwhile); any
+                # other error (an Open Cloud refusal too) fails the item, never passes as done.
+                refused = (
+                    _refused(journal, journal_id) if error.code is ErrorCode.BAD_REQUEST else None
+                )
+                if refused is not None:
+                    return refused
                 raise
             finally:
                 if (done := journal.find_by_idempotency_key(key)) is not None:
                     ctx.note(done)
         return ItemResult.applied()
+
+
+def _refused(journal: WriteJournal, journal_id: int) -> ItemResult | None:
+    """Why the write cannot be undone now, as the item's outcome; None when it can.
+
+    Already undone (by an earlier rollback of the same job, or by hand) is a skip that counts
+    as rolled back, so a second rollback finishes what a first one left without writing twice.
+    """
+    try:
+        journal.undo_plan(journal_id)
+    except AlreadyUndone as why:
+        return ItemResult.skipped(SkipCode.ALREADY_UNDONE, f"{str(why).capitalize()}.")
+    except NothingToUndo as why:
+        return ItemResult.skipped(SkipCode.NOTHING_TO_UNDO, f"{str(why).capitalize()}.")
+    except UndoUnsettled as why:
+        return ItemResult.failed(
+            ErrorCode.WRITE_OUTCOME_UNKNOWN,
+            f"{str(why).capitalize()} (open the entry to settle it), then roll back again.",
+        )
+    except UndoNotPossible as why:
+        return ItemResult.skipped(SkipCode.CANNOT_UNDO, f"{str(why).capitalize()}.")
+    return None
 
 
 register(RollbackKind())
