@@ -9,6 +9,7 @@ would never answer while it is held, so `answers` would time out.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,21 @@ async def test_a_tick_racing_a_run_now_that_is_starting_makes_one_backup(env: En
     await schedules.tick()  # recorded now: running or done, so not started again
     assert await backups_of(env, "a") == [a_job["id"]]
     assert (await jobs.wait(env.call, env.admin, a_job["id"]))["state"] == "succeeded"
+
+
+async def test_a_tick_after_a_lost_record_finds_the_backup_it_started(env: Env) -> None:
+    await seed_players(env)
+    await schedule(env, "a")
+    schedules = env.server.app[BACKUPS].schedules
+    await schedules.tick()
+    (started,) = await backups_of(env, "a")
+    # The server stopped after creating the job and before noting it in the schedules file.
+    stored = json.loads(schedules.path.read_text())
+    stored["schedules"]["a"].update(last_run_at=None, last_job_id=None)
+    schedules.path.write_text(json.dumps(stored))
+
+    await schedules.tick()  # the same due time: the same job, not a second backup
+    assert await backups_of(env, "a") == [started]
+    listing = await answers(env, "GET", "/backup-schedules")
+    assert listing["schedules"][0]["last_job_id"] == started
+    assert (await jobs.wait(env.call, env.admin, started))["state"] == "succeeded"
