@@ -21,8 +21,9 @@ Fair to the person at the console, since pairing has no identity to limit by but
 console shows:
 - Starts are limited per client name (5 a minute, 15 an hour) before the limits of all starts
   (10 a minute, 30 an hour): a program flooding under one name is refused (429 with
-  retry_after) with half of what all starts may use still left for other names. A flood that imitates the
-  plugin's name, or changes names, still holds up the plugin (the console then says so).
+  retry_after) with half of what all starts may use still left for other names. A flood that
+  imitates the plugin's name, or changes names, still holds up the plugin's new starts (no
+  identity tells two local programs apart); the console then says so.
 - A pairing that was started is never evicted: it lives its TTL, so a code shown on the console
   keeps working through a flood, and its first guess cannot be refused for flooding.
 - A complete naming an unknown or expired pairing is refused without counting, so forged ids
