@@ -792,7 +792,8 @@ ROUTES: tuple[Route, ...] = (
     Route("delete_backup_schedule", "DELETE", _SCHEDULE, _A,
           "Stop a scheduled backup (its archives stay).", status=204),
     Route("run_backup_schedule", "POST", _SCHEDULE + "/run", _E,
-          "Run a scheduled backup now (retention applies when it succeeds).", (JobView,),
+          "Run a scheduled backup now, or answer with its run already starting or running "
+          "(one at a time); retention applies when it succeeds.", (JobView,),
           no_store=True),
     # Restores write many entries, like imports: the jobs service asks for admin.
     Route("create_restore", "POST", "/restores", _E,

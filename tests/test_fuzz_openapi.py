@@ -70,12 +70,9 @@ class ThreadedServer:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         port = BoundPort(0)
-        # Schedules the fuzz creates would fall due and start backups in the background, and
-        # "run now" waits for the schedules' lock while a tick plans them: the fuzz checks
-        # answers, so the schedule loop is off (tests/test_backup_jobs.py drives it).
-        config = ServerConfig(
-            data_dir=self.data_dir, port=0, emulator_limits="off", backup_schedules=False
-        )
+        # The schedule loop is on, as in `dsm serve`: schedules the fuzz creates fall due and
+        # start backups in the background while it sends "run now", changes and listings.
+        config = ServerConfig(data_dir=self.data_dir, port=0, emulator_limits="off")
         app = create_app(
             config, keys=[], data_key=new_key(), port=port, announce=self.announced.append
         )

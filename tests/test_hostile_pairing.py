@@ -1,9 +1,14 @@
 """Pairing under a flood (security suite): limits survive restarts, forged ids cost the user
-nothing, and the console says when pairing is being flooded."""
+nothing, a flood under one name leaves the plugin free to pair, a code already shown keeps
+working through any flood, and the console says when pairing is being flooded."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,9 +17,12 @@ from dsm.services.pairing import MAX_ATTEMPTS, PairingService
 from dsm.services.pairing_limits import AttemptLog
 from dsm.services.tokens import TokenStore
 from shared_schema.errors import ErrorCode
+from tools.testing.server import running_server
 
 from .test_pairing import code_from, wrong
 from .test_security import FakeClock, FakeWallClock
+
+PLUGIN = "DataStore Manager Pro (Studio)"  # the plugin's client name (plugin/src/Config.luau)
 
 
 class Console:
@@ -38,8 +46,8 @@ class Console:
         self.attempts.close()
         self.store.close()
 
-    def start(self) -> tuple[str, str]:
-        ticket = self.service.start("Studio")
+    def start(self, name: str = "Studio") -> tuple[str, str]:
+        ticket = self.service.start(name)
         return ticket.pairing_id, code_from(self.announced[-1])
 
     @property
@@ -62,16 +70,20 @@ def refused(exc: pytest.ExceptionInfo[ServiceError]) -> ErrorCode:
 def test_start_limits_survive_a_restart(tmp_path: Path) -> None:
     clock = Clocks()
     first = Console(tmp_path, clock)
-    for _ in range(10):
-        first.start()
+    for n in range(10):
+        first.start("Flood" if n < 5 else f"Flood {n}")
     first.close()
     clock.advance(5)
-    # A flood that restarts the server (or waits for it to restart) gets no fresh allowance.
+    # A flood that restarts the server (or waits for it to restart) gets no fresh allowance,
+    # neither under its name nor in all.
     second = Console(tmp_path, clock)
-    with pytest.raises(ServiceError) as limited:
-        second.start()
-    assert refused(limited) is ErrorCode.RATE_LIMITED
-    assert limited.value.retry_after == pytest.approx(55.0)
+    with pytest.raises(ServiceError) as by_name:
+        second.start("Flood")
+    assert refused(by_name) is ErrorCode.RATE_LIMITED
+    assert by_name.value.details == {"retry_after_seconds": 55, "limit": "client_name"}
+    with pytest.raises(ServiceError) as in_all:
+        second.start("Studio")
+    assert in_all.value.details == {"retry_after_seconds": 55, "limit": "all_starts"}
     clock.advance(55)
     second.start()
     second.close()
@@ -80,16 +92,19 @@ def test_start_limits_survive_a_restart(tmp_path: Path) -> None:
 def test_guess_limits_survive_a_restart(tmp_path: Path) -> None:
     clock = Clocks()
     first = Console(tmp_path, clock)
-    for _ in range(4):
-        pairing_id, code = first.start()
+    for n in range(5):  # 5 x 4 retries (each first guess was counted with its start)
+        pairing_id, code = first.start(f"Flood {n}")
         for _ in range(MAX_ATTEMPTS):
             with pytest.raises(ServiceError):
-                first.service.complete(pairing_id, wrong(code), "Studio")
+                first.service.complete(pairing_id, wrong(code), f"Flood {n}")
     first.close()
     second = Console(tmp_path, clock)
     pairing_id, code = second.start()
-    with pytest.raises(ServiceError) as limited:
+    with pytest.raises(ServiceError) as first_guess:
         second.service.complete(pairing_id, wrong(code), "Studio")
+    assert refused(first_guess) is ErrorCode.PAIRING_FAILED
+    with pytest.raises(ServiceError) as limited:
+        second.service.complete(pairing_id, code, "Studio")
     assert refused(limited) is ErrorCode.RATE_LIMITED
     second.close()
 
@@ -109,20 +124,120 @@ def test_forged_pairing_ids_do_not_use_up_the_users_guesses(tmp_path: Path) -> N
 def test_the_console_says_when_pairing_is_flooded_once_a_minute(tmp_path: Path) -> None:
     clock = Clocks()
     console = Console(tmp_path, clock)
-    for _ in range(10):
-        console.start()
+    for _ in range(5):
+        console.start("Flood")
     for _ in range(25):
         with pytest.raises(ServiceError):
-            console.start()
+            console.start("Flood")
     [notice] = console.flood_notices  # one notice, not one per refusal
     assert "1 pairing request(s) refused" in notice
+    assert "starts named 'Flood'" in notice
     assert "a program on this computer" in notice
+    assert "a code you asked for keeps working until it expires" in notice
     assert "again in 60 s" in notice
     clock.advance(61)
-    for _ in range(10):
-        console.start()
+    for _ in range(5):
+        console.start("Flood")
     with pytest.raises(ServiceError):
-        console.start()
+        console.start("Flood")
     assert len(console.flood_notices) == 2
-    assert "25 pairing request(s) refused" in console.flood_notices[1]
+    expected = (
+        "25 pairing request(s) refused since the last notice (25 of them starts named 'Flood')"
+    )
+    assert expected in console.flood_notices[1]
     console.close()
+
+
+def test_a_flood_that_changes_names_cannot_lock_out_a_code_already_shown(tmp_path: Path) -> None:
+    clock = Clocks()
+    console = Console(tmp_path, clock)
+    mine, my_code = console.start(PLUGIN)
+    # The flood takes every start left, under a new name each time, and guesses at every
+    # pairing it got until the retries of all pairings are used up.
+    for n in range(9):
+        pairing_id, code = console.start(f"Flood {n}")
+        for _ in range(MAX_ATTEMPTS):
+            with pytest.raises(ServiceError):
+                console.service.complete(pairing_id, wrong(code), f"Flood {n}")
+    # What it cannot do: evict the user's pairing or refuse its first guess.
+    assert console.service.complete(mine, my_code, PLUGIN).token
+    # What it can do (no identity tells the plugin from it): hold up new starts until the
+    # window frees, with a 429 that says when, and a console notice that says why.
+    with pytest.raises(ServiceError) as later:
+        console.start(PLUGIN)
+    assert later.value.details == {"retry_after_seconds": 60, "limit": "all_starts"}
+    assert console.flood_notices
+    console.close()
+
+
+async def test_a_start_flood_over_http_leaves_the_users_pairings_working(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_server(tmp_path) as server:
+        answers: list[str] = []
+
+        async def post(path: str, body: dict[str, str]) -> tuple[int, Any, str | None]:
+            async with server.http.post(server.url("/api/v1" + path), json=body) as response:
+                text = await response.text()
+                answers.append(text)
+                return response.status, json.loads(text), response.headers.get("Retry-After")
+
+        async def user_start() -> tuple[str, str]:
+            status, ticket, _ = await post("/pair/start", {"client_name": PLUGIN})
+            assert status == 200, ticket
+            shown = [text for text in server.announced if f"code for {PLUGIN}:" in text]
+            return ticket["pairing_id"], code_from(shown[-1])
+
+        before = await user_start()
+        flood = [
+            asyncio.create_task(post("/pair/start", {"client_name": "Flood"})) for _ in range(60)
+        ]
+        during = await user_start()  # started while the flood is being answered
+        results = await asyncio.gather(*flood)
+
+        accepted = [body for status, body, _ in results if status == 200]
+        assert len(accepted) == 5  # the per-name limit; the rest are clear 429s
+        for status, body, retry_after in results:
+            if status == 200:
+                continue
+            assert status == 429, body
+            error = body["error"]
+            assert error["code"] == "RATE_LIMITED" and error["retryable"] is True
+            assert error["details"]["limit"] == "client_name"
+            assert 1 <= error["details"]["retry_after_seconds"] <= 60
+            assert retry_after == str(error["details"]["retry_after_seconds"])
+            assert "'Flood'" in error["message"]
+        # The flood guesses at the pairings it got: 5 x 5 wrong codes use up the retries.
+        for ticket in accepted:
+            for _ in range(MAX_ATTEMPTS):
+                status, body, _ = await post(
+                    "/pair/complete",
+                    {
+                        "pairing_id": ticket["pairing_id"],
+                        "code": "00000000",
+                        "client_name": "Flood",
+                    },
+                )
+                assert status in (400, 429), body
+
+        tokens = []
+        for pairing_id, code in (before, during):
+            status, paired, _ = await post(
+                "/pair/complete", {"pairing_id": pairing_id, "code": code, "client_name": PLUGIN}
+            )
+            assert status == 200, paired
+            tokens.append(paired["token"])
+            status, me = await server.call("GET", "/me", paired["token"])
+            assert status == 200 and me["name"] == PLUGIN, me
+
+        [notice] = [text for text in server.announced if "being flooded" in text]
+        assert "starts named 'Flood'" in notice and "a program on this computer" in notice
+        # Codes are shown on the console only: never in an answer, never in the log.
+        codes = [code_from(text) for text in server.announced if "Pairing code" in text]
+        assert len(codes) == 7
+        logged = caplog.text
+        for secret in [*codes, *tokens]:
+            assert secret not in logged
+            assert not any(secret in text for text in answers if '"token"' not in text)
+        assert before[0] not in logged and during[0] not in logged  # pairing ids neither

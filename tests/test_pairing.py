@@ -198,29 +198,40 @@ def test_configured_ttl_is_used(tmp_path: Path) -> None:
         s.store.close()
 
 
-def test_starts_are_rate_limited(setup: Setup) -> None:
-    for _ in range(10):
-        setup.start()
-    with pytest.raises(ServiceError) as exc:
-        setup.start()
-    assert failure(exc) is ErrorCode.RATE_LIMITED
-    assert exc.value.retry_after == pytest.approx(60.0)
-    assert exc.value.retryable
+def test_starts_are_rate_limited_per_name_and_in_all(setup: Setup) -> None:
+    for _ in range(5):
+        setup.start("Studio")
+    with pytest.raises(ServiceError) as by_name:
+        setup.start("Studio")
+    assert failure(by_name) is ErrorCode.RATE_LIMITED
+    assert by_name.value.retry_after == pytest.approx(60.0)
+    assert by_name.value.retryable and "'Studio'" in by_name.value.message
+    for n in range(5):  # other names still pair, up to the limit of all starts
+        setup.start(f"Studio {n}")
+    with pytest.raises(ServiceError) as in_all:
+        setup.start("Studio 8")
+    assert failure(in_all) is ErrorCode.RATE_LIMITED
+    assert in_all.value.retry_after == pytest.approx(60.0)
+    assert "programs on this computer" in in_all.value.message
     codes = [text for text in setup.announced if "Pairing code" in text]
     assert len(codes) == 10  # a refused start shows no code (it says pairing is flooded)
     setup.clock.advance(60)
-    setup.start()
+    setup.start("Studio")
 
 
-def test_completes_are_rate_limited_across_codes(setup: Setup) -> None:
-    # 20 guesses a minute in all, however many pairings they are spread over.
-    for _ in range(4):
-        pairing_id, code = setup.start()
+def test_guesses_after_the_first_are_rate_limited_across_codes(setup: Setup) -> None:
+    # 20 retries a minute in all, however many pairings they are spread over; a pairing's
+    # first guess was counted with its start.
+    for n in range(5):
+        pairing_id, code = setup.start(f"Studio {n}")
         for _ in range(MAX_ATTEMPTS):
             with pytest.raises(ServiceError) as exc:
-                setup.service.complete(pairing_id, wrong(code), "Studio (place 1)")
+                setup.service.complete(pairing_id, wrong(code), f"Studio {n}")
             assert failure(exc) is ErrorCode.PAIRING_FAILED
-    pairing_id, code = setup.start()
+    pairing_id, code = setup.start("Studio (place 1)")
+    with pytest.raises(ServiceError) as first:
+        setup.service.complete(pairing_id, wrong(code), "Studio (place 1)")
+    assert failure(first) is ErrorCode.PAIRING_FAILED
     with pytest.raises(ServiceError) as limited:
         setup.service.complete(pairing_id, code, "Studio (place 1)")
     assert failure(limited) is ErrorCode.RATE_LIMITED
@@ -331,7 +342,7 @@ async def test_scripted_guesser_gets_five_tries_then_the_code_is_burned(server: 
 
 
 async def test_http_rate_limit_answers_429_with_retry_after(server: Server) -> None:
-    for _ in range(10):
+    for _ in range(5):
         await _start(server)
     async with server.http.post(
         server.url("/api/v1/pair/start"), json={"client_name": "Studio"}
@@ -340,6 +351,8 @@ async def test_http_rate_limit_answers_429_with_retry_after(server: Server) -> N
         body = await response.json()
         assert body["error"]["code"] == "RATE_LIMITED"
         assert body["error"]["retryable"] is True
+        assert body["error"]["message"].endswith("try again in 60 s.")
+        assert body["error"]["details"] == {"retry_after_seconds": 60, "limit": "client_name"}
         assert response.headers["Retry-After"] == "60"
 
 

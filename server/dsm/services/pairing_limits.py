@@ -12,9 +12,10 @@ from pathlib import Path
 
 from ..storage.sqlite import SqliteFile
 
-__all__ = ["DB_FILENAME", "AttemptLog"]
+__all__ = ["DB_FILENAME", "KEEP_SECONDS", "AttemptLog"]
 
 DB_FILENAME = "pairing.sqlite3"
+KEEP_SECONDS = 3600.0  # no pairing limit has a window longer than this
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS attempts (
     kind TEXT NOT NULL,
@@ -45,4 +46,6 @@ class AttemptLog:
     def record(self, kind: str, at: float, forget_before: float) -> None:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM attempts WHERE kind = ? AND at < ?", (kind, forget_before))
+            # Kinds per client name would otherwise stay after their name stops pairing.
+            conn.execute("DELETE FROM attempts WHERE at < ?", (at - KEEP_SECONDS,))
             conn.execute("INSERT INTO attempts (kind, at) VALUES (?, ?)", (kind, at))

@@ -65,11 +65,17 @@ class BackupsService:
         self.data_dir = data_dir
         self.archives = archives
         self.jobs = jobs
-        self.schedules = BackupSchedules(data_dir, archives, self.start_scheduled, self._job_state)
+        self.schedules = BackupSchedules(
+            data_dir, archives, self.start_scheduled, self._job_state, self._job_view
+        )
 
     def _job_state(self, job_id: str) -> JobState | None:
         record = self.jobs.store.find(job_id)
         return None if record is None else JobState(record.state)
+
+    def _job_view(self, job_id: str) -> JobView | None:
+        record = self.jobs.store.find(job_id)
+        return None if record is None else self.jobs.view(record)
 
     # ------------------------------------------------------------------------ archives
 
@@ -342,3 +348,4 @@ async def open_backups(
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+        await service.schedules.close()

@@ -7,12 +7,18 @@ schedule whose last job succeeded has its retention applied (the `keep` newest a
 that schedule stay, older ones of it are deleted; archives made by hand are never touched).
 A run missed while the server was stopped happens at the next start. The first run of a new
 schedule starts at once.
+
+A schedule runs one backup at a time: "run now" while its run is starting or its job is still
+running answers with that job rather than starting a second. Starting a job takes a while (its
+planning lists through Open Cloud), so it happens outside the schedules' bookkeeping: a tick
+that is starting one schedule's backup never holds up "run now", a change or a listing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -44,6 +50,7 @@ TICK_SECONDS = 30.0
 
 StartBackup = Callable[[Principal, BackupCreateRequest, str], Awaitable[JobView]]
 JobState_ = Callable[[str], JobState | None]
+JobViewOf = Callable[[str], JobView | None]
 
 
 def utc_now() -> datetime:
@@ -80,6 +87,7 @@ class BackupSchedules:
         archives: ArchiveFolder,
         start_backup: StartBackup,
         job_state: JobState_,
+        job_view: JobViewOf,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -87,8 +95,9 @@ class BackupSchedules:
         self.archives = archives
         self._start = start_backup
         self._job_state = job_state
+        self._job_view = job_view
         self._clock = clock
-        self._lock = asyncio.Lock()
+        self._starting: dict[str, asyncio.Task[JobView]] = {}  # runs being started, by schedule
 
     # ----------------------------------------------------------------------------- file
 
@@ -169,17 +178,52 @@ class BackupSchedules:
         self._save(data)
 
     async def run_now(self, caller: Principal, name: str) -> JobView:
-        async with self._lock:
-            data = self._load()
-            stored = data.schedules.get(name)
-            if stored is None:
-                raise ServiceError(ErrorCode.NOT_FOUND, f"There is no backup schedule {name!r}.")
-            return await self._run(data, name, stored, caller)
+        """Start a run of `name` now, or join the one already starting or running: a schedule
+        runs one backup at a time, so a "run now" that races a tick makes exactly one."""
+        stored = self._load().schedules.get(name)
+        if stored is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"There is no backup schedule {name!r}.")
+        start = self._starting.get(name)
+        if start is None:
+            running = self._running_job(stored)
+            if running is not None:
+                return running
+            # Unique per run: a "run now" right after a finished run is a run of its own.
+            start = self._claim(
+                name, stored, caller, f"{int(self._clock().timestamp())}-{secrets.token_hex(4)}"
+            )
+        return await asyncio.shield(start)
 
     # ----------------------------------------------------------------------------- loop
+    # Bookkeeping (which schedule is due, claiming a run, recording its job) is synchronous:
+    # nothing awaits between reading the file and writing it, so a tick, "run now", put and
+    # delete never interleave inside it. Starting a backup job (its checks and the first part
+    # of its planning, reads through Open Cloud) runs outside it, in a task of its own per
+    # schedule that a racing "run now" joins instead of starting a second backup.
 
-    async def _run(self, data: _File, name: str, stored: _Stored, caller: Principal) -> JobView:
-        request = stored.request
+    def _running_job(self, stored: _Stored) -> JobView | None:
+        if stored.last_job_id is None:
+            return None
+        job = self._job_view(stored.last_job_id)
+        return job if job is not None and job.state not in TERMINAL_STATES else None
+
+    def _claim(
+        self, name: str, stored: _Stored, caller: Principal, run: str
+    ) -> asyncio.Task[JobView]:
+        start = asyncio.create_task(self._start_and_record(name, stored.request, caller, run))
+        self._starting[name] = start
+        start.add_done_callback(lambda task: self._forget(name, task))
+        return start
+
+    def _forget(self, name: str, start: asyncio.Task[JobView]) -> None:
+        if self._starting.get(name) is start:
+            del self._starting[name]
+        if not start.cancelled():
+            start.exception()  # a failure is kept in the schedule's `message`
+
+    async def _start_and_record(
+        self, name: str, request: BackupScheduleRequest, caller: Principal, run: str
+    ) -> JobView:
         at = self._clock()
         backup = BackupCreateRequest(
             universe_id=request.universe_id,
@@ -188,38 +232,64 @@ class BackupSchedules:
             scopes=request.scopes,
             prefix=request.prefix,
             dry_run=False,
-            # Unique per run: "run now" in the same second as a scheduled run is a run of its
-            # own (the lock and the running check keep ticks from starting two).
-            idempotency_key=f"schedule-{name}-{int(at.timestamp())}-{secrets.token_hex(4)}",
+            idempotency_key=f"schedule-{name}-{run}",
         )
         try:
             job = await self._start(caller, backup, name)
         except ServiceError as exc:
-            stored.message = f"{at:%Y-%m-%d %H:%M}Z: the backup could not start: {exc.message}"
-            stored.last_run_at = at
-            self._save(data)
+            self._record(
+                name, at, None, f"{at:%Y-%m-%d %H:%M}Z: the backup could not start: {exc.message}"
+            )
             raise
-        stored.last_run_at = at
-        stored.last_job_id = job.id
-        stored.message = None
-        self._save(data)
+        self._record(name, at, job.id, None)
         return job
+
+    def _record(self, name: str, at: datetime, job_id: str | None, message: str | None) -> None:
+        data = self._load()  # afresh: the schedule may have changed while the job started
+        stored = data.schedules.get(name)
+        if stored is None:
+            log.info("backup schedule %s was removed while its run started (job %s)", name, job_id)
+            return
+        stored.last_run_at = at
+        if job_id is not None:
+            stored.last_job_id = job_id
+        stored.message = message
+        self._save(data)
+
+    def _claim_due(self, name: str) -> asyncio.Task[JobView] | None:
+        """Apply retention after a succeeded run; claim the schedule's run if it is due."""
+        data = self._load()
+        stored = data.schedules.get(name)
+        if stored is None or name in self._starting:
+            return None
+        state = self._job_state(stored.last_job_id) if stored.last_job_id else None
+        if state is JobState.SUCCEEDED and stored.retention_done_for != stored.last_job_id:
+            self._retention(name, stored)
+            stored.retention_done_for = stored.last_job_id
+            self._save(data)
+        running = state is not None and state not in TERMINAL_STATES
+        due = self._next(stored)
+        if not stored.request.enabled or running or due > self._clock():
+            return None
+        # One key per due time (and request): a tick after a crash that lost the record of a
+        # started job finds that job again instead of starting a second.
+        digest = hashlib.sha256(stored.request.model_dump_json().encode()).hexdigest()[:8]
+        return self._claim(name, stored, principal(name), f"{int(due.timestamp())}-{digest}")
 
     async def tick(self) -> None:
         """Start what is due; apply retention after what succeeded."""
-        async with self._lock:
-            data = self._load()
-            for name, stored in sorted(data.schedules.items()):
-                state = self._job_state(stored.last_job_id) if stored.last_job_id else None
-                if state is JobState.SUCCEEDED and stored.retention_done_for != stored.last_job_id:
-                    self._retention(name, stored)
-                    stored.retention_done_for = stored.last_job_id
-                    self._save(data)
-                running = state is not None and state not in TERMINAL_STATES
-                if not stored.request.enabled or running or self._next(stored) > self._clock():
-                    continue
+        for name in sorted(self._load().schedules):
+            start = self._claim_due(name)
+            if start is not None:
                 with contextlib.suppress(ServiceError):  # said in `message`
-                    await self._run(data, name, stored, principal(name))
+                    await asyncio.shield(start)
+
+    async def close(self) -> None:
+        """Cancel the runs still starting (the server is stopping)."""
+        starting = list(self._starting.values())
+        for start in starting:
+            start.cancel()
+        await asyncio.gather(*starting, return_exceptions=True)
 
     def _retention(self, name: str, stored: _Stored) -> None:
         plan = retention_plan(self.archives.listings(), schedule=name, keep=stored.request.keep)
