@@ -1,6 +1,6 @@
-"""The Team screen as a user sees it in Studio's default dock size (420 x 560): the real plugin
-in the harness against a real server with team sync on. A bookmark is a row of user-written
-text, so it must stay inside the widget however long its label is, not run off its right edge.
+"""Screens as a user sees them in Studio's default dock size (420 x 560): the real plugin in the
+harness against a real server. Nothing may run off the widget's right edge or out of its own
+box (under a neighbouring button) uncut: text that does not fit wraps, or ends in "…".
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from shared_schema.common import Role
 from tools.luau_harness import LuauHarness, Node
-from tools.testing.plugin import PLUGIN_SRC, PluginDriver
+from tools.testing.plugin import PLUGIN_SRC, PluginDriver, write_entry
 from tools.testing.server import Server, running_server
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom
@@ -51,19 +51,29 @@ def with_clips(node: Node, clip: Box) -> Iterator[tuple[Node, Box]]:
         yield from with_clips(child, clip)
 
 
+def text_overflows(h: LuauHarness, node: Node) -> bool:
+    """Its text is wider than its box and neither wraps nor ends in "…": it is drawn past the
+    box, over or under whatever is next to it, or cut off mid-word by a clipping parent."""
+    if not node.text or node.wrapped or node.truncate != "None":
+        return False
+    width, _height = h.find(lambda n: n.id == node.id).get("TextBounds")
+    left, right, _top, _bottom = node.padding
+    return bool(width > node.w - left - right + 0.5)
+
+
 def cut_off_sideways(h: LuauHarness, under: str) -> list[str]:
-    """Rendered elements under `under` that stick out left or right of what is visible of them
-    (below the fold is fine: that is what scrolling is for)."""
+    """Rendered elements under `under` that stick out left or right of what is visible of them,
+    or whose text runs out of their own box (below the fold is fine: that is what scrolling is
+    for)."""
     out: list[str] = []
     for root in h.tree():
         for node, clip in with_clips(root, visible_area(root)):
-            inside = f"/{under}/" in node.path
-            if (
-                inside
-                and node.rendered
-                and (node.x < clip[0] - 0.5 or node.x + node.w > clip[2] + 0.5)
-            ):
+            if f"/{under}/" not in node.path or not node.rendered:
+                continue
+            if node.x < clip[0] - 0.5 or node.x + node.w > clip[2] + 0.5:
                 out.append(f"{node.describe()} outside x {clip[0]:g}..{clip[2]:g}")
+            elif text_overflows(h, node):
+                out.append(f"{node.describe()}: its text is wider than its box")
     return out
 
 
@@ -99,3 +109,23 @@ async def test_a_long_bookmark_stays_inside_the_team_screen(
     # And it still opens the bookmarked entry.
     await d.click("BookmarkButton")
     await d.wait_text("Player_3")
+
+
+async def test_revision_and_journal_rows_keep_their_text_inside(
+    harness: LuauHarness, server: Server
+) -> None:
+    teammate = await server.pair("Teammate (Alex)", role=Role.ADMIN)
+    for level in (1, 2, 3):
+        await write_entry(server, teammate, "PlayerData", "Player_1", {"level": level})
+    d = await PluginDriver.open(harness, server)
+    await d.pair()
+    await d.open_entry("PlayerData", "Player_1")
+    await d.click("HistoryButton")
+    await d.wait_text(" revisions · ")
+    assert cut_off_sideways(harness, "RevisionList") == []
+    rows = sorted((e.node() for e in harness.find_all("RevisionRow")), key=lambda n: n.y)
+    top = next(n for n in rows if n.rendered)
+    assert any((c.text or "").endswith(" · newest") for c in top.walk())
+    await d.click("JournalTab")
+    await d.wait_text("update by Teammate (Alex)")
+    assert cut_off_sideways(harness, "JournalList") == []
