@@ -168,6 +168,12 @@ async def test_caps_usage_is_on_every_answer_in_the_list_and_survives_a_restart(
         assert await caps_header(server, bot) == "requests=1/3; opencloud=0/7; window=60"
         assert await caps_header(server, bot) == "requests=2/3; opencloud=0/7; window=60"
         assert await caps_header(server, admin) is None  # people are not capped
+        status, listed = await server.call("GET", "/tokens", admin)
+        assert status == 200, listed
+        by_name = {t["name"]: t for t in listed["tokens"]}
+        assert by_name["claude"]["caps"]["api_requests"] == {"used": 2, "cap": 3, "left": 1}
+        assert by_name["claude"]["caps"]["opencloud_requests"] == {"used": 0, "cap": 7, "left": 7}
+        assert by_name["admin"].get("caps") is None
         code, listing, _ = run_cli("tokens", "list")
         assert code == 0
         row = next(line for line in listing.splitlines() if "claude" in line)
@@ -176,7 +182,8 @@ async def test_caps_usage_is_on_every_answer_in_the_list_and_survives_a_restart(
         assert "3 API requests and 7 Open Cloud requests per token" in listing
     # A restart within the minute: the two requests still count, so the third is the last.
     async with running_server(tmp_path, emulator_universes=[U], **caps) as again:
-        assert await caps_header(again, bot) == "requests=3/3; opencloud=0/7; window=60"
+        status, me = await again.call("GET", "/me", bot)
+        assert status == 200 and me["caps"]["api_requests"]["left"] == 0, me
         status, refused = await again.call("GET", "/me", bot)
         assert status == 429 and refused["error"]["code"] == "RATE_LIMITED", refused
 

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from shared_schema.auth import AssistantCapsUsage, CapUse, TokenInfo
+from shared_schema.common import Role
 from shared_schema.errors import ErrorCode
 
 from .assistant_usage import Kind, UsageLog
@@ -50,6 +52,17 @@ class Usage:
     @property
     def opencloud_left(self) -> int:
         return max(0, self.opencloud_per_minute - self.opencloud)
+
+    def view(self) -> AssistantCapsUsage:
+        return AssistantCapsUsage(
+            window_seconds=round(WINDOW_SECONDS),
+            api_requests=CapUse(
+                used=self.requests, cap=self.requests_per_minute, left=self.requests_left
+            ),
+            opencloud_requests=CapUse(
+                used=self.opencloud, cap=self.opencloud_per_minute, left=self.opencloud_left
+            ),
+        )
 
 
 @dataclass
@@ -159,6 +172,12 @@ class AssistantCaps:
             _trim(meter.calls, now)
             requests, calls = len(meter.requests), len(meter.calls)
         return Usage(requests, self.requests_per_minute, calls, self.opencloud_per_minute)
+
+    def with_usage(self, info: TokenInfo) -> TokenInfo:
+        """An assistant token's info with its use of the caps now; others' as they are."""
+        if info.role is not Role.ASSISTANT:
+            return info
+        return info.model_copy(update={"caps": self.usage(info.token_id).view()})
 
     def _refusal(self, caller: Principal, wait: float, what: str) -> ServiceError:
         wait = max(1.0, wait)
