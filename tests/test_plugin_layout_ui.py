@@ -12,7 +12,15 @@ import pytest
 
 from shared_schema.common import Role
 from tools.luau_harness import LuauHarness, Node
-from tools.testing.plugin import PLUGIN_SRC, PluginDriver, write_entry
+from tools.testing.plugin import (
+    PLUGIN_SRC,
+    PORT_SETTING,
+    TOOLBAR_BUTTON,
+    WIDGET_SETTING,
+    PluginDriver,
+    free_port,
+    write_entry,
+)
 from tools.testing.server import Server, running_server
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom
@@ -129,3 +137,16 @@ async def test_revision_and_journal_rows_keep_their_text_inside(
     await d.click("JournalTab")
     await d.wait_text("update by Teammate (Alex)")
     assert cut_off_sideways(harness, "JournalList") == []
+
+
+async def test_the_status_bar_keeps_a_long_error_inside(harness: LuauHarness) -> None:
+    harness.plugin_settings[PORT_SETTING] = free_port()  # no server there
+    harness.plugin_settings[WIDGET_SETTING] = False
+    harness.run_scripts()
+    await harness.click_async(harness.toolbar_button(TOOLBAR_BUTTON))
+    await harness.wait_until(
+        lambda: any(t.startswith("Last error just now: ") for t in harness.texts()), timeout=10
+    )
+    assert cut_off_sideways(harness, "StatusBar") == []
+    error = harness.find("LastErrorStatus", rendered_only=True).node()
+    assert error.truncate == "AtEnd"  # a long message ends in "…" at the widget's edge
