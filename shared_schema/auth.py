@@ -45,6 +45,23 @@ class PairCompleteResponse(ResponseBody):
     role: Role = Field(description="What the token may do.")
 
 
+class CapUse(ResponseBody):
+    used: int = Field(ge=0, description="Counted in the window.")
+    cap: int = Field(ge=0, description="The most the window allows.")
+    left: int = Field(ge=0, description="What the token may still spend now.")
+
+
+class AssistantCapsUsage(ResponseBody):
+    """An assistant token's use of its caps over a sliding window, counted by the server."""
+
+    window_seconds: int = Field(gt=0)
+    api_requests: CapUse = Field(description="API requests the token made.")
+    opencloud_requests: CapUse = Field(
+        description="Open Cloud requests made for it (reads that miss the cache, listings, "
+        "job planning)."
+    )
+
+
 class TokenInfo(ResponseBody):
     token_id: str = Field(min_length=1)
     name: str = Field(description="The client name given at pairing.")
@@ -56,6 +73,11 @@ class TokenInfo(ResponseBody):
         default=None, description="The Studio user the plugin last announced with this token."
     )
     studio_user_name: str | None = Field(default=None, description="That user's name, if known.")
+    caps: AssistantCapsUsage | None = Field(
+        default=None,
+        description="An assistant token's use of its caps now; absent for people's tokens "
+        "(not capped).",
+    )
 
 
 class TokenList(ResponseBody):

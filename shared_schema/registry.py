@@ -51,6 +51,8 @@ from .analytics import (
     ValueCount,
 )
 from .auth import (
+    AssistantCapsUsage,
+    CapUse,
     PairCompleteRequest,
     PairCompleteResponse,
     PairStartRequest,
@@ -272,6 +274,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     PairStartResponse,
     PairCompleteRequest,
     PairCompleteResponse,
+    CapUse,
+    AssistantCapsUsage,
     TokenInfo,
     TokenList,
     Person,

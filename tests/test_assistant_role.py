@@ -11,10 +11,14 @@ from typing import Any
 import pytest
 
 from dsm.http.appkeys import ASSISTANT_CAPS
+from dsm.http.assistant import CAPS_HEADER
+from dsm.paths import HOME_ENV
 from dsm.services.assistant_caps import WINDOW_SECONDS, AssistantCaps, not_charged
+from dsm.services.assistant_usage import UsageLog
 from dsm.services.errors import ServiceError
 from dsm.services.tokens import DB_FILENAME, Principal, TokenStore
 from shared_schema.common import Role
+from tests.test_tokens import run_cli
 from tools.testing import jobs
 from tools.testing.server import Server, running_server
 
@@ -50,7 +54,7 @@ async def test_an_assistant_proposes_and_only_a_person_starts(server: Server) ->
     assert status == 200, job
     assert job["state"] == "planned" and job["proposed_by"] == "claude"
     # Planning read the entry for its sample diff: charged to the assistant's Open Cloud cap.
-    assert server.app[ASSISTANT_CAPS].usage(me["token_id"])[1] >= 1
+    assert server.app[ASSISTANT_CAPS].usage(me["token_id"]).opencloud >= 1
     assert job.get("approved_by") is None
 
     status, denied = await server.call("POST", f"/jobs/{job['id']}/start", bot, json={})
@@ -140,7 +144,72 @@ def test_caps_slide_with_the_clock() -> None:
         with not_charged():  # a job a person started
             caps.on_call("write", 200, 0.01, "EMULATOR")
     caps.on_call("read", 200, 0.01, "EMULATOR")  # outside any assistant's request
-    assert caps.usage("t1") == (1, 1)
+    usage = caps.usage("t1")
+    assert (usage.requests, usage.opencloud) == (1, 1)
+    assert (usage.requests_left, usage.opencloud_left) == (1, 99)
+
+
+async def caps_header(server: Server, token: str) -> str | None:
+    async with server.http.get(
+        f"{server.base_url}/api/v1/me", headers={"Authorization": f"Bearer {token}"}
+    ) as response:
+        assert response.status == 200, await response.text()
+        return response.headers.get(CAPS_HEADER)
+
+
+async def test_caps_usage_is_on_every_answer_in_the_list_and_survives_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    caps = {"assistant_requests_per_minute": 3, "assistant_opencloud_per_minute": 7}
+    async with running_server(tmp_path, emulator_universes=[U], **caps) as server:
+        bot = await server.pair("claude", role=Role.ASSISTANT)
+        admin = await server.pair("admin", role=Role.ADMIN)
+        assert await caps_header(server, bot) == "requests=1/3; opencloud=0/7; window=60"
+        assert await caps_header(server, bot) == "requests=2/3; opencloud=0/7; window=60"
+        assert await caps_header(server, admin) is None  # people are not capped
+        status, listed = await server.call("GET", "/tokens", admin)
+        assert status == 200, listed
+        by_name = {t["name"]: t for t in listed["tokens"]}
+        assert by_name["claude"]["caps"]["api_requests"] == {"used": 2, "cap": 3, "left": 1}
+        assert by_name["claude"]["caps"]["opencloud_requests"] == {"used": 0, "cap": 7, "left": 7}
+        assert by_name["admin"].get("caps") is None
+        code, listing, _ = run_cli("tokens", "list")
+        assert code == 0
+        row = next(line for line in listing.splitlines() if "claude" in line)
+        assert row.endswith("2/3 API, 0/7 Open Cloud"), listing
+        assert next(line for line in listing.splitlines() if "admin " in line).endswith("-")
+        assert "3 API requests and 7 Open Cloud requests per token" in listing
+    # A restart within the minute: the two requests still count, so the third is the last.
+    async with running_server(tmp_path, emulator_universes=[U], **caps) as again:
+        status, me = await again.call("GET", "/me", bot)
+        assert status == 200 and me["caps"]["api_requests"]["left"] == 0, me
+        status, refused = await again.call("GET", "/me", bot)
+        assert status == 429 and refused["error"]["code"] == "RATE_LIMITED", refused
+
+
+def test_the_usage_log_keeps_only_the_last_minute(tmp_path: Path) -> None:
+    now = [1000.0]
+    bot = Principal("t1", "claude", Role.ASSISTANT)
+    log = UsageLog.open(tmp_path)
+    caps = AssistantCaps(2, 100, clock=lambda: now[0], log=log)
+    caps.admit(bot)
+    now[0] += 30
+    caps.admit(bot)
+    log.close()
+    # Read back by a new process: both count, so a third is refused until the first is 60 s old.
+    log = UsageLog.open(tmp_path)
+    caps = AssistantCaps(2, 100, clock=lambda: now[0], log=log)
+    assert caps.usage("t1").requests == 2
+    with pytest.raises(ServiceError) as refused:
+        caps.admit(bot)
+    assert refused.value.retry_after == pytest.approx(30)
+    now[0] += 30
+    caps.admit(bot)
+    assert log.counts(now[0] - WINDOW_SECONDS) == {"t1": (2, 0)}
+    count = log._db.conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
+    assert count == 2  # the first request, a minute old, was dropped when the third was written
+    log.close()
 
 
 def test_a_version_1_token_file_gains_the_assistant_role(tmp_path: Path) -> None:

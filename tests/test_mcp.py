@@ -244,6 +244,7 @@ async def test_a_viewer_token_cannot_even_propose(world: World) -> None:
     async with world.client(viewer) as client:
         listed = await world.ok(client, "list_universes")
         assert listed["label"]["source"] == "EMULATOR"
+        assert "caps" not in listed  # a viewer token is not capped: nothing to count down
         refused = await world.call(
             client, "propose_delete_keys", universe_id=U, datastore=STORE, keys=["x"]
         )
@@ -273,6 +274,12 @@ async def test_caps_hold_under_a_tight_loop(tmp_path: Path) -> None:
             results = [await client.call_tool("list_universes", {}) for _ in range(20)]
     errors = [failure(r) for r in results if r.is_error]
     assert len(results) - len(errors) == 8
+    # Each answer says what is left of the caps, counted by the server, down to nothing.
+    left = [r.structured_content["caps"]["api_requests"]["left"] for r in results[:8]]
+    assert left == sorted(left, reverse=True) and left[-1] == 0, left
+    caps = results[0].structured_content["caps"]
+    assert caps["window_seconds"] == 60 and caps["api_requests"]["cap"] == 8
+    assert caps["opencloud_requests"] == {"used": 0, "cap": 1000, "left": 1000}
     assert errors and all(e["code"] == "RATE_LIMITED" for e in errors)
     assert "Try again in" in errors[0]["reason"]
 

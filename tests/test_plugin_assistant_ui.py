@@ -18,6 +18,7 @@ from tools.testing.plugin import PLUGIN_SRC, PluginDriver, make_admin
 from tools.testing.server import Server, running_server
 
 from .test_plugin_jobs_ui import JOB_SERVER, game_writes, stored
+from .test_plugin_layout_ui import cut_off_sideways
 
 
 @pytest.fixture
@@ -72,3 +73,31 @@ async def test_a_person_sees_and_approves_an_assistants_proposal(
         assert json.loads(view["value_json"])["coins"] == 1
     status, job = await server.call("GET", f"/jobs/{job_id}", teammate)
     assert status == 200 and job["state"] == "succeeded" and job["progress"]["applied"] == 3
+
+
+async def test_the_jobs_screen_shows_each_assistants_use_of_its_caps(
+    harness: LuauHarness, server: Server
+) -> None:
+    bot = await server.pair("claude", role=Role.ASSISTANT)
+    for _ in range(2):
+        assert (await server.call("GET", "/me", bot))[0] == 200
+    d = await PluginDriver.open(harness, server)
+    await d.pair("Emulator universe 1")
+    await d.click("Universe_1")
+    await d.click("JobsButton")
+    await d.wait_for(lambda: d.rendered("AssistantsButton"), "no Jobs screen")
+    await d.click("AssistantsButton")
+    # The plugin pairs as an editor: listing tokens is an admin's, so it says where else to look.
+    await d.wait_text("`dsm tokens list` shows each assistant's usage")
+    make_admin(server)
+    await d.click("ConfirmButton")  # Refresh
+    await d.wait_text(
+        "claude, in the last minute: 2 of 120 API requests (118 left) · "
+        "0 of 60 Open Cloud requests (60 left)"
+    )
+    rows = [e for e in harness.find_all("AssistantRow") if e.node().rendered]
+    assert len(rows) == 1  # the plugin's own (admin) token is a person's: not capped, not listed
+    assert cut_off_sideways(harness, "AssistantsDialog") == []
+    assert (await server.call("GET", "/me", bot))[0] == 200
+    await d.click("ConfirmButton")
+    await d.wait_text("claude, in the last minute: 3 of 120 API requests (117 left)")

@@ -24,6 +24,7 @@ import pytest
 from dsm.emulator.context import EMULATOR
 from shared_schema.common import Role
 from tests.test_plugin_jobs_ui import JOB_SERVER, connected, opencloud_server, seed
+from tests.test_plugin_layout_ui import cut_off_sideways
 from tools.luau_harness import LuauHarness
 from tools.luau_harness.errors import HarnessError
 from tools.luau_harness.ui import Element, Node
@@ -170,6 +171,7 @@ async def test_the_restore_and_erasure_forms_check_what_is_typed_before_asking(
     game_writes(server, {"Player_12": player(12)})
     teammate = await server.pair("Teammate", role=Role.ADMIN)
     d = await open_backups(harness, server)
+    assert cut_off_sideways(harness, "WaysIn") == []  # both ways in fit the default widget
 
     # As at a moment: the zone must be written (Studio's clock zone is not the server's).
     await d.click("RestoreAtButton")

@@ -18,6 +18,7 @@ import pytest
 from dsm.emulator import sample_game
 from dsm.emulator.context import EMULATOR
 from dsm.http.appkeys import DATA
+from tests.test_plugin_layout_ui import cut_off_sideways
 from tests.test_plugin_ui import harness, signal_behavior  # noqa: F401  (shared fixtures)
 from tools.luau_harness import LuauHarness, Node
 from tools.testing import jobs
@@ -151,6 +152,9 @@ async def test_results_open_their_entry_and_verify_live_marks_a_changed_one(
     await d.click("VerifyLiveButton")
     await d.wait_text("changed · no longer matches")
     await d.wait_text("verified 1: 1 changed, 0 deleted")
+    # Its whole toolbar, "Stop verifying" and the source badge included, fits the default widget.
+    assert d.has_text("Stop verifying") and d.rendered("SourceBadge")
+    assert cut_off_sideways(harness, "Toolbar") == []
     # The result opens its entry, read fresh: the game's write is what it shows.
     await d.click(d.row_with("HitRow", outlier))
     await d.wait_text("Revision ")

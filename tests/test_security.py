@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from dsm.http import routes_pairing
-from dsm.http.appkeys import PAIRING, TOKEN_STORE
+from dsm.http.appkeys import ASSISTANT_CAPS, PAIRING, TOKEN_STORE
 from dsm.http.auth import auth_middleware, require_role
 from dsm.http.binding import bind_routes
 from dsm.http.errors import error_middleware
@@ -37,6 +37,7 @@ from dsm.http.guards import (
     host_allowed,
     is_json_media_type,
 )
+from dsm.services.assistant_caps import AssistantCaps
 from dsm.services.pairing import PairingService
 from dsm.services.tokens import TokenStore
 from shared_schema.common import Role
@@ -153,6 +154,7 @@ def build_app(
     )
     app[TOKEN_STORE] = store
     app[PAIRING] = pairing
+    app[ASSISTANT_CAPS] = AssistantCaps(120, 60)  # /tokens and /me show assistants' usage
     bind_routes(app, routes_pairing.HANDLERS)
     add_probe_routes(app, calls, wrote)
     return app

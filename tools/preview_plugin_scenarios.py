@@ -235,6 +235,20 @@ async def _activity(d: PluginDriver, teammate: str) -> None:
     await d.wait_text("SamTests · update PlayerData / global / Player_1")
 
 
+async def _assistants(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate, count=3)
+    bot = await d.server.pair("claude", role=Role.ASSISTANT)
+    for key in ("Player_1", "Player_2", "Player_9"):  # an assistant reading, as `dsm mcp` does
+        await d.server.call("GET", f"/universes/1/datastores/PlayerData/entries/{key}", bot)
+    await d.pair()
+    make_admin(d.server)  # listing tokens is an admin's
+    await d.click("Universe_1")
+    await d.click("JobsButton")
+    await d.wait_for(lambda: d.rendered("AssistantsButton"), "no Jobs screen")
+    await d.click("AssistantsButton")
+    await d.wait_text("claude, in the last minute")
+
+
 async def _monitor(d: PluginDriver, teammate: str) -> None:
     await seed_players(d.server, teammate, count=12)
     await d.pair()
@@ -329,6 +343,10 @@ PLUGIN_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[N
     "plugin-monitor": (
         "live Open Cloud traffic of this server, and which features are available",
         _monitor,
+    ),
+    "plugin-assistants": (
+        "each AI assistant token's use of its caps, from the Jobs view",
+        _assistants,
     ),
 }
 

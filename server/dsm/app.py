@@ -49,6 +49,7 @@ from .http.errors import error_middleware
 from .http.guards import CLIENT_MAX_SIZE, BoundPort, body_deadline_middleware, guard_middleware
 from .http.routes import bind_all
 from .services.assistant_caps import AssistantCaps
+from .services.assistant_usage import CapsInForce, UsageLog
 from .services.backups.api import open_backups
 from .services.backups.keyslots import ArchiveKeysSource
 from .services.dataplane import open_data_plane
@@ -157,6 +158,29 @@ async def monitor_ticks(app: web.Application) -> AsyncIterator[None]:
     )
     async with ticker.running():
         yield
+
+
+def assistant_caps(config: ServerConfig) -> Lifecycle:
+    """The assistant tokens' caps, counted on disk beside the tokens (so a restart does not give
+    an assistant a fresh minute, and `dsm tokens list` shows the usage against these caps)."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        with closing(UsageLog.open(config.data_dir)) as log:
+            log.set_caps(
+                CapsInForce(
+                    config.assistant_requests_per_minute,
+                    config.assistant_opencloud_per_minute,
+                    config.assistant_proposals,
+                )
+            )
+            app[ASSISTANT_CAPS] = AssistantCaps(
+                config.assistant_requests_per_minute,
+                config.assistant_opencloud_per_minute,
+                log=log,
+            )
+            yield
+
+    return lifecycle
 
 
 def data_plane(config: ServerConfig, keys: list[ApiKeyRecord], data_key: bytes) -> Lifecycle:
@@ -282,11 +306,9 @@ def create_app(
     app[CONFIG] = config
     app[INSTANCE_ID] = secrets.token_hex(8)
     archive_keys = ArchiveKeysSource(data_key, vault_persistent)
-    app[ASSISTANT_CAPS] = AssistantCaps(
-        config.assistant_requests_per_minute, config.assistant_opencloud_per_minute
-    )
     app.cleanup_ctx.extend(
         [
+            assistant_caps(config),
             tokens_and_pairing(
                 config, role=config.pairing_role, announce=announce or announce_on_console
             ),

@@ -5,13 +5,17 @@
 
 Works while the server runs (the token file is SQLite in WAL mode, and the server reads a
 token's row on every request), so a revocation or role change applies to the next request.
+`list` also shows each assistant token's use of its caps over the last minute, from the counts
+the server keeps on disk (services/assistant_usage.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -19,6 +23,8 @@ from shared_schema.auth import TokenInfo
 from shared_schema.common import Role
 
 from .paths import data_dir
+from .services import assistant_usage
+from .services.assistant_caps import WINDOW_SECONDS
 from .services.errors import ServiceError
 from .services.tokens import DB_FILENAME, TokenStore, console_safe
 from .storage.sqlite import StorageFileError
@@ -87,7 +93,7 @@ def run(
         return 1
     try:
         if args.tokens_command == "list":
-            print(_table(store.list_tokens()), file=out)
+            print(_table(store.list_tokens(), _assistant_usage()), file=out)
             return 0
         if args.tokens_command == "revoke":
             info = store.revoke(args.token_id)
@@ -146,10 +152,60 @@ def _when(moment: datetime | None) -> str:
     return "never" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def _table(tokens: Sequence[TokenInfo]) -> str:
+@dataclass(frozen=True)
+class AssistantUsage:
+    """What the server recorded of the assistant tokens' last minute, and its caps."""
+
+    counts: dict[str, tuple[int, int]]  # token id -> (API requests, Open Cloud requests)
+    caps: assistant_usage.CapsInForce | None
+
+
+def _assistant_usage() -> AssistantUsage | None:
+    """None when no server has counted an assistant's request yet (no usage file)."""
+    path = data_dir() / assistant_usage.DB_FILENAME
+    if not path.exists():
+        return None
+    log = assistant_usage.UsageLog(path)
+    try:
+        return AssistantUsage(log.counts(time.time() - WINDOW_SECONDS), log.caps())
+    finally:
+        log.close()
+
+
+def _used(count: int, cap: int | None) -> str:
+    return str(count) if cap is None else f"{count}/{cap}"
+
+
+def _last_minute(info: TokenInfo, usage: AssistantUsage | None) -> str:
+    """An assistant token's requests in the last minute against its caps; "-" for people."""
+    if info.role is not Role.ASSISTANT:
+        return "-"
+    requests, calls = (usage.counts.get(info.token_id, (0, 0))) if usage else (0, 0)
+    caps = usage.caps if usage else None
+    return (
+        f"{_used(requests, caps.requests_per_minute if caps else None)} API, "
+        f"{_used(calls, caps.opencloud_per_minute if caps else None)} Open Cloud"
+    )
+
+
+def _caps_line(usage: AssistantUsage | None) -> str:
+    caps = usage.caps if usage else None
+    if caps is None:
+        return "Assistant caps: not known yet (no server has started with this data directory)."
+    proposals = "may propose jobs" if caps.proposals_allowed else "may not propose jobs"
+    return (
+        f"Assistant caps (as the server last started): {caps.requests_per_minute} API requests "
+        f"and {caps.opencloud_per_minute} Open Cloud requests per token over a sliding minute; "
+        f"assistants {proposals}."
+    )
+
+
+def _table(tokens: Sequence[TokenInfo], usage: AssistantUsage | None = None) -> str:
     if not tokens:
         return "No tokens yet. Pair the plugin with this server to create one."
-    rows = [("ID", "NAME", "ROLE", "STATUS", "CREATED (UTC)", "LAST USED (UTC)")]
+    assistants = any(t.role is Role.ASSISTANT for t in tokens)
+    head = ("ID", "NAME", "ROLE", "STATUS", "CREATED (UTC)", "LAST USED (UTC)")
+    rows = [(*head, "LAST MINUTE") if assistants else head]
     for t in tokens:
         rows.append(
             (
@@ -159,10 +215,12 @@ def _table(tokens: Sequence[TokenInfo]) -> str:
                 "revoked" if t.revoked else "active",
                 _when(t.created_at),
                 _when(t.last_used_at),
+                *((_last_minute(t, usage),) if assistants else ()),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+    return table + "\n" + _caps_line(usage) if assistants else table

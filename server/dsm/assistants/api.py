@@ -1,14 +1,22 @@
 """The companion server's API as the MCP server calls it: one bearer token, the error
-envelope turned into an exception whose message an assistant can act on."""
+envelope turned into an exception whose message an assistant can act on, and the token's use
+of its caps as the latest answer stated it (the `DSM-Assistant-Caps` header)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from ..http.assistant import CAPS_HEADER
+
 TIMEOUT = aiohttp.ClientTimeout(total=120)
+CAPS_NOTE = (
+    "What this assistant token has used of its caps over a sliding minute, and what is left. "
+    "Past a cap, calls answer RATE_LIMITED until older requests leave the window."
+)
 
 
 class ApiError(Exception):
@@ -23,6 +31,9 @@ class CompanionApi:
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        # The caps as of the latest answer that stated them; None while no cap applies (a
+        # viewer token, or nothing asked yet).
+        self.caps: dict[str, Any] | None = None
 
     async def call(
         self,
@@ -44,6 +55,7 @@ class CompanionApi:
                     json=body if method != "GET" else None,
                     headers=headers,
                 ) as response:
+                    self.caps = caps_of(response.headers) or self.caps
                     answer = await response.json(content_type=None) if response.content else None
                     if response.status >= 400:
                         raise _api_error(response.status, answer)
@@ -56,6 +68,23 @@ class CompanionApi:
                     "is `dsm serve` running?",
                     retryable=True,
                 ) from None
+
+
+def caps_of(headers: Mapping[str, str]) -> dict[str, Any] | None:
+    """`requests=12/120; opencloud=3/60; window=60` as used, cap and left of each cap."""
+    header = headers.get(CAPS_HEADER)
+    if header is None:
+        return None
+    fields = dict(part.strip().partition("=")[::2] for part in header.split(";"))
+    try:
+        caps: dict[str, Any] = {"window_seconds": int(fields["window"])}
+        for name, field in (("api_requests", "requests"), ("opencloud_requests", "opencloud")):
+            used, cap = (int(n) for n in fields[field].split("/"))
+            caps[name] = {"used": used, "cap": cap, "left": max(0, cap - used)}
+    except (KeyError, ValueError):
+        return None  # a server that words it otherwise: say nothing rather than guess
+    caps["note"] = CAPS_NOTE
+    return caps
 
 
 def _query_text(value: Any) -> str:

@@ -60,6 +60,8 @@ class Assistant:
         return self.finish({"label": label_of(answer, self.backend), "result": answer})
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        if self.api.caps is not None:
+            result = {**result, "caps": self.api.caps}
         shown: dict[str, Any] = scrub(summarise(result, self.max_value_chars), (self.api.token,))
         return shown
 

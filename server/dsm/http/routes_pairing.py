@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from shared_schema.auth import PairCompleteResponse, PairStartResponse, TokenList
 
 from ..services.pairing import describe_ttl
-from .appkeys import PAIRING, TOKEN_STORE
+from .appkeys import ASSISTANT_CAPS, PAIRING, TOKEN_STORE
 from .binding import Call, Handler
 
 
@@ -29,7 +29,8 @@ async def pair_complete(call: Call) -> BaseModel:
 
 
 async def list_tokens(call: Call) -> BaseModel:
-    return TokenList(tokens=call.app[TOKEN_STORE].list_tokens())
+    caps = call.app[ASSISTANT_CAPS]
+    return TokenList(tokens=[caps.with_usage(t) for t in call.app[TOKEN_STORE].list_tokens()])
 
 
 async def revoke_token(call: Call) -> BaseModel:
@@ -37,7 +38,7 @@ async def revoke_token(call: Call) -> BaseModel:
 
 
 async def whoami(call: Call) -> BaseModel:
-    return call.app[TOKEN_STORE].get(call.caller.token_id)
+    return call.app[ASSISTANT_CAPS].with_usage(call.app[TOKEN_STORE].get(call.caller.token_id))
 
 
 HANDLERS: dict[str, Handler] = {

@@ -10,6 +10,10 @@ retried call spends budget too.
 A request is refused with 429 RATE_LIMITED, before anything runs, when either window is full.
 A request once admitted finishes, so the Open Cloud count can pass its cap by what that one
 request needed: one call for a read, a few list pages for scopes, five sample reads for a plan.
+
+With a UsageLog every count is also written to disk (wall-clock times) and read back at start,
+so restarting the server does not give an assistant a fresh minute, and `dsm tokens list` can
+show each assistant's usage against the caps.
 """
 
 from __future__ import annotations
@@ -21,12 +25,44 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from shared_schema.auth import AssistantCapsUsage, CapUse, TokenInfo
+from shared_schema.common import Role
 from shared_schema.errors import ErrorCode
 
+from .assistant_usage import Kind, UsageLog
 from .errors import ServiceError
 from .tokens import Principal
 
 WINDOW_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One assistant token's use of its caps over the last minute."""
+
+    requests: int
+    requests_per_minute: int
+    opencloud: int
+    opencloud_per_minute: int
+
+    @property
+    def requests_left(self) -> int:
+        return max(0, self.requests_per_minute - self.requests)
+
+    @property
+    def opencloud_left(self) -> int:
+        return max(0, self.opencloud_per_minute - self.opencloud)
+
+    def view(self) -> AssistantCapsUsage:
+        return AssistantCapsUsage(
+            window_seconds=round(WINDOW_SECONDS),
+            api_requests=CapUse(
+                used=self.requests, cap=self.requests_per_minute, left=self.requests_left
+            ),
+            opencloud_requests=CapUse(
+                used=self.opencloud, cap=self.opencloud_per_minute, left=self.opencloud_left
+            ),
+        )
 
 
 @dataclass
@@ -64,17 +100,34 @@ class AssistantCaps:
         requests_per_minute: int,
         opencloud_per_minute: int,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        log: UsageLog | None = None,
     ) -> None:
+        """`clock` is wall-clock seconds when there is a `log` (its times outlive the process)."""
         self.requests_per_minute = requests_per_minute
         self.opencloud_per_minute = opencloud_per_minute
         self._clock = clock
+        self._log = log
         self._meters: dict[str, TokenMeter] = {}
+        if log is not None:
+            now = clock()
+            for token_id, kind, at in log.load(now - WINDOW_SECONDS):
+                meter = self._meter(token_id)
+                # A time ahead of the clock (it was set back) counts as now, not for longer.
+                (meter.requests if kind == "request" else meter.calls).append(min(at, now))
+
+    def _meter(self, token_id: str) -> TokenMeter:
+        return self._meters.setdefault(token_id, TokenMeter(token_id))
+
+    def _count(self, meter: TokenMeter, kind: Kind, now: float) -> None:
+        (meter.requests if kind == "request" else meter.calls).append(now)
+        if self._log is not None:
+            self._log.record(meter.token_id, kind, now, forget_before=now - WINDOW_SECONDS)
 
     def admit(self, caller: Principal) -> TokenMeter:
         """Count one API request of an assistant token, or refuse it when a window is full."""
         now = self._clock()
-        meter = self._meters.setdefault(caller.token_id, TokenMeter(caller.token_id))
+        meter = self._meter(caller.token_id)
         _trim(meter.requests, now)
         _trim(meter.calls, now)
         if len(meter.requests) >= self.requests_per_minute:
@@ -91,7 +144,7 @@ class AssistantCaps:
                 f"spent {len(meter.calls)} Open Cloud requests in the last minute (its cap is "
                 f"{self.opencloud_per_minute}, so the game's own servers keep their budget)",
             )
-        meter.requests.append(now)
+        self._count(meter, "request", now)
         return meter
 
     @contextmanager
@@ -107,17 +160,24 @@ class AssistantCaps:
         """The Open Cloud client's call hook: charge the call to the assistant in context."""
         meter = _CHARGED_TO.get()
         if meter is not None:
-            meter.calls.append(self._clock())
+            self._count(meter, "opencloud", self._clock())
 
-    def usage(self, token_id: str) -> tuple[int, int]:
-        """(API requests, Open Cloud calls) of the token in the last minute."""
+    def usage(self, token_id: str) -> Usage:
+        """The token's API requests and Open Cloud calls in the last minute, with the caps."""
+        requests = calls = 0
         meter = self._meters.get(token_id)
-        if meter is None:
-            return 0, 0
-        now = self._clock()
-        _trim(meter.requests, now)
-        _trim(meter.calls, now)
-        return len(meter.requests), len(meter.calls)
+        if meter is not None:
+            now = self._clock()
+            _trim(meter.requests, now)
+            _trim(meter.calls, now)
+            requests, calls = len(meter.requests), len(meter.calls)
+        return Usage(requests, self.requests_per_minute, calls, self.opencloud_per_minute)
+
+    def with_usage(self, info: TokenInfo) -> TokenInfo:
+        """An assistant token's info with its use of the caps now; others' as they are."""
+        if info.role is not Role.ASSISTANT:
+            return info
+        return info.model_copy(update={"caps": self.usage(info.token_id).view()})
 
     def _refusal(self, caller: Principal, wait: float, what: str) -> ServiceError:
         wait = max(1.0, wait)
@@ -134,4 +194,4 @@ class AssistantCaps:
         )
 
 
-__all__ = ["WINDOW_SECONDS", "AssistantCaps", "TokenMeter", "not_charged"]
+__all__ = ["WINDOW_SECONDS", "AssistantCaps", "TokenMeter", "Usage", "not_charged"]
