@@ -263,8 +263,9 @@ async def _monitor(d: PluginDriver, teammate: str) -> None:
         chart = d.element("HourChart")
         return any(n.name == "Segment" and n.rendered for n in chart.node().walk())
 
-    # The 10 s chart fills in when the current ten seconds are over (a monitor.tick event).
-    await d.wait_for(hour_line, "no 10-second bucket yet", timeout=15)
+    # The 10 s chart fills in with the first ten seconds counted whole (a monitor.tick event):
+    # up to 20 s after the server started counting.
+    await d.wait_for(hour_line, "no 10-second bucket yet", timeout=30)
 
 
 async def _plan_transform(d: PluginDriver, teammate: str, what: str = "keys") -> None:
