@@ -160,38 +160,38 @@ async def test_pairing_keeps_the_token_only_in_plugin_settings(
     assert "EMULATOR" in d.texts()
 
 
-async def test_each_install_pairs_under_its_own_name_kept_across_restarts(
-    signal_behavior: str, server: Server
-) -> None:
-    settings: dict[str, Any] = {}  # plugin settings survive Studio restarts
-    shown: list[str] = []
-    for seed in (1, 2):  # a fresh draw would differ: the second start must read the setting
-        h = LuauHarness(PLUGIN_SRC, settings=settings, seed=seed, signal_behavior=signal_behavior)
-        try:
-            d = await PluginDriver.open(h, server)
-            await d.wait_text("Start pairing")
-            short = "Studio · " + settings[NAME_SUFFIX_SETTING]
-            assert re.fullmatch(r"Studio · [0-9A-HJKMNP-TV-Z]{4}", short), short
-            assert d.client_name == f"DataStore Manager Pro ({short})"
-            assert f"This Studio pairs as “{short}”" in d.element("PairingName").text
-            await d.click("StartPairingButton")
-            await d.wait_for(lambda: d.rendered("PairingCodeInput"), "no code field")
-            # The screen names the code to type; the console shows it under the same name.
-            assert f"The console shows a code for “{short}”" in d.element("PairingName").text
-            assert f"Pairing code for {d.client_name}: " in server.announced[-1]
-            shown.append(short)
-        finally:
-            h.close()
-    assert shown[0] == shown[1]
-    # Another install (its own settings) draws its own name.
-    other: dict[str, Any] = {}
-    h = LuauHarness(PLUGIN_SRC, settings=other, seed=2, signal_behavior=signal_behavior)
+async def start_pairing_as_install(
+    server: Server, settings: dict[str, Any], seed: int, signal_behavior: str
+) -> str:
+    """Start the plugin with these plugin settings (a Studio restart keeps them) and start
+    pairing; check that the screen and the console name the install alike. Returns that name."""
+    h = LuauHarness(PLUGIN_SRC, settings=settings, seed=seed, signal_behavior=signal_behavior)
     try:
         d = await PluginDriver.open(h, server)
         await d.wait_text("Start pairing")
-        assert other[NAME_SUFFIX_SETTING] != settings[NAME_SUFFIX_SETTING]
+        short = "Studio · " + settings[NAME_SUFFIX_SETTING]
+        assert re.fullmatch(r"Studio · [0-9A-HJKMNP-TV-Z]{4}", short), short
+        assert d.client_name == f"DataStore Manager Pro ({short})"
+        assert f"This Studio pairs as “{short}”" in d.element("PairingName").text
+        await d.click("StartPairingButton")
+        await d.wait_for(lambda: d.rendered("PairingCodeInput"), "no code field")
+        # The screen names the code to type; the console shows it under the same name.
+        assert f"The console shows a code for “{short}”" in d.element("PairingName").text
+        assert f"Pairing code for {d.client_name}: " in server.announced[-1]
+        return d.client_name
     finally:
         h.close()
+
+
+async def test_each_install_pairs_under_its_own_name_kept_across_restarts(
+    signal_behavior: str, server: Server
+) -> None:
+    settings: dict[str, Any] = {}
+    first = await start_pairing_as_install(server, settings, 1, signal_behavior)
+    # Restarted with another random seed: a fresh draw would differ, the setting does not.
+    assert await start_pairing_as_install(server, settings, 2, signal_behavior) == first
+    # Another install (its own settings) draws its own name.
+    assert await start_pairing_as_install(server, {}, 2, signal_behavior) != first
 
 
 async def test_a_wrong_pairing_code_is_explained_and_can_be_retyped(
