@@ -169,7 +169,7 @@ class PluginDriver:
                 lambda: len(self.server.announced) > before, "the server printed no code"
             )
         await self.wait_for(lambda: self.rendered("PairingCodeInput"), "no code field")
-        await self.type("PairingCodeInput", self.server.pairing_code())
+        await self.type("PairingCodeInput", self.server.pairing_code(self.client_name))
         await self.wait_text(universe_label)
 
     async def open_store(self, datastore: str, universe: int = 1) -> None:
