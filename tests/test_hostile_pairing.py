@@ -1,6 +1,7 @@
 """Pairing under a flood (security suite): limits survive restarts, forged ids cost the user
-nothing, a flood under one name leaves the plugin free to pair, a code already shown keeps
-working through any flood, and the console says when pairing is being flooded."""
+nothing, a flood under one name leaves the plugin free to pair (the old fixed plugin name
+included: each install now pairs under its own), a code already shown keeps working through any
+flood, and the console says when pairing is being flooded."""
 
 from __future__ import annotations
 
@@ -12,17 +13,24 @@ from typing import Any
 
 import pytest
 
+from dsm.http.appkeys import TOKEN_STORE
 from dsm.services.errors import ServiceError
 from dsm.services.pairing import MAX_ATTEMPTS, PairingService
 from dsm.services.pairing_limits import AttemptLog
 from dsm.services.tokens import TokenStore
 from shared_schema.errors import ErrorCode
+from tools.luau_harness import LuauHarness
+from tools.testing.plugin import PLUGIN_SRC, PluginDriver
 from tools.testing.server import running_server
 
 from .test_pairing import code_from, wrong
 from .test_security import FakeClock, FakeWallClock
 
-PLUGIN = "DataStore Manager Pro (Studio)"  # the plugin's client name (plugin/src/Config.luau)
+# One install's client name (plugin/src/Core/ClientName.luau draws the suffix once per install)
+# and the fixed name every install used before, which a flood can imitate without reading any
+# install's settings.
+PLUGIN = "DataStore Manager Pro (Studio · 7KQ2)"
+OLD_FIXED_NAME = "DataStore Manager Pro (Studio)"
 
 
 class Console:
@@ -148,6 +156,32 @@ def test_the_console_says_when_pairing_is_flooded_once_a_minute(tmp_path: Path) 
     console.close()
 
 
+def test_a_flood_under_the_old_plugin_name_leaves_an_install_its_whole_budget(
+    tmp_path: Path,
+) -> None:
+    clock = Clocks()
+    console = Console(tmp_path, clock)
+    accepted = 0
+    for minute in range(60):  # an hour of flooding at 60 starts a minute
+        for _ in range(60):
+            try:
+                console.start(OLD_FIXED_NAME)
+                accepted += 1
+            except ServiceError as refusal:
+                assert refusal.details is not None and refusal.details["limit"] == "client_name"
+        # The install starts pairing every 4 minutes (someone who keeps asking for a new
+        # code): its own name's 15 an hour, every one granted, each code shown under its name.
+        if minute % 4 == 0:
+            pairing_id, code = console.start(PLUGIN)
+            assert f"Pairing code for {PLUGIN}: " in console.announced[-1]
+            if minute == 56:
+                assert console.service.complete(pairing_id, code, PLUGIN).token
+        clock.advance(60)
+    assert accepted == 15  # the old name's hourly budget, and nothing more
+    assert "starts named 'DataStore Manager Pro (Studio)'" in console.flood_notices[0]
+    console.close()
+
+
 def test_a_flood_that_changes_names_cannot_lock_out_a_code_already_shown(tmp_path: Path) -> None:
     clock = Clocks()
     console = Console(tmp_path, clock)
@@ -241,3 +275,26 @@ async def test_a_start_flood_over_http_leaves_the_users_pairings_working(
             assert secret not in logged
             assert not any(secret in text for text in answers if '"token"' not in text)
         assert before[0] not in logged and during[0] not in logged  # pairing ids neither
+
+
+async def test_the_plugin_pairs_while_a_flood_imitates_its_old_fixed_name(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as server:
+
+        async def flood_start() -> int:
+            body = {"client_name": OLD_FIXED_NAME}
+            async with server.http.post(server.url("/api/v1/pair/start"), json=body) as answer:
+                return answer.status
+
+        # The flood spends the old name's starts before the user opens the plugin, and goes on
+        # while they pair.
+        before = await asyncio.gather(*(flood_start() for _ in range(30)))
+        assert before.count(200) == 5 and before.count(429) == 25
+        with LuauHarness(PLUGIN_SRC) as h:
+            d = await PluginDriver.open(h, server)
+            assert d.client_name != OLD_FIXED_NAME
+            during = [asyncio.create_task(flood_start()) for _ in range(30)]
+            await d.pair()  # types the code the console shows under the plugin's own name
+            assert set(await asyncio.gather(*during)) == {429}
+            assert [t.name for t in server.app[TOKEN_STORE].list_tokens()] == [d.client_name]
+        flood_codes = [t for t in server.announced if f"code for {OLD_FIXED_NAME}:" in t]
+        assert len(flood_codes) == 5

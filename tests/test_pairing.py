@@ -102,7 +102,9 @@ def test_start_announces_an_8_digit_code_with_name_and_expiry(setup: Setup) -> N
     ticket = setup.service.start("Studio (place 1)")
     assert len(setup.announced) == 1
     text = setup.announced[0]
-    assert "Pairing code for Studio (place 1): " in text
+    # The name comes first, on the code's line: it is how the user picks their own code out.
+    assert text.startswith("Pairing code for Studio (place 1): ")
+    assert "the plugin's pairing screen shows this same name" in text
     assert "(expires in 5 min)" in text
     assert len(code_from(text)) == CODE_DIGITS == ticket.code_length
     assert ticket.expires_at == setup.wall() + timedelta(seconds=300)

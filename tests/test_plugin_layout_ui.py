@@ -150,3 +150,19 @@ async def test_the_status_bar_keeps_a_long_error_inside(harness: LuauHarness) ->
     assert cut_off_sideways(harness, "StatusBar") == []
     error = harness.find("LastErrorStatus", rendered_only=True).node()
     assert error.truncate == "AtEnd"  # a long message ends in "…" at the widget's edge
+
+
+async def test_the_pairing_screen_keeps_the_install_name_inside(
+    harness: LuauHarness, server: Server
+) -> None:
+    d = await PluginDriver.open(harness, server)
+    await d.wait_text("Start pairing")
+    short = d.client_name.removeprefix("DataStore Manager Pro (").removesuffix(")")
+    assert f"This Studio pairs as “{short}”" in d.element("PairingName").text
+    assert cut_off_sideways(harness, "PairingScreen") == []
+    await d.click("StartPairingButton")
+    await d.wait_for(lambda: d.rendered("PairingCodeInput"), "no code field")
+    name = d.element("PairingName").node()
+    assert name.text is not None and name.text.startswith(f"The console shows a code for “{short}”")
+    assert cut_off_sideways(harness, "PairingScreen") == []
+    assert len(name.lines) > 1  # wrapped, whole

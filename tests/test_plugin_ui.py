@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -49,9 +50,9 @@ from tools.preview_plugin_scenarios import (
     write_entry,
 )
 from tools.testing.emulator import start_emulator
+from tools.testing.plugin import NAME_SUFFIX_SETTING
 from tools.testing.server import Server, entry_path, idem, running_server
 
-CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
 TOKEN_PREFIX = "DataStoreManagerPro.token@"
 JSON_SLICE_BYTES = 128 * 1024  # plugin/src/UI/Models/JsonTreeModel.luau SLICE_BYTES
 
@@ -154,9 +155,43 @@ async def test_pairing_keeps_the_token_only_in_plugin_settings(
                 assert not text or token not in text
     # The server knows it under the plugin's name.
     names = [t.name for t in server.app[TOKEN_STORE].list_tokens()]
-    assert CLIENT_NAME in names
+    assert d.client_name in names
     assert d.rendered("EmulatorBanner")
     assert "EMULATOR" in d.texts()
+
+
+async def start_pairing_as_install(
+    server: Server, settings: dict[str, Any], seed: int, signal_behavior: str
+) -> str:
+    """Start the plugin with these plugin settings (a Studio restart keeps them) and start
+    pairing; check that the screen and the console name the install alike. Returns that name."""
+    h = LuauHarness(PLUGIN_SRC, settings=settings, seed=seed, signal_behavior=signal_behavior)
+    try:
+        d = await PluginDriver.open(h, server)
+        await d.wait_text("Start pairing")
+        short = "Studio · " + settings[NAME_SUFFIX_SETTING]
+        assert re.fullmatch(r"Studio · [0-9A-HJKMNP-TV-Z]{4}", short), short
+        assert d.client_name == f"DataStore Manager Pro ({short})"
+        assert f"This Studio pairs as “{short}”" in d.element("PairingName").text
+        await d.click("StartPairingButton")
+        await d.wait_for(lambda: d.rendered("PairingCodeInput"), "no code field")
+        # The screen names the code to type; the console shows it under the same name.
+        assert f"The console shows a code for “{short}”" in d.element("PairingName").text
+        assert f"Pairing code for {d.client_name}: " in server.announced[-1]
+        return d.client_name
+    finally:
+        h.close()
+
+
+async def test_each_install_pairs_under_its_own_name_kept_across_restarts(
+    signal_behavior: str, server: Server
+) -> None:
+    settings: dict[str, Any] = {}
+    first = await start_pairing_as_install(server, settings, 1, signal_behavior)
+    # Restarted with another random seed: a fresh draw would differ, the setting does not.
+    assert await start_pairing_as_install(server, settings, 2, signal_behavior) == first
+    # Another install (its own settings) draws its own name.
+    assert await start_pairing_as_install(server, {}, 2, signal_behavior) != first
 
 
 async def test_a_wrong_pairing_code_is_explained_and_can_be_retyped(
@@ -387,7 +422,7 @@ async def test_server_stopped_shows_connection_lost(harness: LuauHarness, tmp_pa
 async def test_revoked_token_asks_to_pair_again(harness: LuauHarness, server: Server) -> None:
     d = await connected(harness, server)
     store = server.app[TOKEN_STORE]
-    mine = [t for t in store.list_tokens() if t.name == CLIENT_NAME]
+    mine = [t for t in store.list_tokens() if t.name == d.client_name]
     assert len(mine) == 1
     store.revoke(mine[0].token_id)
     await d.click("RefreshButton")
@@ -672,7 +707,7 @@ async def test_deleted_data_store_is_shown_and_undeleted_by_an_admin(
     await d.click(d.button_in_row("DataStoreRow", "OldStore", "UndeleteButton"))
     await d.wait_text("needs the admin role")
     store = server.app[TOKEN_STORE]
-    mine = [t for t in store.list_tokens() if t.name == CLIENT_NAME]
+    mine = [t for t in store.list_tokens() if t.name == d.client_name]
     store.set_role(mine[0].token_id, Role.ADMIN)
     await d.click(d.button_in_row("DataStoreRow", "OldStore", "UndeleteButton"))
     await d.wait_text("Restored data store OldStore")

@@ -26,7 +26,15 @@ SETTING = "DataStoreManagerPro."
 PORT_SETTING = SETTING + "serverPort"
 WIDGET_SETTING = SETTING + "widgetEnabled"
 TOOLBAR_BUTTON = "Data Stores"
-CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
+# plugin/src/Core/ClientName.luau: each install pairs as "DataStore Manager Pro (Studio · 7KQ2)",
+# its suffix drawn once and kept in this setting.
+NAME_SUFFIX_SETTING = SETTING + "pairingNameSuffix"
+CLIENT_NAME_START = "DataStore Manager Pro (Studio · "
+
+
+def client_name(settings: dict[str, Any]) -> str:
+    """The name the plugin with these plugin settings pairs under."""
+    return f"{CLIENT_NAME_START}{settings[NAME_SUFFIX_SETTING]})"
 
 
 class PluginDriver:
@@ -39,6 +47,11 @@ class PluginDriver:
     @property
     def port(self) -> int:
         return int(self.server.base_url.rsplit(":", 1)[1])
+
+    @property
+    def client_name(self) -> str:
+        """The name this plugin install pairs under (drawn when the plugin first started)."""
+        return client_name(self.h.plugin_settings)
 
     @classmethod
     async def open(cls, h: LuauHarness, server: Server) -> PluginDriver:
@@ -156,7 +169,7 @@ class PluginDriver:
                 lambda: len(self.server.announced) > before, "the server printed no code"
             )
         await self.wait_for(lambda: self.rendered("PairingCodeInput"), "no code field")
-        await self.type("PairingCodeInput", self.server.pairing_code())
+        await self.type("PairingCodeInput", self.server.pairing_code(self.client_name))
         await self.wait_text(universe_label)
 
     async def open_store(self, datastore: str, universe: int = 1) -> None:
@@ -246,7 +259,7 @@ def make_admin(server: Server) -> None:
     """What `dsm tokens role ID admin` does to the plugin's token (pairing gives editor; delete,
     move, import and transform jobs need admin)."""
     store = server.app[TOKEN_STORE]
-    mine = [t for t in store.list_tokens() if t.name == CLIENT_NAME]
+    mine = [t for t in store.list_tokens() if t.name.startswith(CLIENT_NAME_START)]
     assert len(mine) == 1, [t.name for t in store.list_tokens()]
     store.set_role(mine[0].token_id, Role.ADMIN)
 

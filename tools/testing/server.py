@@ -64,10 +64,14 @@ class Server:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def pairing_code(self) -> str:
-        """The code the server printed last, as a user would type it (8 digits)."""
-        match = re.search(r"(\d{4}) ?(\d{4})", self.announced[-1])
-        assert match, self.announced[-1]
+    def pairing_code(self, client_name: str | None = None) -> str:
+        """The code the server printed last (or last for `client_name`, as a user picks theirs
+        out of codes other programs asked for), as a user would type it (8 digits)."""
+        head = "" if client_name is None else f"Pairing code for {client_name}: "
+        shown = [text[text.index(head) + len(head) :] for text in self.announced if head in text]
+        assert shown, f"no code shown for {client_name!r}: {self.announced}"
+        match = re.search(r"(\d{4}) ?(\d{4})", shown[-1])
+        assert match, shown[-1]
         return match.group(1) + match.group(2)
 
     async def pair(self, client_name: str = "Studio test", role: Role | None = None) -> str:

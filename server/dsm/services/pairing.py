@@ -21,8 +21,10 @@ Fair to the person at the console, since pairing has no identity to limit by but
 console shows:
 - Starts are limited per client name (5 a minute, 15 an hour) before the limits of all starts
   (10 a minute, 30 an hour): a program flooding under one name is refused (429 with
-  retry_after) with half of what all starts may use still left for other names. A flood that
-  imitates the plugin's name, or changes names, still holds up the plugin's new starts (no
+  retry_after) with half of what all starts may use still left for other names. Each plugin
+  install pairs under its own name (a random suffix kept in its settings), so a flood under
+  the plugin's old fixed name, or any name it can guess, leaves the install's budget alone. A
+  flood that changes names still holds up the plugin's new starts once all starts are used (no
   identity tells two local programs apart); the console then says so.
 - A pairing that was started is never evicted: it lives its TTL, so a code shown on the console
   keeps working through a flood, and its first guess cannot be refused for flooding.
@@ -236,10 +238,13 @@ class PairingService:
         pairing_id = secrets.token_urlsafe(16)
         self._pending[pairing_id] = _Pending(code, client_name, self._mono() + self._ttl)
         expires_at = self._now() + timedelta(seconds=self._ttl)
+        # The name leads the line: it is how the user tells their own code from a flood's (each
+        # plugin install pairs under its own name and shows that name on its pairing screen).
         self._announce(
             f"Pairing code for {console_safe(client_name)}: {format_code(code)} "
             f"(expires in {describe_ttl(self._ttl)})\n"
-            "Type it into the DataStore Manager Pro plugin only if you started this pairing."
+            "Type it into the DataStore Manager Pro plugin only if you started this pairing and "
+            "the plugin's pairing screen shows this same name; ignore codes for other names."
         )
         return PairingTicket(pairing_id, expires_at, CODE_DIGITS, self._ttl)
 
