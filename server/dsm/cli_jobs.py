@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from shared_schema.jobs import parse_age
 
@@ -603,7 +603,10 @@ def _dispatch(client: Client, args: argparse.Namespace, out: Console) -> int:
         page = client.call(
             "GET", "/jobs", query={"state": args.state, "kind": args.kind, "limit": str(args.limit)}
         )
-        table = Table("ID", "KIND", "STATE", "DONE", "DESCRIPTION", "BY")
+        # The id is what the other commands take: never cut.
+        table = Table(
+            Column("ID", no_wrap=True, min_width=16), "KIND", "STATE", "DONE", "DESCRIPTION", "BY"
+        )
         for job in page["jobs"]:
             state = job["state"]
             if job.get("rollback_incomplete"):
