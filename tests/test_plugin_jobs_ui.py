@@ -43,6 +43,7 @@ from tools.testing.plugin import (
 )
 from tools.testing.server import Server, entry_path, idem, running_server
 from tools.testing.upstream import server_on_emulator
+
 from .test_plugin_layout_ui import cut_off_sideways
 
 
