@@ -23,6 +23,7 @@ from dsm.services.jobs.store import (
     now_ms,
     reclaim_space,
 )
+from dsm.storage.crypto import new_key
 from shared_schema.common import Role
 from tools.testing import jobs
 from tools.testing.server import Server, running_server
@@ -401,3 +402,36 @@ async def test_list_says_a_job_is_not_fully_rolled_back(
         code, out, _ = await _dsm(server, token, "list")
         line = next(row for row in out.splitlines() if row.startswith(f"│ {job['id']}"))
         assert code == 0 and "succeeded · not fully rolled back" in line, out
+
+
+async def test_serve_prunes_old_jobs_by_itself_but_never_a_rollbackable_one(
+    tmp_path: Path,
+) -> None:
+    key = new_key()
+    async with running_server(tmp_path, data_key=key, budget_rpm=1_000_000) as server:
+        token = await server.pair("admin", role=Role.ADMIN)
+        ids = await _setup(server, token)
+        for job_id in ids.values():
+            if job_id != ids["planned"]:
+                _age(server, job_id, 100)
+    # Started again with 90-day retention, the first pass at once.
+    async with running_server(
+        tmp_path, data_key=key, job_retention_days=90, job_retention_first_seconds=0
+    ) as server:
+        store = server.app[JOBS].store
+        for _ in range(400):
+            if store.find(ids["idle"]) is None and not store.pruning_pending():
+                break
+            await asyncio.sleep(0.02)
+        assert store.find(ids["idle"]) is None  # wrote nothing: it went
+        # Could still be rolled back (and the pair whose rollback could): they stay.
+        for name in ("wrote", "undone", "rollback", "planned"):
+            assert store.find(ids[name]) is not None, name
+
+
+@pytest.mark.parametrize("days", ["-1", "3651", "ninety"])
+def test_serve_refuses_a_bad_retention(days: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--job-retention-days", days])
+    assert exited.value.code == 2
+    assert "from 0 (off) to 3650" in capsys.readouterr().err

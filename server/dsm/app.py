@@ -268,6 +268,8 @@ def jobs(keys: ArchiveKeysSource) -> Lifecycle:
             held_wait=app[CONFIG].job_held_wait_seconds,
             held_retry=app[CONFIG].job_held_retry_seconds,
             assistant_proposals=app[CONFIG].assistant_proposals,
+            retention_days=app[CONFIG].job_retention_days,
+            retention_first=app[CONFIG].job_retention_first_seconds,
         ),
     )
 

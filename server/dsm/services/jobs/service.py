@@ -113,6 +113,10 @@ MAX_RUNNING_JOBS = 4
 PROGRESS_EVERY_SECONDS = 0.5
 SHUTDOWN_GRACE_SECONDS = 3.0
 MAX_PLANNING_RETRIES = 20
+# Automatic retention (`dsm serve --job-retention-days`): a first pass a while after the start,
+# then one a day.
+RETENTION_FIRST_SECONDS = 600.0
+RETENTION_EVERY_SECONDS = 86_400.0
 # An import reads a file someone else uploaded: an assistant does not plan one.
 ASSISTANT_REFUSED_KINDS = frozenset({JobKind.IMPORT})
 
@@ -160,6 +164,7 @@ class JobService:
         self.referrers: list[Referrer] = []
         self._pruning = asyncio.Lock()
         self._prune_task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     @property
     def plane(self) -> DataPlane:
@@ -188,10 +193,11 @@ class JobService:
     async def close(self) -> None:
         """Stop at shutdown: running jobs stay `running` and resume at the next start."""
         self._closing = True
-        if self._prune_task is not None:
-            self._prune_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prune_task
+        for task in (self._prune_task, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for run in self._runs.values():
             run.stop("shutdown")
         for task in self._planning.values():
@@ -1054,6 +1060,28 @@ class JobService:
                 update={"file_bytes_before": before, "file_bytes_after": self.store.file_bytes()}
             )
 
+    def keep_pruning(self, days: int, first: float = RETENTION_FIRST_SECONDS) -> None:
+        """Automatic retention: prune jobs older than `days` now and then, never one that
+        could still be rolled back (a person decides those with `dsm jobs prune`)."""
+
+        async def loop() -> None:
+            await asyncio.sleep(first)
+            while True:
+                request = JobPruneRequest(older_than=f"{days}d", dry_run=False)
+                try:
+                    report = await self.prune(request)
+                    if report.jobs:
+                        log.info(
+                            "retention: removed %d jobs that finished over %d days ago "
+                            "(the jobs file: %s -> %s bytes)", report.jobs, days,
+                            report.file_bytes_before, report.file_bytes_after,
+                        )  # fmt: skip
+                except Exception:  # a bad disk, say: the next pass tries again
+                    log.exception("retention: pruning old jobs failed")
+                await asyncio.sleep(RETENTION_EVERY_SECONDS)
+
+        self._retention = asyncio.create_task(loop(), name="dsm-job-retention")
+
     async def _drop_pruned(self) -> None:
         """Delete the items of pruned jobs in short transactions, then give the space back,
         off the event loop (see `reclaim_space`)."""
@@ -1300,6 +1328,8 @@ async def open_jobs(
     index: IndexService | None = None,
     team: TeamService | None = None,
     assistant_proposals: bool = True,
+    retention_days: int | None = None,
+    retention_first: float = RETENTION_FIRST_SECONDS,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
@@ -1337,6 +1367,8 @@ async def open_jobs(
                 "the jobs engine: items finished (applied, skipped, failed)"
             )
         service.resume_all()
+        if retention_days:
+            service.keep_pruning(retention_days, retention_first)
         try:
             yield service
         finally:
