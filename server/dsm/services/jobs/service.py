@@ -218,7 +218,11 @@ class JobService:
     def _get(self, job_id: str) -> JobRecord:
         record = self.store.find(job_id)
         if record is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, f"Job {job_id} does not exist.")
+            raise ServiceError(
+                ErrorCode.NOT_FOUND,
+                f"Job {job_id} does not exist (finished jobs are removed after a while: "
+                "`dsm jobs prune`, and the server's retention).",
+            )
         return record
 
     def _progress(self, record: JobRecord) -> JobProgress:
