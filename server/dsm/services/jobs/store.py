@@ -779,7 +779,7 @@ class JobStore:
 def measure_bytes(path: Path, job_ids: Sequence[str]) -> int:
     """The stored size of the jobs' rows (their own and their items'), read on a connection
     of its own so it can run off the event loop while the server writes."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         total = 0
@@ -811,10 +811,11 @@ def reclaim_space(path: Path, step_pages: int = RECLAIM_STEP_PAGES) -> None:
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
-        while int(conn.execute("PRAGMA freelist_count").fetchone()[0]) > 0:
-            if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
-                break
-            conn.execute(f"PRAGMA incremental_vacuum({int(step_pages)})").fetchall()
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            # Bounded: pages the server frees meanwhile wait for the next prune.
+            for _ in range(free // step_pages + 1):
+                conn.execute(f"PRAGMA incremental_vacuum({int(step_pages)})").fetchall()
         # PASSIVE: copies what it can without making the server's writers wait.
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     finally:
