@@ -119,23 +119,25 @@ async def _job_ids(server: Server, token: str) -> set[str]:
     return {job["id"] for job in page["jobs"]}
 
 
+EVERY = {"universe_id": U, "datastores": ["Players"]}
+
+
+async def _run(server: Server, token: str, kind: str, **params: Any) -> dict[str, Any]:
+    """A job of `kind` over every key of Players, run to its end."""
+    body = {"kind": kind, "selection": EVERY, "params": params}
+    return await jobs.run(server.call, token, body)
+
+
 async def _setup(server: Server, token: str) -> dict[str, str]:
     """Old jobs of every sort, and a planned one."""
     await jobs.seed(server.call, token, U, "Players", {f"p{i}": {"n": i} for i in range(4)})
-    every = {"universe_id": U, "datastores": ["Players"]}
-    missing = {**every, "keys": [{"key": "nobody"}]}
+    missing = {**EVERY, "keys": [{"key": "nobody"}]}
     # Wrote nothing (the key does not exist): nothing to roll back.
     idle = await jobs.run(server.call, token, {"kind": "delete", "selection": missing})
     # Wrote: it could still be rolled back.
-    wrote = await jobs.run(
-        server.call, token,
-        {"kind": "transform", "selection": every, "params": {"program": ".n += 1"}},
-    )  # fmt: skip
+    wrote = await _run(server, token, "transform", program=".n += 1")
     # Rolled back just now: the rollback is recent, so the old job stays with it.
-    undone = await jobs.run(
-        server.call, token,
-        {"kind": "transform", "selection": every, "params": {"program": ".n += 10"}},
-    )  # fmt: skip
+    undone = await _run(server, token, "transform", program=".n += 10")
     status, rollback = await server.call(
         "POST", f"/jobs/{undone['id']}/rollback", token,
         json={"dry_run": False, "idempotency_key": jobs.idem()},
@@ -143,7 +145,7 @@ async def _setup(server: Server, token: str) -> dict[str, str]:
     assert status == 200, rollback
     rollback = await jobs.wait(server.call, token, rollback["id"])
     assert rollback["state"] == "succeeded"
-    status, planned = await jobs.create(server.call, token, {"kind": "delete", "selection": every})
+    status, planned = await jobs.create(server.call, token, {"kind": "delete", "selection": EVERY})
     assert status == 200, planned
     for job_id in (idle["id"], wrote["id"], undone["id"]):
         _age(server, job_id, 40)
@@ -227,15 +229,11 @@ async def test_prune_over_http_keeps_what_is_needed(tmp_path: Path) -> None:
         assert ids["planned"] in left
 
 
-async def test_a_running_job_keeps_the_job_it_rolls_back(tmp_path: Path) -> None:
+async def test_a_rollback_not_yet_run_keeps_the_job_it_rolls_back(tmp_path: Path) -> None:
     async with running_server(tmp_path, budget_rpm=1_000_000) as server:
         token = await server.pair("admin", role=Role.ADMIN)
         await jobs.seed(server.call, token, U, "Players", {"a": {"n": 1}})
-        every = {"universe_id": U, "datastores": ["Players"]}
-        job = await jobs.run(
-            server.call, token,
-            {"kind": "transform", "selection": every, "params": {"program": ".n += 1"}},
-        )  # fmt: skip
+        job = await _run(server, token, "transform", program=".n += 1")
         status, rollback = await server.call(
             "POST", f"/jobs/{job['id']}/rollback", token,
             json={"dry_run": True, "idempotency_key": jobs.idem()},
@@ -256,11 +254,7 @@ async def test_referenced_jobs_stay(tmp_path: Path) -> None:
     async with running_server(tmp_path, budget_rpm=1_000_000) as server:
         token = await server.pair("admin", role=Role.ADMIN)
         await jobs.seed(server.call, token, U, "Players", {"a": {"n": 1}})
-        every = {"universe_id": U, "datastores": ["Players"]}
-        export = await jobs.run(
-            server.call, token,
-            {"kind": "export", "selection": every, "params": {"format": "jsonl"}},
-        )  # fmt: skip
+        export = await _run(server, token, "export", format="jsonl")
         assert export["state"] == "succeeded" and Path(export["output_path"]).exists()
         # A schedule keeping one archive, run twice: the first run's archive is gone.
         status, view = await server.call(
@@ -373,11 +367,7 @@ async def test_list_says_a_job_is_not_fully_rolled_back(
     async with running_server(tmp_path, budget_rpm=1_000_000) as server:
         token = await server.pair("admin", role=Role.ADMIN)
         await jobs.seed(server.call, token, U, "Players", {"a": {"n": 1}, "b": {"n": 2}})
-        every = {"universe_id": U, "datastores": ["Players"]}
-        job = await jobs.run(
-            server.call, token,
-            {"kind": "transform", "selection": every, "params": {"program": ".n += 10"}},
-        )  # fmt: skip
+        job = await _run(server, token, "transform", program=".n += 10")
         status, page = await server.call("GET", "/jobs", token)
         assert status == 200 and page["jobs"][0]["rollback_incomplete"] is False
         view = await jobs.read_value(server.call, token, U, "Players", "b")
