@@ -1064,7 +1064,7 @@ class JobService:
                 update={"file_bytes_before": before, "file_bytes_after": self.store.file_bytes()}
             )
 
-    def keep_pruning(self, days: int, first: float = RETENTION_FIRST_SECONDS) -> None:
+    def keep_pruning(self, days: int, first: float = RETENTION_FIRST_SECONDS) -> asyncio.Task[None]:
         """Automatic retention: prune jobs older than `days` now and then, never one that
         could still be rolled back (a person decides those with `dsm jobs prune`)."""
 
@@ -1085,6 +1085,7 @@ class JobService:
                 await asyncio.sleep(RETENTION_EVERY_SECONDS)
 
         self._retention = asyncio.create_task(loop(), name="dsm-job-retention")
+        return self._retention
 
     async def _drop_pruned(self) -> None:
         """Delete the items of pruned jobs in short transactions, then give the space back,
@@ -1332,8 +1333,6 @@ async def open_jobs(
     index: IndexService | None = None,
     team: TeamService | None = None,
     assistant_proposals: bool = True,
-    retention_days: int | None = None,
-    retention_first: float = RETENTION_FIRST_SECONDS,
     **settings: float,
 ) -> AsyncIterator[JobService]:
     """The jobs service's lifecycle: open the store, resume jobs, stop them at shutdown.
@@ -1371,8 +1370,6 @@ async def open_jobs(
                 "the jobs engine: items finished (applied, skipped, failed)"
             )
         service.resume_all()
-        if retention_days:
-            service.keep_pruning(retention_days, retention_first)
         try:
             yield service
         finally:
