@@ -553,6 +553,117 @@ class JobRollbackRequest(RequestBody):
     idempotency_key: IdempotencyKey
 
 
+# ------------------------------------------------------------------------------------ retention
+
+# `older_than` of a prune: a whole number and a unit.
+AGE_UNITS = {"h": 3600, "d": 86_400, "w": 7 * 86_400}
+MIN_AGE_SECONDS = 3600
+MAX_AGE_SECONDS = 3650 * 86_400
+MAX_PRUNE_LISTED = 100
+
+
+def parse_age(text: str) -> int:
+    """`30d` -> seconds; a ValueError says what is wrong in the user's terms."""
+    value = text.strip().lower()
+    number, unit = value[:-1], value[-1:]
+    if not value or not number.lstrip("+-").isdigit():
+        raise ValueError(
+            f"{text!r} is not an age: write a whole number and a unit, e.g. 30d (h = hours, "
+            "d = days, w = weeks)"
+        )
+    if unit not in AGE_UNITS:
+        raise ValueError(f"unknown unit {unit!r} in {text!r}: use h (hours), d (days) or w (weeks)")
+    if number.startswith("-"):
+        raise ValueError(f"{text!r} is negative: an age counts back from now, e.g. 30d")
+    seconds = int(number) * AGE_UNITS[unit]
+    if seconds < MIN_AGE_SECONDS:
+        raise ValueError(f"{text!r} is too short: at least 1h (a job that just ended stays)")
+    if seconds > MAX_AGE_SECONDS:
+        raise ValueError(f"{text!r} is too long: at most 3650d (10 years)")
+    return seconds
+
+
+AgeText = Annotated[
+    str,
+    StringConstraints(min_length=2, max_length=12),
+    Field(description="An age: a whole number and a unit (h, d or w), e.g. `30d`; 1h-3650d."),
+]
+
+
+class JobPruneRequest(RequestBody):
+    """Remove finished jobs (and their items) that ended longer ago than `older_than`."""
+
+    older_than: AgeText
+    dry_run: bool = Field(default=True, description="List what would go (the default).")
+    include_rollbackable: bool = Field(
+        default=False,
+        description="Also remove finished jobs that could still be rolled back: their writes "
+        "stay in the write journal (each entry can still be undone on its own), but the job's "
+        "one-step rollback is gone.",
+    )
+
+    @model_validator(mode="after")
+    def _age_parses(self) -> JobPruneRequest:
+        parse_age(self.older_than)
+        return self
+
+
+class PruneKeepReason(StrEnum):
+    ROLLBACKABLE = "rollbackable"  # could still be rolled back (include_rollbackable prunes it)
+    LINKED = "linked"  # its rollback, the job it rolls back, or its pre-job backup stays
+    OUTPUT_FILE = "output_file"  # its export file or backup archive is still on disk
+    SCHEDULE = "schedule"  # a backup schedule's last run
+    ERASURE_REPORT = "erasure_report"  # an erasure whose report was not yet taken and forgotten
+
+
+class JobPruneKept(ResponseBody):
+    reason: PruneKeepReason
+    jobs: NonNegativeInt
+    note: str = Field(description="Why these stay, in words.")
+
+
+class JobPruneEntry(ResponseBody):
+    id: JobId
+    kind: str = Field(min_length=1)
+    state: JobState
+    finished_at: UtcDateTime
+    items: NonNegativeInt
+    rollbackable: bool = Field(description="It could still be rolled back until pruned.")
+
+
+class JobPruneReport(ResponseBody):
+    """What a prune removed (or, as a dry run, would remove) and what it kept."""
+
+    dry_run: bool
+    cutoff: UtcDateTime = Field(description="Jobs that finished before this go.")
+    jobs: NonNegativeInt = Field(description="Jobs removed (would be, for a dry run).")
+    items: NonNegativeInt = Field(description="Their items (per-entry outcomes).")
+    oldest_finished_at: UtcDateTime | None = None
+    newest_finished_at: UtcDateTime | None = None
+    by_kind: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    rollbackable: NonNegativeInt = Field(
+        description="How many of them could still be rolled back (pruning removes that)."
+    )
+    data_bytes: NonNegativeInt | None = Field(
+        default=None,
+        description="The size of their stored rows (keys, outcomes, plans), measured; the file "
+        "shrinks by about this much.",
+    )
+    file_bytes_before: NonNegativeInt | None = Field(
+        default=None, description="The jobs file's size before (a real run)."
+    )
+    file_bytes_after: NonNegativeInt | None = Field(
+        default=None, description="... and after, once the freed space went back to the disk."
+    )
+    listed: list[JobPruneEntry] = Field(
+        default_factory=list, description=f"The oldest {MAX_PRUNE_LISTED} of them."
+    )
+    kept: list[JobPruneKept] = Field(
+        default_factory=list, description="Jobs old enough that stay, by reason."
+    )
+    notes: list[str] = Field(default_factory=list, description="What to know, in words.")
+
+
 # ---------------------------------------------------------------------------------- the budget
 
 
@@ -725,6 +836,10 @@ CREATOR = (
     "unknown (a script's token); the journal names them for the job's writes."
 )
 APPROVER = "For an assistant's proposal: who started it, with their Studio user."
+ROLLBACK_INCOMPLETE = (
+    "A rollback of it ran and ended, but some of its writes are not undone (changed since, "
+    "failed, or the rollback was cancelled): the job view's `rollback_note` says which and why."
+)
 
 
 class JobSummary(ResponseBody):
@@ -746,6 +861,7 @@ class JobSummary(ResponseBody):
     output_path: str | None = Field(
         default=None, description="Export: the file on the server's machine."
     )
+    rollback_incomplete: bool = Field(default=False, description=ROLLBACK_INCOMPLETE)
 
 
 class JobView(ResponseBody):
@@ -784,6 +900,7 @@ class JobView(ResponseBody):
         "rollback job): whether every write is undone, and if not how many and why.",
     )
     backend: Backend = Field(description="EMULATOR or LIVE: whose data the job works on.")
+    rollback_incomplete: bool = Field(default=False, description=ROLLBACK_INCOMPLETE)
 
 
 class JobListQuery(QueryParams):

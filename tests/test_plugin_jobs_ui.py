@@ -44,6 +44,8 @@ from tools.testing.plugin import (
 from tools.testing.server import Server, entry_path, idem, running_server
 from tools.testing.upstream import server_on_emulator
 
+from .test_plugin_layout_ui import cut_off_sideways
+
 
 @pytest.fixture(params=["Deferred", "Immediate"])
 def harness(request: pytest.FixtureRequest) -> Iterator[LuauHarness]:
@@ -383,7 +385,16 @@ async def test_a_rollback_that_leaves_a_game_write_alone_does_not_claim_the_job_
         lambda: d._has_row("JobRow", original["description"]), "the list shows no delete job"
     )
     assert not d._has_row("JobRow", "Rolled back")
-    await d.click(d.row_with("JobRow", original["description"]))
+    # The list says so too, within the widget: the state in the warning colour, and why first
+    # on its progress line.
+    row = d.row_with("JobRow", original["description"])
+    await d.wait_for(
+        lambda: any(t.startswith("Not fully rolled back · 2 of 2") for t in d.texts()),
+        "the list row does not say the rollback left a write",
+    )
+    assert harness.tree()[0].w == 420
+    assert cut_off_sideways(harness, "JobList") == []
+    await d.click(row)
     await d.wait_text(note)
     assert d.rendered("RollbackButton")
 

@@ -13,6 +13,8 @@ client's body is ever buffered).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
@@ -282,6 +284,20 @@ def backups(keys: ArchiveKeysSource) -> Lifecycle:
     )
 
 
+async def job_retention(app: web.Application) -> AsyncIterator[None]:
+    """Automatic pruning of old jobs (`dsm serve --job-retention-days`); after backups, whose
+    schedules name jobs a prune must keep."""
+    days = app[CONFIG].job_retention_days
+    task = app[JOBS].keep_pruning(days, app[CONFIG].job_retention_first_seconds) if days else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -322,6 +338,7 @@ def create_app(
             search_index(config, data_key),
             jobs(archive_keys),
             backups(archive_keys),
+            job_retention,
         ]
     )
     bind_all(app)

@@ -129,6 +129,14 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="concurrent users the game has, for the Open Cloud budgets of universes without "
         "their own `dsm budget set` (default 0: the smallest budgets)",
     )
+    p.add_argument(
+        "--job-retention-days",
+        type=_retention_days,
+        default=ServerConfig.job_retention_days,
+        metavar="N",
+        help="remove finished jobs older than N days once a day, keeping any that could still "
+        "be rolled back or that something refers to (default %(default)s; 0 turns it off)",
+    )
     p.add_argument("--seed", type=int, default=1, help="the sample game's seed (default 1)")
     _sample_game_flag(p)
     assistants = p.add_argument_group("AI assistants (`dsm mcp`, docs/assistants.md)")
@@ -174,6 +182,18 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _retention_days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 3650:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of days from 0 (off) to 3650, got {text!r}"
+        )
     return value
 
 
@@ -284,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             emulator_limits=args.emulator_limits,
             reserve_share=args.reserve_share,
             ccu=args.ccu,
+            job_retention_days=args.job_retention_days or None,
             upstream_url=_upstream(parser, args.upstream),
             sample_game_seed=args.seed if args.sample_game else None,
             assistant_proposals=not args.no_assistant_proposals,

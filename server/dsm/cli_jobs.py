@@ -1,4 +1,4 @@
-"""`dsm jobs list | show | create | start | pause | resume | cancel | rollback | watch`.
+"""`dsm jobs list | show | create | start | pause | resume | cancel | rollback | watch | prune`.
 
 Talks to the running `dsm serve` over its HTTP API, like the plugin, with a bearer token
 (`dsm tokens create --role admin --label "my laptop"`, passed with --token or $DSM_TOKEN).
@@ -25,7 +25,9 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
+
+from shared_schema.jobs import parse_age
 
 from .cli_server import add_server_option
 from .services.tokens import console_safe
@@ -141,6 +143,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _run_arguments(rollback)
     watch = actions.add_parser("watch", help="follow a job's progress until it ends")
     watch.add_argument("job_id", metavar="ID")
+    prune = actions.add_parser(
+        "prune",
+        help="remove finished jobs older than an age, with their items",
+        description="Remove succeeded, failed, cancelled and rolled-back jobs that finished "
+        "longer ago than --older-than, with their items, and give the space back. Jobs still "
+        "needed stay (see docs/jobs.md). --dry-run only lists what would go.",
+    )
+    prune.add_argument(
+        "--older-than", required=True, type=_age, metavar="AGE",
+        help="e.g. 30d: a whole number and h (hours), d (days) or w (weeks); 1h to 3650d",
+    )  # fmt: skip
+    prune.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
+    prune.add_argument(
+        "--include-rollbackable",
+        action="store_true",
+        help="also remove jobs that could still be rolled back (their one-step rollback goes; "
+        "each write stays undoable one entry at a time from the journal)",
+    )
+
+
+def _age(text: str) -> str:
+    try:
+        parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _selection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -417,6 +445,48 @@ def show_job(job: dict[str, Any], out: Console) -> None:
     out.print(f"Next: {', '.join(job['actions']) or 'nothing'}")
 
 
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes" if n < 1024 * 1024 else f"{n / (1024 * 1024):,.1f} MiB"
+
+
+def show_prune(report: dict[str, Any], out: Console) -> None:
+    verb = "Would remove" if report["dry_run"] else "Removed"
+    jobs, items = report["jobs"], report["items"]
+    out.print(
+        f"{verb} {jobs:,} finished {'job' if jobs == 1 else 'jobs'} with {items:,} items "
+        f"(finished before {report['cutoff']})."
+    )
+    if jobs:
+        out.print(
+            f"Oldest finished {report['oldest_finished_at']}, newest {report['newest_finished_at']}."
+        )
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(report["by_kind"].items()))
+        out.print(f"By kind: {kinds}.")
+    if report.get("data_bytes") is not None:
+        out.print(f"Their stored data: about {_bytes(report['data_bytes'])}.")
+    if report.get("file_bytes_before") is not None:
+        out.print(
+            f"The jobs file: {_bytes(report['file_bytes_before'])} before, "
+            f"{_bytes(report['file_bytes_after'])} now."
+        )
+    if report["listed"]:
+        table = Table("ID", "KIND", "STATE", "FINISHED", "ITEMS", "ROLLBACK")
+        for job in report["listed"]:
+            table.add_row(
+                job["id"], job["kind"], job["state"], job["finished_at"], f"{job['items']:,}",
+                "possible" if job["rollbackable"] else "",
+            )  # fmt: skip
+        out.print(table)
+        if len(report["listed"]) < jobs:
+            out.print(f"(the oldest {len(report['listed'])} of {jobs:,} shown)")
+    for kept in report["kept"]:
+        out.print(f"Kept {kept['jobs']:,}: {_safe(kept['note'])}.")
+    for note in report["notes"]:
+        out.print(_safe(note))
+    if report["dry_run"]:
+        out.print("Nothing was removed (dry run).")
+
+
 def show_items(client: Client, job_id: str, state: str | None, out: Console) -> None:
     table = Table("#", "DATA STORE", "SCOPE", "KEY", "OUTCOME", "WHY")
     after = 0
@@ -533,8 +603,14 @@ def _dispatch(client: Client, args: argparse.Namespace, out: Console) -> int:
         page = client.call(
             "GET", "/jobs", query={"state": args.state, "kind": args.kind, "limit": str(args.limit)}
         )
-        table = Table("ID", "KIND", "STATE", "DONE", "DESCRIPTION", "BY")
+        # The id is what the other commands take: never cut.
+        table = Table(
+            Column("ID", no_wrap=True, min_width=16), "KIND", "STATE", "DONE", "DESCRIPTION", "BY"
+        )
         for job in page["jobs"]:
+            state = job["state"]
+            if job.get("rollback_incomplete"):
+                state += " · not fully rolled back"
             p = job["progress"]
             done = (
                 f"{p['done']:,}/{p['total']:,}" if p.get("total") is not None else f"{p['done']:,}"
@@ -542,7 +618,7 @@ def _dispatch(client: Client, args: argparse.Namespace, out: Console) -> int:
             table.add_row(
                 job["id"],
                 job["kind"],
-                job["state"],
+                state,
                 done,
                 _safe(job["description"]),
                 _safe(job["created_by"]),
@@ -586,4 +662,12 @@ def _dispatch(client: Client, args: argparse.Namespace, out: Console) -> int:
         return 0
     if command == "watch":
         return _ended(client, watch(client, args.job_id, out), out)
+    if command == "prune":
+        body = {
+            "older_than": args.older_than,
+            "dry_run": args.dry_run,
+            "include_rollbackable": args.include_rollbackable,
+        }
+        show_prune(client.call("POST", "/jobs/prune", body), out)
+        return 0
     raise SystemExit(f"error: unknown jobs action {command!r}")

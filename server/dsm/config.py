@@ -43,6 +43,11 @@ class ServerConfig:
     job_plan_wait_seconds: float = 10.0
     job_held_wait_seconds: float = 15 * 60.0
     job_held_retry_seconds: float = 30.0
+    # Automatic retention (docs/jobs.md, "Pruning old jobs"): finished jobs older than this
+    # many days that nothing needs go, never one that could still be rolled back; None: off.
+    # The first pass runs this long after the start, then one a day.
+    job_retention_days: int | None = 90
+    job_retention_first_seconds: float = 600.0
     # Scheduled backups run while the server runs; tests that drive them by hand turn this off.
     backup_schedules: bool = True
     # AI assistants (`dsm mcp`, tokens with the assistant role; docs/assistants.md): whether

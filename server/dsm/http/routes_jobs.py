@@ -48,6 +48,10 @@ async def create_job(call: Call) -> BaseModel:
     return await call.app[JOBS].create(call.caller, call.body)
 
 
+async def prune_jobs(call: Call) -> BaseModel:
+    return await call.app[JOBS].prune(call.body)
+
+
 async def list_jobs(call: Call) -> BaseModel:
     return call.app[JOBS].list(call.query)
 
@@ -122,6 +126,7 @@ HANDLERS: dict[str, Handler] = {
     "set_budget": set_budget,
     "reset_budget": reset_budget,
     "create_job": create_job,
+    "prune_jobs": prune_jobs,
     "list_jobs": list_jobs,
     "get_job": get_job,
     "list_job_items": list_job_items,

@@ -44,7 +44,7 @@ from shared_schema.backups import (
 )
 from shared_schema.entries import StoreKind
 from shared_schema.errors import ErrorCode
-from shared_schema.jobs import ItemState, JobKind, JobState, JobView, SkipCode
+from shared_schema.jobs import ItemState, JobKind, JobState, JobView, PruneKeepReason, SkipCode
 
 from ..erasure import PATTERNS_FILENAME, ErasurePatterns, ErasureReport
 from ..errors import ServiceError
@@ -68,6 +68,10 @@ class BackupsService:
         self.schedules = BackupSchedules(
             data_dir, archives, self.start_scheduled, self._job_state, self._job_view
         )
+        jobs.referrers.append(self._schedule_runs)
+
+    def _schedule_runs(self) -> dict[str, PruneKeepReason]:
+        return dict.fromkeys(self.schedules.last_job_ids(), PruneKeepReason.SCHEDULE)
 
     def _job_state(self, job_id: str) -> JobState | None:
         record = self.jobs.store.find(job_id)

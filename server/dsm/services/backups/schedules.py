@@ -115,6 +115,10 @@ class BackupSchedules:
     def _save(self, data: _File) -> None:
         write_atomic(self.path, data.model_dump_json(indent=2).encode(), mode=0o600)
 
+    def last_job_ids(self) -> set[str]:
+        """Each schedule's last run (a prune of old jobs keeps them)."""
+        return {s.last_job_id for s in self._load().schedules.values() if s.last_job_id}
+
     # ------------------------------------------------------------------------------ API
 
     def _view(self, name: str, stored: _Stored) -> BackupScheduleView:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -40,6 +41,7 @@ from shared_schema.errors import ErrorCode
 from shared_schema.events import EventType
 from shared_schema.identity import Person, make_person
 from shared_schema.jobs import (
+    MAX_PRUNE_LISTED,
     MAX_SAMPLES,
     TERMINAL_STATES,
     ItemState,
@@ -57,6 +59,10 @@ from shared_schema.jobs import (
     JobPlan,
     JobProgress,
     JobProgressPayload,
+    JobPruneEntry,
+    JobPruneKept,
+    JobPruneReport,
+    JobPruneRequest,
     JobRollbackRequest,
     JobSample,
     JobState,
@@ -64,7 +70,9 @@ from shared_schema.jobs import (
     JobSummary,
     JobView,
     PreJobBackup,
+    PruneKeepReason,
     SkipCode,
+    parse_age,
 )
 
 from ...opencloud.ratelimit import background_calls
@@ -89,9 +97,10 @@ from .kind import (
     handler_for,
     spec_of,
 )
+from .retention import KEEP_NOTES, Referrer, select
 from .runner import HELD_RETRY_SECONDS, HELD_WAIT_SECONDS, TRANSIENT, JobRun, RunResult
 from .selection import check_selection, selection_notes
-from .store import JobRecord, JobStore, new_job_id, now_ms
+from .store import JobRecord, JobStore, measure_bytes, new_job_id, now_ms, reclaim_space
 from .uploads import UploadStore
 from .writes import selected_samples
 
@@ -104,6 +113,10 @@ MAX_RUNNING_JOBS = 4
 PROGRESS_EVERY_SECONDS = 0.5
 SHUTDOWN_GRACE_SECONDS = 3.0
 MAX_PLANNING_RETRIES = 20
+# Automatic retention (`dsm serve --job-retention-days`): a first pass a while after the start,
+# then one a day.
+RETENTION_FIRST_SECONDS = 600.0
+RETENTION_EVERY_SECONDS = 86_400.0
 # An import reads a file someone else uploaded: an assistant does not plan one.
 ASSISTANT_REFUSED_KINDS = frozenset({JobKind.IMPORT})
 
@@ -147,6 +160,11 @@ class JobService:
         self._slots = asyncio.Semaphore(MAX_RUNNING_JOBS)
         self._progress_at: dict[str, float] = {}
         self._closing = False
+        # Other services' references to jobs a prune must keep (backup schedules, ...).
+        self.referrers: list[Referrer] = []
+        self._pruning = asyncio.Lock()
+        self._prune_task: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     @property
     def plane(self) -> DataPlane:
@@ -169,10 +187,17 @@ class JobService:
                 last = self.store.find(record.plan["backup"]["job_ids"][-1])  # type: ignore[index]
                 if last is not None and last.state in TERMINAL_STATES:
                     self._after_pre_backup(record.id, last)
+        if self.store.pruning_pending():  # a prune stopped half-way: its items go now
+            self._prune_task = asyncio.create_task(self._drop_pruned())
 
     async def close(self) -> None:
         """Stop at shutdown: running jobs stay `running` and resume at the next start."""
         self._closing = True
+        for task in (self._prune_task, self._retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for run in self._runs.values():
             run.stop("shutdown")
         for task in self._planning.values():
@@ -193,7 +218,11 @@ class JobService:
     def _get(self, job_id: str) -> JobRecord:
         record = self.store.find(job_id)
         if record is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, f"Job {job_id} does not exist.")
+            raise ServiceError(
+                ErrorCode.NOT_FOUND,
+                f"Job {job_id} does not exist (finished jobs are removed after a while: "
+                "`dsm jobs prune`, and the server's retention).",
+            )
         return record
 
     def _progress(self, record: JobRecord) -> JobProgress:
@@ -264,7 +293,19 @@ class JobService:
             "actions": self._actions(record, handler),
             "failure": self._failure(record),
             "output_path": record.output_path,
+            "rollback_incomplete": self._rollback_incomplete(record),
         }
+
+    def _rollback_incomplete(self, record: JobRecord) -> bool:
+        """A rollback of it ran and ended, and some of its writes are not undone."""
+        if record.rolled_back_by is None or record.state == JobState.ROLLED_BACK.value:
+            return False
+        rollback = self.store.find(record.rolled_back_by)
+        return (
+            rollback is not None
+            and rollback.started_ms is not None
+            and JobState(rollback.state) in TERMINAL_STATES
+        )
 
     def view(self, record: JobRecord) -> JobView:
         return JobView(
@@ -975,6 +1016,84 @@ class JobService:
         self._state_event(record, None, by=caller.person)
         return await self._plan_and_wait(record.id)
 
+    # ------------------------------------------------------------------------ retention
+
+    async def prune(self, request: JobPruneRequest) -> JobPruneReport:
+        """Remove finished jobs older than `older_than` that nothing needs (see retention.py);
+        a dry run only says what would go. One prune at a time."""
+        cutoff_ms = now_ms() - parse_age(request.older_than) * 1000
+        async with self._pruning:
+            # Chosen and removed with no await between, so no job changes in the meantime.
+            chosen = select(
+                self.store,
+                cutoff_ms,
+                data_dir=self.env.data_dir,
+                referrers=self.referrers,
+                can_roll_back=lambda r: JobAction.ROLLBACK in self._actions(r, handler_for(r.kind)),
+                include_rollbackable=request.include_rollbackable,
+            )
+            ids = [r.id for r in chosen.prune]
+            report = JobPruneReport(
+                dry_run=request.dry_run,
+                cutoff=_at(cutoff_ms),
+                jobs=len(ids),
+                items=sum(r.item_count for r in chosen.prune),
+                oldest_finished_at=_time(_finished(chosen.prune[0])) if ids else None,
+                newest_finished_at=_time(_finished(chosen.prune[-1])) if ids else None,
+                by_kind=_count_kinds(chosen.prune),
+                rollbackable=len(chosen.rollbackable),
+                listed=[
+                    _pruned_entry(r, r.id in chosen.rollbackable)
+                    for r in chosen.prune[:MAX_PRUNE_LISTED]
+                ],
+                kept=[
+                    JobPruneKept(reason=reason, jobs=n, note=KEEP_NOTES[reason])
+                    for reason, n in sorted(chosen.kept.items())
+                ],
+                notes=_prune_notes(chosen.rollbackable, chosen.kept, request),
+            )
+            if request.dry_run:
+                measured = await asyncio.to_thread(measure_bytes, self.store.path, ids)
+                return report.model_copy(update={"data_bytes": measured})
+            before = self.store.file_bytes()
+            self.store.remove_jobs(ids)
+            if ids:
+                log.info("pruned %d finished jobs (older than %s)", len(ids), request.older_than)
+            await self._drop_pruned()
+            return report.model_copy(
+                update={"file_bytes_before": before, "file_bytes_after": self.store.file_bytes()}
+            )
+
+    def keep_pruning(self, days: int, first: float = RETENTION_FIRST_SECONDS) -> asyncio.Task[None]:
+        """Automatic retention: prune jobs older than `days` now and then, never one that
+        could still be rolled back (a person decides those with `dsm jobs prune`)."""
+
+        async def loop() -> None:
+            await asyncio.sleep(first)
+            while True:
+                request = JobPruneRequest(older_than=f"{days}d", dry_run=False)
+                try:
+                    report = await self.prune(request)
+                    if report.jobs:
+                        log.info(
+                            "retention: removed %d jobs that finished over %d days ago "
+                            "(the jobs file: %s -> %s bytes)", report.jobs, days,
+                            report.file_bytes_before, report.file_bytes_after,
+                        )  # fmt: skip
+                except Exception:  # a bad disk, say: the next pass tries again
+                    log.exception("retention: pruning old jobs failed")
+                await asyncio.sleep(RETENTION_EVERY_SECONDS)
+
+        self._retention = asyncio.create_task(loop(), name="dsm-job-retention")
+        return self._retention
+
+    async def _drop_pruned(self) -> None:
+        """Delete the items of pruned jobs in short transactions, then give the space back,
+        off the event loop (see `reclaim_space`)."""
+        while self.store.drop_pruned_items():
+            await asyncio.sleep(0)  # the server's own work goes between batches
+        await asyncio.to_thread(reclaim_space, self.store.path)
+
     # ----------------------------------------------------------------------- bookkeeping
 
     def _set_state(
@@ -1058,6 +1177,54 @@ class JobService:
                 progress=self._progress(record),
             ),
         )
+
+
+def _finished(record: JobRecord) -> int:
+    return record.finished_ms if record.finished_ms is not None else record.updated_ms
+
+
+def _pruned_entry(record: JobRecord, rollbackable: bool) -> JobPruneEntry:
+    return JobPruneEntry(
+        id=record.id,
+        kind=record.kind,
+        state=JobState(record.state),
+        finished_at=_at(_finished(record)),
+        items=record.item_count,
+        rollbackable=rollbackable,
+    )
+
+
+def _count_kinds(records: list[JobRecord]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.kind] = counts.get(record.kind, 0) + 1
+    return counts
+
+
+def _prune_notes(
+    rollbackable: set[str], kept: dict[PruneKeepReason, int], request: JobPruneRequest
+) -> list[str]:
+    notes = []
+    if rollbackable:
+        notes.append(
+            f"{len(rollbackable):,} of these jobs could still be rolled back; pruning them "
+            "removes that. Their writes stay in the write journal with their before-images, so "
+            "each entry can still be undone on its own (the entry's History in the plugin, or "
+            "POST /journal/{id}/undo), but not the whole job in one step."
+        )
+    held = kept.get(PruneKeepReason.ROLLBACKABLE, 0)
+    if held and not request.include_rollbackable:
+        notes.append(
+            f"{held:,} more finished {'job' if held == 1 else 'jobs'} could still be rolled "
+            "back and stay; prune them too with include_rollbackable (CLI: "
+            "--include-rollbackable), which removes their one-step rollback."
+        )
+    notes.append(
+        "Planned, queued, running and paused jobs never go. The write journal and the team "
+        "audit log keep their own records of every job (they name its id); nothing in them "
+        "is removed."
+    )
+    return notes
 
 
 def job_actor(record: JobRecord) -> JobActor:
@@ -1176,6 +1343,13 @@ async def open_jobs(
     (plan_wait, held_wait, held_retry).
     """
     with JobStore(data_dir) as store:
+        # Nothing else uses the store yet: a file from before retention gets incremental
+        # vacuum now (one full VACUUM, off the loop), so prunes can give space back.
+        try:
+            if await asyncio.to_thread(store.make_reclaimable):
+                log.info("the jobs file can now give the space of pruned jobs back")
+        except sqlite3.Error as exc:  # a full disk, say: prunes then only reuse the space
+            log.warning("the jobs file keeps its free pages (%s)", exc)
         uploads = UploadStore(store, data_dir)
         uploads.sweep()
         env = JobEnv(

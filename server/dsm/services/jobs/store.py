@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,12 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from ...storage.sqlite import SqliteFile, StorageFileError
+from ...storage.sqlite import SqliteFile, StorageFileError, database_files
 
 JOBS_FILENAME = "jobs.sqlite3"
 # What an erased player's key becomes in job items (the erasure report keeps the real ones).
 REDACTED_KEY = "(erased)"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Items of pruned jobs are deleted this many rows per transaction (see `drop_pruned_items`).
+PRUNE_BATCH_ROWS = 5000
+# Freed pages handed back to the file system per step of `reclaim_space` (4 MiB at 4 KiB).
+RECLAIM_STEP_PAGES = 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -91,6 +96,10 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS items_state ON items (job_id, state, seq);
+CREATE TABLE IF NOT EXISTS pruning (
+    job_id TEXT PRIMARY KEY,                -- a pruned job whose items are still being deleted
+    pruned_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
     file_name TEXT NOT NULL,
@@ -122,6 +131,13 @@ ALTER TABLE jobs ADD COLUMN actor_user_id INTEGER;
 ALTER TABLE jobs ADD COLUMN actor_user_name TEXT;
 ALTER TABLE jobs ADD COLUMN approved_by_user_id INTEGER;
 ALTER TABLE jobs ADD COLUMN approved_by_user_name TEXT;
+""",
+    # Version 3: retention (docs/jobs.md, "Pruning old jobs").
+    2: """
+CREATE TABLE IF NOT EXISTS pruning (
+    job_id TEXT PRIMARY KEY,
+    pruned_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 """,
 }
 
@@ -290,6 +306,7 @@ class JobStore:
                 version=SCHEMA_VERSION,
                 synchronous="FULL",
                 migrations=MIGRATIONS,
+                incremental_vacuum=True,
             )
         except StorageFileError as exc:
             raise JobStoreError(
@@ -586,6 +603,86 @@ class JobStore:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return int(changed)
 
+    # -------------------------------------------------------------------------- retention
+
+    def finished_before(self, cutoff_ms: int, states: Iterable[str]) -> list[JobRecord]:
+        """Jobs in `states` that finished before `cutoff_ms`, oldest first."""
+        wanted = list(states)
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._db.conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN ({marks})"
+            " AND COALESCE(finished_ms, updated_ms) < ?"
+            " ORDER BY COALESCE(finished_ms, updated_ms), seq",
+            (*wanted, cutoff_ms),
+        ).fetchall()
+        return [_job(row) for row in rows]
+
+    def links(self) -> list[tuple[str, str]]:
+        """Every pair of jobs that name each other: a rollback and the job it undoes, a
+        backup taken before a job and that job."""
+        pairs: list[tuple[str, str]] = []
+        rows = self._db.conn.execute(
+            "SELECT id, rollback_of, rolled_back_by,"
+            " json_extract(request, '$.params.from_job'), json_extract(plan, '$.backup.job_ids')"
+            " FROM jobs"
+        )
+        for job_id, rollback_of, rolled_back_by, from_job, backups in rows:
+            named = [rollback_of, rolled_back_by, from_job, *(_load(backups) or [])]
+            pairs += [(job_id, str(other)) for other in named if other]
+        return pairs
+
+    def remove_jobs(self, job_ids: Sequence[str]) -> int:
+        """Delete the jobs at once (they leave every list); their items follow in batches
+        (`drop_pruned_items`), durably queued so a crash half-way only delays them."""
+        if not job_ids:
+            return 0
+        stamp = now_ms()
+        with self._tx() as conn:
+            for job_id in job_ids:
+                conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                conn.execute(
+                    "INSERT OR REPLACE INTO pruning (job_id, pruned_ms) VALUES (?, ?)",
+                    (job_id, stamp),
+                )
+        return len(job_ids)
+
+    def drop_pruned_items(self, rows: int = PRUNE_BATCH_ROWS) -> int:
+        """Delete up to `rows` items of pruned jobs in one short transaction; 0 when none is
+        left. A pruned job leaves the queue once its last item is gone."""
+        with self._tx() as conn:
+            found = conn.execute("SELECT job_id FROM pruning LIMIT 1").fetchone()
+            if found is None:
+                return 0
+            job_id = found[0]
+            deleted = int(
+                conn.execute(
+                    "DELETE FROM items WHERE job_id = ? AND seq IN"
+                    " (SELECT seq FROM items WHERE job_id = ? ORDER BY seq LIMIT ?)",
+                    (job_id, job_id, rows),
+                ).rowcount
+            )
+            if deleted < rows:
+                conn.execute("DELETE FROM pruning WHERE job_id = ?", (job_id,))
+            return max(deleted, 1)
+
+    def pruning_pending(self) -> bool:
+        return self._db.conn.execute("SELECT 1 FROM pruning LIMIT 1").fetchone() is not None
+
+    def file_bytes(self) -> int:
+        return sum(p.stat().st_size for p in database_files(self.path))
+
+    def make_reclaimable(self) -> bool:
+        """Turn on incremental vacuum for a file made before it was used (one full VACUUM).
+        Run it before the service uses the store (at start-up, off the event loop); False
+        when the file already had it."""
+        conn = self._db.conn
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+            return False
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return True
+
     # ---------------------------------------------------------------------------- uploads
 
     def create_upload(self, record: UploadRecord) -> UploadRecord:
@@ -677,6 +774,52 @@ class JobStore:
             "SELECT id FROM uploads WHERE expires_ms < ?", (at_ms,)
         ).fetchall()
         return [str(r[0]) for r in rows]
+
+
+def measure_bytes(path: Path, job_ids: Sequence[str]) -> int:
+    """The stored size of the jobs' rows (their own and their items'), read on a connection
+    of its own so it can run off the event loop while the server writes."""
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        total = 0
+        for job_id in job_ids:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(32 + LENGTH(datastore) + LENGTH(scope) + LENGTH(key)"
+                " + COALESCE(LENGTH(data), 0) + COALESCE(LENGTH(message), 0)"
+                " + COALESCE(LENGTH(journal_ids), 0) + COALESCE(LENGTH(skip_code), 0)"
+                " + COALESCE(LENGTH(error_code), 0)), 0) FROM items WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
+            total += int(row[0])
+            row = conn.execute(
+                "SELECT 64 + LENGTH(request) + COALESCE(LENGTH(plan), 0)"
+                " + COALESCE(LENGTH(plan_cursor), 0) + COALESCE(LENGTH(kind_state), 0)"
+                " + COALESCE(LENGTH(failure_message), 0) FROM jobs WHERE id = ?",
+                (job_id,),
+            ).fetchone()
+            total += int(row[0]) if row else 0
+        return total
+    finally:
+        conn.close()
+
+
+def reclaim_space(path: Path, step_pages: int = RECLAIM_STEP_PAGES) -> None:
+    """Hand the jobs file's free pages back to the file system, a few MiB per transaction,
+    on a connection of its own (off the event loop): the server's writes wait at most one
+    short step. A file without incremental vacuum keeps its free pages for new jobs."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            # Bounded: pages the server frees meanwhile wait for the next prune.
+            for _ in range(free // step_pages + 1):
+                conn.execute(f"PRAGMA incremental_vacuum({int(step_pages)})").fetchall()
+        # PASSIVE: copies what it can without making the server's writers wait.
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
 
 
 def _job(row: Sequence[Any]) -> JobRecord:
