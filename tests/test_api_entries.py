@@ -424,6 +424,7 @@ async def test_restoring_a_key_a_game_server_wrote_again_keeps_the_game_write(ap
     status, body = await _revert(api, "race", v1["revision"], tombstone["revision"])
     assert status == 409 and body["error"]["code"] == "CONFLICT"
     assert body["error"]["details"]["current"]["value_json"] == '{"coins":99}'
+    assert "Nothing was written" in body["error"]["message"]
     assert (await api.upstream_entry("race"))[1]["value"] == {"coins": 99}
     assert [r["operation"] for r in await api.journal(key="race")] == ["delete", "create"]
 

@@ -553,7 +553,14 @@ class EntryService:
         if current is None:
             return await self._restore(actor, ref, old, expected_revision, idempotency_key)
         if current.revision_id != expected_revision:
-            raise self._conflict(ref, current, expected_revision)
+            raise self._conflict(
+                ref,
+                current,
+                expected_revision,
+                message=f"{ref.subject} changed since you looked: you saw revision "
+                f"{expected_revision} but it is now at revision {current.revision_id}. Nothing "
+                "was written; open the entry to see what it holds now.",
+            )
         return await self._write_over(
             actor,
             ref,
