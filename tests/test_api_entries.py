@@ -387,6 +387,12 @@ async def test_revert_restores_a_deleted_key_and_the_restore_can_be_undone(api: 
     await _delete(api, "gone", v1["revision"])
     tombstone = (await _revisions(api, "gone"))[0]
     assert tombstone["state"] == "DELETED"
+    # As of the deletion, the key held nothing: the answer says deleted, with the tombstone.
+    status, then = await api.server.call(
+        "GET", entry_path(U, DS, "gone") + "/at", api.viewer, params={"time": tombstone["created_at"]}
+    )
+    assert status == 200 and then["state"] == "DELETED" and "value_json" not in then
+    assert then["revision"] == tombstone["revision"]
 
     # Conditional on the deletion the user saw: an older revision id is refused.
     status, stale = await _revert(api, "gone", v1["revision"], v1["revision"])

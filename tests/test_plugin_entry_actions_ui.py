@@ -145,3 +145,43 @@ async def test_restoring_a_key_the_game_wrote_again_shows_the_conflict_and_keeps
         "delete",
         "create",
     ]
+
+
+async def test_history_shows_the_value_as_of_a_typed_moment_with_its_revision_and_source(
+    harness: LuauHarness, server: Server
+) -> None:
+    teammate = await server.pair("Teammate")
+    first = await write_entry(server, teammate, "PlayerData", "Player_9", {"coins": 1})
+    await write_entry(server, teammate, "PlayerData", "Player_9", {"coins": 2})
+    d = await PluginDriver.open(harness, server)
+    await d.pair()
+    await d.open_entry("PlayerData", "Player_9")
+    await d.click("HistoryButton")
+    await d.wait_text("2 revisions")
+    await d.click("AsofTab")
+    await d.wait_for(lambda: d.rendered("ShowAsOfButton"), "no As of tab")
+    assert d.has_text("RFC 3339 with a time zone, e.g. 2026-12-01T14:00Z")  # the format hint
+
+    # Bad input: said under the field and again on Show; nothing is read.
+    await d.type("AsOfTime/TimeText", "yesterday at noon")
+    assert "Write the date as year-month-day" in d.element("AsOfTime/TimeShown").text
+    await d.click("ShowAsOfButton")
+    assert "Write the date as year-month-day" in d.element("AsOfResult").text
+    assert not d.rendered("AsOfText")
+
+    # The moment of the first write: its revision, time and source, and its value. (The
+    # plugin's clock is the harness's virtual one: let it pass that moment first.)
+    await harness.advance_async(2)
+    await d.type("AsOfTime/TimeText", first["updated_at"])
+    await d.click("ShowAsOfButton")
+    await d.wait_text("revision " + first["revision"][:8])
+    result = d.element("AsOfResult").text
+    assert result.endswith("· EMULATOR") and "written " in result
+    assert json.loads(d.element("AsOfText/RawScroll/RawText").text) == {"coins": 1}
+    assert cut_off_sideways(harness, "HistoryView") == []
+
+    # Before the key existed: nothing, in the server's words, and no value shown.
+    await d.type("AsOfTime/TimeText", "2001-01-01T00:00Z")
+    await d.click("ShowAsOfButton")
+    await d.wait_text("Nothing at 2001-01-01 00:00:00 UTC")
+    assert not d.rendered("AsOfText")
