@@ -389,7 +389,10 @@ async def test_revert_restores_a_deleted_key_and_the_restore_can_be_undone(api: 
     assert tombstone["state"] == "DELETED"
     # As of the deletion, the key held nothing: the answer says deleted, with the tombstone.
     status, then = await api.server.call(
-        "GET", entry_path(U, DS, "gone") + "/at", api.viewer, params={"time": tombstone["created_at"]}
+        "GET",
+        entry_path(U, DS, "gone") + "/at",
+        api.viewer,
+        params={"time": tombstone["created_at"]},
     )
     assert status == 200 and then["state"] == "DELETED" and "value_json" not in then
     assert then["revision"] == tombstone["revision"]

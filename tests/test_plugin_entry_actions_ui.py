@@ -20,6 +20,7 @@ import pytest
 from dsm.emulator.context import EMULATOR
 from tests.test_plugin_layout_ui import cut_off_sideways
 from tools.luau_harness import LuauHarness
+from tools.luau_harness.ui import Element, Node
 from tools.testing.plugin import PLUGIN_SRC, PluginDriver, write_entry
 from tools.testing.server import Server, entry_path, idem, running_server
 
@@ -64,6 +65,15 @@ async def journal(server: Server, token: str, key: str) -> list[dict[str, Any]]:
     assert status == 200, page
     items: list[dict[str, Any]] = page["items"]
     return items
+
+
+def crumb(d: PluginDriver, text: str) -> Element:
+    """The breadcrumb link showing `text`."""
+
+    def match(n: Node) -> bool:
+        return n.name.startswith("Crumb") and n.rendered and n.text == text
+
+    return d.h.find(match)
 
 
 async def open_deleted(d: PluginDriver, key: str) -> None:
@@ -185,3 +195,43 @@ async def test_history_shows_the_value_as_of_a_typed_moment_with_its_revision_an
     await d.click("ShowAsOfButton")
     await d.wait_text("Nothing at 2001-01-01 00:00:00 UTC")
     assert not d.rendered("AsOfText")
+
+
+async def test_a_whole_number_entry_is_incremented_by_a_typed_amount(
+    harness: LuauHarness, server: Server
+) -> None:
+    teammate = await server.pair("Teammate")
+    await write_entry(server, teammate, "PlayerData", "Visits", 41, attributes={"kind": "counter"})
+    await write_entry(server, teammate, "PlayerData", "Player_1", {"coins": 1})
+    d = await PluginDriver.open(harness, server)
+    await d.pair()
+
+    # Only a whole number is offered an increment.
+    await d.open_entry("PlayerData", "Player_1")
+    assert not d.rendered("IncrementButton")
+    await d.click(crumb(d, "global"))  # back to the key list
+    await d.wait_for(lambda: d._has_row("KeyRow", "Visits"), "no key row")
+    await d.click(d.row_with("KeyRow", "Visits"))
+    await d.wait_for(lambda: d.rendered("IncrementButton"), "no Add button on a number")
+    assert cut_off_sideways(harness, "Footer") == []
+
+    await d.click("IncrementButton")
+    await d.wait_for(lambda: d.rendered("IncrementDialog"), "no increment dialog")
+    assert d.has_text("Now 41 (revision ")
+    await d.type("AmountInput", "2.5", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("The amount must be a whole number")
+    assert json.loads((await stored(server, teammate, "Visits"))[1]["value_json"]) == 41
+
+    await d.type("AmountInput", "5", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("Added 5 to Visits: now 46")
+    status, view = await stored(server, teammate, "Visits")
+    assert status == 200 and view["value_json"] == "46"
+    assert view["attributes"] == {"kind": "counter"}  # carried over
+    record = (await journal(server, teammate, "Visits"))[0]
+    assert record["operation"] == "increment" and record["status"] == "applied"
+    assert record["actor"] == CLIENT_NAME and record["revision_after"] == view["revision"]
+    # The entry screen now shows the revision the increment wrote.
+    short = view["revision"][:8] + "…" + view["revision"][-6:]
+    await d.wait_text(f"Revision {short} · ACTIVE")
