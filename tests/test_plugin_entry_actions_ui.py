@@ -19,6 +19,7 @@ import pytest
 
 from dsm.emulator.context import EMULATOR
 from tests.test_plugin_layout_ui import cut_off_sideways
+from tests.test_plugin_ui import open_by_name
 from tools.luau_harness import LuauHarness
 from tools.luau_harness.ui import Element, Node
 from tools.testing.plugin import PLUGIN_SRC, PluginDriver, write_entry
@@ -235,3 +236,53 @@ async def test_a_whole_number_entry_is_incremented_by_a_typed_amount(
     # The entry screen now shows the revision the increment wrote.
     short = view["revision"][:8] + "…" + view["revision"][-6:]
     await d.wait_text(f"Revision {short} · ACTIVE")
+
+
+async def test_an_ordered_entry_is_incremented_from_its_row(
+    harness: LuauHarness, server: Server
+) -> None:
+    teammate = await server.pair("Teammate")
+    entries = "/universes/1/ordered/Wins/scopes/global/entries"
+    for entry_id, value in {"ann": 5, "bo": 42}.items():
+        status, body = await server.call(
+            "POST",
+            entries,
+            teammate,
+            json={"id": entry_id, "value": value, "idempotency_key": idem()},
+        )
+        assert status == 200, body
+    d = await PluginDriver.open(harness, server)
+    await d.pair()
+    await open_by_name(d, None, "Wins")
+    await d.wait_text("2 entries · click one to add to it")
+    await d.click(d.row_with("OrderedRow", "ann"))
+    await d.wait_for(lambda: d.rendered("IncrementDialog"), "no increment dialog")
+    assert d.has_text("Now 5.")
+    await d.type("AmountInput", "-", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("The amount must be a whole number")
+    await d.type("AmountInput", "40", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("Added 40 to ann: now 45, journal #")
+
+    status, view = await server.call("GET", entries + "?descending=true", teammate)
+    assert status == 200 and {i["id"]: i["value"] for i in view["items"]} == {"ann": 45, "bo": 42}
+    record = (await journal(server, teammate, "ann"))[0]
+    assert record["operation"] == "increment" and record["status"] == "applied"
+    assert record["store_kind"] == "ordered" and record["actor"] == CLIENT_NAME
+    # The list is read again: ann now ranks first.
+    await d.wait_for(
+        lambda: (
+            [
+                c.text
+                for n in sorted(
+                    (e.node() for e in harness.find_all("OrderedRow") if e.node().rendered),
+                    key=lambda n: n.y,
+                )
+                for c in n.children
+                if c.name == "Id"
+            ][:1]
+            == ["ann"]
+        ),
+        "the list was not read again",
+    )
