@@ -137,6 +137,7 @@ async def test_restoring_a_key_the_game_wrote_again_shows_the_conflict_and_keeps
     await d.click("HistoryButton")
     await d.wait_text("the key is deleted")
     assert d.element("RevertButton").text == "Restore newest…"
+    assert cut_off_sideways(harness, "HistoryView") == []
     await d.click("RevertButton")
     await d.wait_for(lambda: d.rendered("RestoreDialog"), "no restore dialog")
 
@@ -219,6 +220,7 @@ async def test_a_whole_number_entry_is_incremented_by_a_typed_amount(
     await d.click("IncrementButton")
     await d.wait_for(lambda: d.rendered("IncrementDialog"), "no increment dialog")
     assert d.has_text("Now 41 (revision ")
+    assert cut_off_sideways(harness, "IncrementDialog") == []
     await d.type("AmountInput", "2.5", enter=False)
     await d.click("ConfirmButton")
     await d.wait_text("The amount must be a whole number")
