@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dsm.emulator.context import EMULATOR
 from shared_schema.common import Role
 from tools.testing.server import Server, entry_path, idem, running_server
 
@@ -353,6 +354,88 @@ async def test_revisions_list_get_at_diff_and_revert(api: Api) -> None:
     assert reverted["attributes"] == {"v": 1} and reverted["user_ids"] == [1]
     assert reverted["revision"] not in (v1["revision"], v2["revision"])
     assert (await api.journal(key="hist"))[0]["operation"] == "revert"
+
+
+async def _delete(api: Api, key: str, expected: str) -> None:
+    status, body = await api.server.call(
+        "DELETE",
+        entry_path(U, DS, key),
+        api.editor,
+        params={"expected_revision": expected, "idempotency_key": idem()},
+    )
+    assert status == 200, body
+
+
+async def _revisions(api: Api, key: str) -> list[dict[str, Any]]:
+    status, page = await api.server.call("GET", entry_path(U, DS, key) + "/revisions", api.viewer)
+    assert status == 200, page
+    items: list[dict[str, Any]] = page["items"]
+    return items
+
+
+async def _revert(api: Api, key: str, revision: str, expected: str) -> tuple[int, Any]:
+    return await api.server.call(
+        "POST",
+        entry_path(U, DS, key) + "/revert",
+        api.editor,
+        json={"revision": revision, "expected_revision": expected, "idempotency_key": idem()},
+    )
+
+
+async def test_revert_restores_a_deleted_key_and_the_restore_can_be_undone(api: Api) -> None:
+    v1 = await api.create("gone", '{"coins":7}', attributes={"v": 1}, user_ids=[5])
+    await _delete(api, "gone", v1["revision"])
+    tombstone = (await _revisions(api, "gone"))[0]
+    assert tombstone["state"] == "DELETED"
+    # As of the deletion, the key held nothing: the answer says deleted, with the tombstone.
+    status, then = await api.server.call(
+        "GET",
+        entry_path(U, DS, "gone") + "/at",
+        api.viewer,
+        params={"time": tombstone["created_at"]},
+    )
+    assert status == 200 and then["state"] == "DELETED" and "value_json" not in then
+    assert then["revision"] == tombstone["revision"]
+
+    # Conditional on the deletion the user saw: an older revision id is refused.
+    status, stale = await _revert(api, "gone", v1["revision"], v1["revision"])
+    assert status == 409 and stale["error"]["code"] == "CONFLICT"
+    assert "Nothing was restored" in stale["error"]["message"]
+    assert (await api.upstream_entry("gone"))[0] == 404
+
+    status, restored = await _revert(api, "gone", v1["revision"], tombstone["revision"])
+    assert status == 200, restored
+    assert restored["value_json"] == '{"coins":7}' and restored["state"] == "ACTIVE"
+    assert restored["attributes"] == {"v": 1} and restored["user_ids"] == [5]
+    status, upstream = await api.upstream_entry("gone")
+    assert status == 200 and upstream["value"] == {"coins": 7}
+    record = (await api.journal(key="gone"))[0]
+    assert record["operation"] == "revert" and record["status"] == "applied"
+    assert "before_sha256" not in record  # the key held nothing before
+
+    # Undo takes the restore back: the key is deleted again.
+    status, undone = await api.server.call(
+        "POST", f"/journal/{record['id']}/undo", api.editor, json={"idempotency_key": idem()}
+    )
+    assert status == 200, undone
+    assert (await api.upstream_entry("gone"))[0] == 404
+
+
+async def test_restoring_a_key_a_game_server_wrote_again_keeps_the_game_write(api: Api) -> None:
+    v1 = await api.create("race", '{"coins":1}')
+    await _delete(api, "race", v1["revision"])
+    tombstone = (await _revisions(api, "race"))[0]
+    # The game saved the player meanwhile, straight into Open Cloud.
+    assert api.server.upstream.emulator is not None
+    opencloud = api.server.upstream.emulator.runner.app[EMULATOR].standard
+    opencloud.write(str(U), DS, "global", "race", '{"coins":99}', attributes=None, user_ids=[])
+
+    status, body = await _revert(api, "race", v1["revision"], tombstone["revision"])
+    assert status == 409 and body["error"]["code"] == "CONFLICT"
+    assert body["error"]["details"]["current"]["value_json"] == '{"coins":99}'
+    assert "Nothing was written" in body["error"]["message"]
+    assert (await api.upstream_entry("race"))[1]["value"] == {"coins": 99}
+    assert [r["operation"] for r in await api.journal(key="race")] == ["delete", "create"]
 
 
 async def test_unknown_revisions_and_times_before_creation_are_refused(api: Api) -> None:

@@ -41,7 +41,7 @@ from tools.testing.plugin import (
     profile_save,
     write_entry,
 )
-from tools.testing.server import Server, running_server
+from tools.testing.server import Server, entry_path, idem, running_server
 from tools.testing.upstream import server_on_emulator
 
 SCREENS = ROOT / "docs" / "screens"
@@ -164,6 +164,41 @@ async def _journal(d: PluginDriver, teammate: str) -> None:
     await d.wait_text("revisions")
     await d.click("JournalTab")
     await d.wait_text("by SamTests")
+
+
+async def _restore_deleted(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate, count=3)
+    status, current = await d.server.call("GET", entry_path(1, "PlayerData", "Player_2"), teammate)
+    assert status == 200, current
+    status, body = await d.server.call(
+        "DELETE",
+        entry_path(1, "PlayerData", "Player_2"),
+        teammate,
+        params={"expected_revision": current["revision"], "idempotency_key": idem()},
+    )
+    assert status == 200, body
+    await d.pair()
+    await d.open_store("PlayerData")
+    await d.click("ShowDeletedButton")
+    await d.wait_for(lambda: d._has_row("KeyRow", "Player_2  (deleted)"), "no deleted key row")
+    await d.click(d.row_with("KeyRow", "Player_2  (deleted)"))
+    await d.click("RestoreButton")
+    await d.wait_for(lambda: d.rendered("RestoreDialog"), "no restore dialog")
+
+
+async def _as_of(d: PluginDriver, teammate: str) -> None:
+    await seed_players(d.server, teammate, count=3)
+    await d.pair()
+    await d.open_entry("PlayerData", "Player_3")
+    status, first = await d.server.call("GET", entry_path(1, "PlayerData", "Player_3"), teammate)
+    assert status == 200, first
+    await _edit_and_save(d, "Player_3", "level:", "7")
+    await d.click("HistoryButton")
+    await d.click("AsofTab")
+    await d.h.advance_async(2)  # the plugin's clock past the first write
+    await d.type("AsOfTime/TimeText", first["updated_at"])
+    await d.click("ShowAsOfButton")
+    await d.wait_text("written ")
 
 
 @asynccontextmanager
@@ -336,6 +371,11 @@ PLUGIN_SCENARIOS: dict[str, tuple[str, Callable[[PluginDriver, str], Awaitable[N
     ),
     "plugin-history": ("an entry's revisions: select one to compare or revert", _history),
     "plugin-journal": ("the journal of writes made through the server, each with Undo", _journal),
+    "plugin-restore-deleted": (
+        "a deleted key restored in one click: what will be written, conditional on the deletion",
+        _restore_deleted,
+    ),
+    "plugin-as-of": ("an entry as it was at a typed moment, with its revision and source", _as_of),
     "plugin-team": (
         "team sync: a teammate on another server, what they view and edit, shared bookmarks",
         _team,

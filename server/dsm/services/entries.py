@@ -3,7 +3,8 @@
 Reads use ReadThrough (fresh, else the labelled cached copy). Writes use JournaledWrites and
 are conditional on what the user saw:
 - create is create-only; update, revert and undo are conditional on the etag just read, which
-  must be the revision the user saw (else 409 CONFLICT with the current value);
+  must be the revision the user saw (else 409 CONFLICT with the current value); a revert of a
+  deleted key is conditional on the deletion the user saw and create-only;
 - increment reads and writes `value + amount` conditionally on the etag it read (the client's
   CARRY_OVER mode, which also keeps attributes and user ids); its delta is journaled, and it is
   undone by adding -delta, never by writing a before-image over someone else's write;
@@ -528,6 +529,15 @@ class EntryService:
         expected_revision: str,
         idempotency_key: str,
     ) -> EntryView:
+        """Write `revision` back as the newest revision, if the entry is still as the user saw it.
+
+        On a live key that is the revision the user saw. On a deleted key it is the deletion
+        (the newest revision, a tombstone) the user saw: the old value is then put back with a
+        create-only write, so a game server that wrote the key meanwhile always wins.
+        """
+        operation = EntryOperation.REVERT
+        if (done := self.writes.previous(ref.target, operation, idempotency_key)) is not None:
+            return await self._replayed_view(ref, done)
         old = await self.upstream.call(
             ref.universe_id,
             lambda c: c.get_entry(
@@ -539,16 +549,78 @@ class EntryService:
                 ErrorCode.BAD_REQUEST,
                 f"Revision {revision} of {ref.subject} is a deletion; delete the entry instead.",
             )
-        return await self.update(
+        current = await self._read_fresh(ref)
+        if current is None:
+            return await self._restore(actor, ref, old, expected_revision, idempotency_key)
+        if current.revision_id != expected_revision:
+            raise self._conflict(
+                ref,
+                current,
+                expected_revision,
+                message=f"{ref.subject} changed since you looked: you saw revision "
+                f"{expected_revision} but it is now at revision {current.revision_id}. Nothing "
+                "was written; open the entry to see what it holds now.",
+            )
+        return await self._write_over(
             actor,
             ref,
+            current,
             old.value_json,
-            expected_revision,
-            lambda _current: old.attributes or None,
-            lambda _current: list(old.user_ids),
+            old.attributes or None,
+            list(old.user_ids),
             idempotency_key,
-            operation=EntryOperation.REVERT,
+            operation=operation,
+            expected=expected_revision,
         )
+
+    async def _restore(
+        self,
+        actor: Actor,
+        ref: EntryRef,
+        old: DataStoreEntry,
+        deletion_seen: str,
+        idempotency_key: str,
+    ) -> EntryView:
+        """Put a deleted key's old revision back (journaled as a revert; undone by deleting)."""
+        assert old.value_json is not None
+        page = await self.upstream.call(
+            ref.universe_id,
+            lambda c: c.list_revisions_page(
+                ref.universe_id, ref.datastore, ref.key, scope=ref.scope, page_size=1
+            ),
+        )
+        newest = page.items[0] if page.items else None
+        if newest is None or newest.revision_id != deletion_seen:
+            now = f"its newest revision is {newest.revision_id}" if newest else "it has no history"
+            raise ServiceError(
+                ErrorCode.CONFLICT,
+                f"{ref.subject} changed since you looked: you saw revision {deletion_seen} but "
+                f"{now}. Nothing was restored; read its history again.",
+                details={"expected_revision": deletion_seen},
+            )
+        try:
+            return await self.create(
+                actor,
+                ref,
+                old.value_json,
+                old.attributes or None,
+                list(old.user_ids),
+                idempotency_key,
+                operation=EntryOperation.REVERT,
+            )
+        except ServiceError as error:
+            if error.code is not ErrorCode.ALREADY_EXISTS:
+                raise
+            # A game server (or a teammate) wrote the key after you looked: theirs stays.
+            theirs = await self._read_fresh(ref)
+            raise self._conflict(
+                ref,
+                theirs,
+                deletion_seen,
+                message=f"{ref.subject} was written again after you looked"
+                + (f" (now revision {theirs.revision_id})" if theirs else "")
+                + ", so nothing was restored and that write was kept. Open the entry to see it.",
+            ) from None
 
     async def delete(
         self,
