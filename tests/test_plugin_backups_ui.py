@@ -5,6 +5,8 @@ companion server on the emulator, driven through the widget like a user.
   a schedule is set from it (every / keep).
 - Back up now plans a backup job (its dry run in the Jobs view), starts it, and the archive it
   makes is listed, opened (the manifest's facts), verified and compared with another.
+- A portable archive made on another machine is imported (file, upload, passphrase), listed and
+  verified; not an archive or a wrong passphrase say why and leave nothing behind.
 - A restore and an erasure are asked for from their forms; what the server answers is shown as it
   says it (the server branch plans them as jobs once those kinds land).
 """
@@ -28,8 +30,9 @@ from tests.test_plugin_layout_ui import cut_off_sideways
 from tools.luau_harness import LuauHarness
 from tools.luau_harness.errors import HarnessError
 from tools.luau_harness.ui import Element, Node
+from tools.testing import jobs
 from tools.testing.plugin import PLUGIN_SRC, PluginDriver, make_admin, player, write_entry
-from tools.testing.server import Server, entry_path, running_server
+from tools.testing.server import Server, entry_path, idem, running_server
 
 
 # Under both of Studio's signal behaviours, as every plugin UI test.
@@ -466,3 +469,109 @@ async def test_an_archive_is_restored_into_another_universe_and_scope(
             "GET", entry_path(2, "PlayerData", "Player_1") + "?scope=global", teammate
         )
         assert status == 404
+
+
+PASSPHRASE = "correct horse battery"
+
+
+async def portable_archive(data_dir: Path) -> tuple[str, bytes]:
+    """An archive made with a passphrase by another machine's server (its own vault key): the
+    file's name and bytes, as the user would carry them over."""
+    async with running_server(data_dir, budget_rpm=6000, job_plan_wait_seconds=2) as elsewhere:
+        game_writes(elsewhere, {f"Player_{i}": player(i) for i in range(1, 4)})
+        admin = await elsewhere.pair("Old laptop", role=Role.ADMIN)
+        status, job = await elsewhere.call(
+            "POST",
+            "/backups",
+            admin,
+            json={
+                "universe_id": 1,
+                "dry_run": False,
+                "idempotency_key": idem(),
+                "passphrase": PASSPHRASE,
+                "note": "from the old laptop",
+            },
+        )
+        assert status == 200, job
+        assert (await jobs.wait(elsewhere.call, admin, job["id"]))["state"] == "succeeded"
+    (path,) = (data_dir / "backups").glob("*.dsmbak")
+    return path.name, path.read_bytes()
+
+
+async def pick_archive(d: PluginDriver, name: str, contents: bytes) -> None:
+    await d.click("PickFileButton")
+    await d.wait_for(lambda: d.h.import_prompt is not None, "no file dialog")
+    assert d.h.import_prompt == ["dsmbak"]  # what the server writes
+    await d.h.pick_import_file_async(name, contents)
+    await d.wait_for(
+        lambda: any(
+            t.startswith(f"{name} · ") and t.endswith(" · sent to the server") for t in d.texts()
+        ),
+        "the file was not sent",
+    )
+
+
+def archives_and_uploads(data_dir: Path) -> tuple[list[str], list[str]]:
+    return (
+        sorted(p.name for p in (data_dir / "backups").glob("*.dsmbak")),
+        sorted(p.name for p in (data_dir / "uploads").glob("*")),
+    )
+
+
+async def test_a_portable_archive_from_another_machine_is_imported_listed_and_verified(
+    harness: LuauHarness, server: Server, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    name, contents = await portable_archive(tmp_path_factory.mktemp("elsewhere"))
+    d = await PluginDriver.open(harness, server)
+    await d.pair("Emulator universe 1")
+    await d.click("Universe_1")
+    await d.wait_text("0 data stores")  # this machine holds none of it yet
+    await d.click("BackupsButton")
+    await d.wait_for(lambda: d.rendered("BackupsView"), "no Backups view")
+    assert cut_off_sideways(harness, "BackupsView") == []  # three actions and the badge fit
+
+    # An editor's token is told what it needs before any file dialog opens.
+    await d.click("ImportArchiveButton")
+    await d.wait_text("Importing an archive needs an admin token; this plugin's token ")
+    assert d.h.import_prompt is None
+    await d.click("ConfirmButton")  # Close
+    make_admin(server)
+
+    # Not an archive, then the wrong passphrase: the server's reason, and nothing in the folder.
+    await d.click("ImportArchiveButton")
+    await d.wait_for(lambda: d.rendered("ImportArchiveDialog"), "no import form")
+    assert cut_off_sideways(harness, "ImportArchiveDialog") == []
+    await pick_archive(d, "notes.dsmbak", b"not an archive at all")
+    await d.click("ConfirmButton")  # Import
+    await d.wait_text("notes.dsmbak is not a DataStore Manager Pro backup archive")
+    await pick_archive(d, name, contents)  # the first upload is deleted, this one replaces it
+    await d.type("ImportPassphraseInput", "not the passphrase", enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("the passphrase does not open this archive")
+    archives, uploads = archives_and_uploads(tmp_path)
+    assert archives == [] and len(uploads) == 1, uploads
+    await d.click("CancelButton")  # given up: the upload goes too
+    await d.wait_for(lambda: archives_and_uploads(tmp_path) == ([], []), "the upload stayed")
+
+    # Again with its passphrase: the summary, then listed, opened and verified here.
+    await d.click("ImportArchiveButton")
+    await d.wait_for(lambda: d.rendered("ImportArchiveDialog"), "no import form")
+    await pick_archive(d, name, contents)
+    await d.type("ImportPassphraseInput", PASSPHRASE, enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_for(lambda: d.rendered("ImportedDialog"), "no import result")
+    await d.wait_text("from the old laptop")
+    assert d.has_text("Manifest: 3 entries")
+    archives, uploads = archives_and_uploads(tmp_path)
+    assert len(archives) == 1 and uploads == [], (archives, uploads)  # named by this server
+    await d.click("CancelButton")  # Close
+    # Listed by its file name: only its passphrase opens it here, so the list cannot read it.
+    await d.wait_for(lambda: archive_row(d, archives[0]) is not None, "not listed")
+    await d.click(archive_row(d, archives[0]) or "no row")
+    await d.click(await d.reveal("OpenWithPassphraseButton"))  # this vault cannot open it
+    await d.wait_for(lambda: d.rendered("PassphraseDialog"), "no passphrase dialog")
+    await d.type("PassphraseInput", PASSPHRASE, enter=False)
+    await d.click("ConfirmButton")
+    await d.wait_text("Note: from the old laptop")
+    await d.click("VerifyButton")
+    await d.wait_text("Verified: 3 of 3 entries intact, every checksum matches")

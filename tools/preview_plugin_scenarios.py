@@ -435,10 +435,12 @@ async def _open_backups(d: PluginDriver, teammate: str) -> None:
     await d.wait_for(lambda: d.rendered("BackupsView"), "no Backups view")
 
 
-async def _back_up(d: PluginDriver, note: str) -> None:
+async def _back_up(d: PluginDriver, note: str, passphrase: str | None = None) -> None:
     await d.click("BackupNowButton")
     await d.wait_for(lambda: d.rendered("BackupFormDialog"), "no backup form")
     await d.type("BackupNoteInput", note)
+    if passphrase is not None:
+        await d.type("PassphraseInput", passphrase)
     await d.click("ConfirmButton")
     await d.wait_text("entries selected.", timeout=30)
     await d.click("StartButton")
@@ -497,6 +499,25 @@ async def _erasure_found(d: PluginDriver, teammate: str) -> None:
     await d.reveal("ErasureFound")
 
 
+async def _archive_import(d: PluginDriver, teammate: str) -> None:
+    """A portable archive carried over: taken out of the folder, then picked and sent again."""
+    await _open_backups(d, teammate)
+    await _back_up(d, "portable", passphrase="correct horse battery")
+    status, listed = await d.server.call("GET", "/backups", teammate)
+    assert status == 200, listed
+    (archive,) = listed["archives"]
+    contents = (Path(listed["folder"]) / archive["file_name"]).read_bytes()
+    status, _ = await d.server.call("DELETE", f"/backups/{archive['archive_id']}", teammate)
+    assert status == 204
+    await d.click("ImportArchiveButton")
+    await d.wait_for(lambda: d.rendered("ImportArchiveDialog"), "no import form")
+    await d.click("PickFileButton")
+    await d.wait_for(lambda: d.h.import_prompt is not None, "no file dialog")
+    await d.h.pick_import_file_async("prod-2026-12-01.dsmbak", contents)
+    await d.wait_for(lambda: any("sent to the server" in t for t in d.texts()), "not sent")
+    await d.type("ImportPassphraseInput", "correct horse battery", enter=False)
+
+
 JOB_SCENARIOS["plugin-backups"] = (
     "the Backups view: archives with their manifest facts, a schedule, back up now",
     _backups,
@@ -510,6 +531,11 @@ JOB_SCENARIOS["plugin-restore-plan"] = (
 JOB_SCENARIOS["plugin-erasure-found"] = (
     "an erasure's dry run: where the player's data was found, what the server scrubs",
     _erasure_found,
+    6000,
+)
+JOB_SCENARIOS["plugin-archive-import"] = (
+    "importing an archive file from another machine: picked, sent, its passphrase typed",
+    _archive_import,
     6000,
 )
 JOB_SCENARIOS["plugin-backup-verified"] = (

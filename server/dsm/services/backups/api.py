@@ -100,8 +100,13 @@ class BackupsService:
 
     async def import_upload(self, upload_id: str, passphrase: str | None) -> BackupSummary:
         uploads = self.jobs.env.uploads
-        _, path = uploads.complete_file(upload_id)
-        imported = await self.archives.import_file(path, passphrase)
+        record, path = uploads.complete_file(upload_id)
+        try:
+            imported = await self.archives.import_file(path, passphrase)
+        except ServiceError as exc:
+            # Its messages name the file: the user's name for it, not the upload's.
+            exc.message = exc.message.replace(path.name, record.file_name)
+            raise
         uploads.delete(upload_id)  # the archive is in the folder now
         return imported
 
