@@ -347,8 +347,12 @@ class EraseUserKind(JobKindHandler):
         env.store.update(
             spec.id, request=request, plan=plan, kind_state={"scrubs": scrubs, "report": True}
         )
-        # On the loop's thread: the job store's connection is not shared across threads.
-        env.store.redact_items(lambda *name: rules.match(_name(*name)) is not None, rules.user_id)
+        # Off the loop (the rewrite takes as long as the file is big); done only once it is.
+        await asyncio.to_thread(
+            env.store.redact_items,
+            lambda *name: rules.match(_name(*name)) is not None,
+            rules.user_id,
+        )
         return {}
 
     def _roblox_actions(self, spec: JobSpec, env: JobEnv) -> list[RobloxAction]:
