@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +82,7 @@ from ..kind import (
     JobEnv,
     JobKindHandler,
     JobSpec,
+    JobStop,
     PlanNotes,
     RunResources,
     register,
@@ -348,11 +350,18 @@ class EraseUserKind(JobKindHandler):
             spec.id, request=request, plan=plan, kind_state={"scrubs": scrubs, "report": True}
         )
         # Off the loop (the rewrite takes as long as the file is big); done only once it is.
-        await asyncio.to_thread(
-            env.store.redact_items,
-            lambda *name: rules.match(_name(*name)) is not None,
-            rules.user_id,
-        )
+        try:
+            await asyncio.to_thread(
+                env.store.redact_items,
+                lambda *name: rules.match(_name(*name)) is not None,
+                rules.user_id,
+            )
+        except sqlite3.Error as exc:
+            raise JobStop(
+                ErrorCode.INTERNAL,
+                f"The jobs file could not be rewritten ({exc}), so its free pages may still "
+                "hold the player's keys; run the erasure again.",
+            ) from exc
         return {}
 
     def _roblox_actions(self, spec: JobSpec, env: JobEnv) -> list[RobloxAction]:
