@@ -12,16 +12,14 @@ and rewrite on the server's connection, on the loop (how the erasure ran before)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import shutil
 import tempfile
 from pathlib import Path
 
 from dsm.services.jobs.store import JOBS_FILENAME, JobStore
 from dsm.storage.sqlite import database_files, rewrite_securely
 
-from .jobs_prune import MIB, fill, size
+from .jobs_prune import MIB, arguments, size, two_copies
 from .loop_stall import stalls
 
 PLAYER_KEY = "Player_3_0000042"  # one of `fill`'s keys
@@ -47,15 +45,9 @@ def still_named(path: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=40)
-    parser.add_argument("--items", type=int, default=5000)
-    args = parser.parse_args()
+    args = arguments(__doc__ or "")
     with tempfile.TemporaryDirectory() as tmp:
-        first, second = Path(tmp, "a"), Path(tmp, "b")
-        first.mkdir()
-        fill(first, args.jobs, args.items)
-        shutil.copytree(first, second)
+        first, second, _ = two_copies(tmp, args.jobs, args.items)
         before = size(first / JOBS_FILENAME)
         with JobStore(first) as store:
             took, stall = asyncio.run(stalls(lambda: off_the_loop(store)))

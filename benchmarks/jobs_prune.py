@@ -78,16 +78,27 @@ async def naive(store: JobStore, ids: list[str]) -> None:
         conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.Namespace:
+    """--jobs and --items of `fill`, for this benchmark and the others on a filled jobs file."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--items", type=int, default=5000)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def two_copies(tmp: str, jobs: int, items: int) -> tuple[Path, Path, list[str]]:
+    """Two data dirs holding the same filled jobs file (one for the baseline), and `fill`'s ids."""
+    first, second = Path(tmp, "a"), Path(tmp, "b")
+    first.mkdir()
+    ids = fill(first, jobs, items)  # closed: the WAL folded into one file
+    shutil.copytree(first, second)
+    return first, second, ids
+
+
+def main() -> None:
+    args = arguments(__doc__ or "")
     with tempfile.TemporaryDirectory() as tmp:
-        first, second = Path(tmp, "a"), Path(tmp, "b")
-        first.mkdir()
-        ids = fill(first, args.jobs, args.items)  # closed: the WAL folded into one file
-        shutil.copytree(first, second)
+        first, second, ids = two_copies(tmp, args.jobs, args.items)
         before = size(first / JOBS_FILENAME)
         # Opened and closed outside the timing, as the server does at start and shutdown.
         with JobStore(first) as store:
