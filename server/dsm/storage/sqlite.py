@@ -152,8 +152,11 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-class RewriteIncomplete(sqlite3.OperationalError):
-    """The write-ahead log could not be emptied: a reader held it the whole time."""
+class RewriteIncomplete(Exception):
+    """The write-ahead log could not be emptied: a reader held it the whole time.
+
+    Not a sqlite3 error on purpose: the file is sound, so the cache must not move it aside as
+    damaged (a copy that would keep the old bytes); the caller reports the scrub as not done."""
 
 
 # A TRUNCATE checkpoint gives up (busy) while another connection still reads the log; these

@@ -46,6 +46,7 @@ from shared_schema.jobs import (
 from ....paths import ensure_private_dir
 from ....storage.atomic import write_atomic
 from ....storage.crypto import KEY_BYTES, IntegrityError, RecordCipher
+from ....storage.sqlite import RewriteIncomplete
 from ...backups.archive import SUFFIX, ArchiveEntry, ArchiveReader, EntryName
 from ...backups.folder import PARTIAL_SUFFIX, backups_dir, list_archives
 from ...entries import EntryRef
@@ -356,7 +357,7 @@ class EraseUserKind(JobKindHandler):
                 lambda *name: rules.match(_name(*name)) is not None,
                 rules.user_id,
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, RewriteIncomplete) as exc:
             raise JobStop(
                 ErrorCode.INTERNAL,
                 f"The jobs file could not be rewritten ({exc}), so its free pages may still "
