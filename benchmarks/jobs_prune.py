@@ -6,7 +6,7 @@ path runs on an event loop, as the server runs it: the jobs removed in one trans
 items in short batches with the loop free in between, the freed pages handed back in a worker
 thread. A ticker task on the same loop records the longest gap between its wake-ups: the longest
 time the loop could not serve a request. Baseline in the same run, on a copy of the same file:
-one DELETE of every item at once (a naive prune), timed the same way.
+one DELETE of every item at once (a naive prune), timed the same way (`loop_stall`).
 
     .venv/bin/python -m benchmarks.jobs_prune [--jobs 40] [--items 5000]
 """
@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import shutil
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from dsm.services.jobs.store import (
@@ -31,6 +29,8 @@ from dsm.services.jobs.store import (
     reclaim_space,
 )
 from dsm.storage.sqlite import database_files
+
+from .loop_stall import stalls
 
 MIB = 1024 * 1024
 
@@ -64,30 +64,6 @@ def size(path: Path) -> int:
     return sum(p.stat().st_size for p in database_files(path))
 
 
-async def stalls(work: Callable[[], Awaitable[None]]) -> tuple[float, float]:
-    """(seconds the work took, the longest the loop went without running the ticker)."""
-    longest = 0.0
-    stop = False
-
-    async def ticker() -> None:
-        nonlocal longest
-        last = time.perf_counter()
-        while not stop:
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            longest = max(longest, now - last)
-            last = now
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0.01)
-    started = time.perf_counter()
-    await work()
-    took = time.perf_counter() - started
-    stop = True
-    await task
-    return took, longest
-
-
 async def batched(store: JobStore, ids: list[str]) -> None:
     store.remove_jobs(ids)
     while store.drop_pruned_items():
@@ -102,16 +78,27 @@ async def naive(store: JobStore, ids: list[str]) -> None:
         conn.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.Namespace:
+    """--jobs and --items of `fill`, for this benchmark and the others on a filled jobs file."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--items", type=int, default=5000)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def two_copies(tmp: str, jobs: int, items: int) -> tuple[Path, Path, list[str]]:
+    """Two data dirs holding the same filled jobs file (one for the baseline), and `fill`'s ids."""
+    first, second = Path(tmp, "a"), Path(tmp, "b")
+    first.mkdir()
+    ids = fill(first, jobs, items)  # closed: the WAL folded into one file
+    shutil.copytree(first, second)
+    return first, second, ids
+
+
+def main() -> None:
+    args = arguments(__doc__ or "")
     with tempfile.TemporaryDirectory() as tmp:
-        first, second = Path(tmp, "a"), Path(tmp, "b")
-        first.mkdir()
-        ids = fill(first, args.jobs, args.items)  # closed: the WAL folded into one file
-        shutil.copytree(first, second)
+        first, second, ids = two_copies(tmp, args.jobs, args.items)
         before = size(first / JOBS_FILENAME)
         # Opened and closed outside the timing, as the server does at start and shutdown.
         with JobStore(first) as store:

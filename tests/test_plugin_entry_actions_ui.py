@@ -6,6 +6,8 @@ harness (pluau) against a real companion server on the emulator, clicked through
   server's journaled revert; the restore is in the journal and undone from there.
 - A game server that wrote the key again meanwhile wins: nothing is written, the server's
   conflict answer is shown in the dialog.
+- Comparing a revision of a deleted key with now compares it with the deletion (nothing), and
+  says so, instead of failing on the missing current value.
 """
 
 from __future__ import annotations
@@ -157,6 +159,34 @@ async def test_restoring_a_key_the_game_wrote_again_shows_the_conflict_and_keeps
         "delete",
         "create",
     ]
+
+
+async def test_comparing_a_revision_of_a_deleted_key_with_now_shows_everything_removed(
+    harness: LuauHarness, server: Server
+) -> None:
+    teammate = await server.pair("Teammate")
+    written = await deleted_key(server, teammate, "Player_9", {"coins": 9})
+    status, page = await server.call(
+        "GET", entry_path(1, "PlayerData", "Player_9") + "/revisions", teammate
+    )
+    assert status == 200, page
+    tombstone = page["items"][0]
+    assert tombstone["state"] == "DELETED"
+    d = await PluginDriver.open(harness, server)
+    await open_deleted(d, "Player_9")
+    await d.click("HistoryButton")
+    await d.wait_text("the key is deleted")
+    await d.click(d.row_with("RevisionRow", written["revision"]))
+    assert d.element("CompareButton").text == "Compare with now (deleted)"
+    await d.click("CompareButton")
+    # It used to stop here on the missing current value ("... does not exist").
+    await d.wait_for(lambda: d.rendered("CompareDialog"), "no compare dialog")
+    assert d.has_text("Player_9 is deleted now, so the right side is empty")
+    # The deletion it compares with, by its revision; the revision's value on the left.
+    assert d.has_text(f"Now: deleted ({tombstone['revision'][:8]}")
+    assert d.has_text(f"Revision {written['revision'][:8]}")
+    assert d.has_text('"coins"')
+    assert cut_off_sideways(harness, "CompareDialog") == []
 
 
 async def test_history_shows_the_value_as_of_a_typed_moment_with_its_revision_and_source(

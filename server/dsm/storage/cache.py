@@ -38,6 +38,7 @@ from dsm.storage.sqlite import (
     is_disk_error,
     move_aside,
     pack,
+    rewrite_securely,
     unpack,
 )
 
@@ -333,11 +334,7 @@ class EntryCache:
                 return
             with self._disk_guard():
                 self._flush_touches()
-                conn = self._db.conn
-                conn.execute("PRAGMA secure_delete=ON")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-                conn.execute("VACUUM")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                rewrite_securely(self._db.conn)
 
     def prune_expired(self) -> int:
         """Delete records older than max_age_seconds from both tiers; returns how many."""

@@ -36,6 +36,7 @@ from dsm.storage.sqlite import (
     StorageFileError,
     is_disk_error,
     pack,
+    rewrite_securely,
     unpack,
 )
 
@@ -692,11 +693,7 @@ class WriteJournal:
     def compact(self) -> None:
         """Rewrite the file so no free page or write-ahead log keeps bytes of removed data."""
         with self._guard():
-            conn = self._db.conn
-            conn.execute("PRAGMA secure_delete=ON")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            conn.execute("VACUUM")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            rewrite_securely(self._db.conn)
 
     def close(self) -> None:
         with self._lock:

@@ -124,27 +124,61 @@ class SqliteFile:
                 conn.execute("ROLLBACK")
             raise
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE .. COMMIT, rolled back on any exception."""
-        if self.conn.in_transaction:
-            raise RuntimeError("nested storage transaction")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            # SQLite has already rolled back after some errors (disk full, I/O); ROLLBACK then
-            # fails with "no transaction is active", which must not hide the real error.
-            with contextlib.suppress(sqlite3.OperationalError):
-                self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        return immediate(self.conn)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             # Fold the WAL back into the main file so a clean shutdown leaves one file.
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE .. COMMIT on an autocommit connection, rolled back on any exception."""
+    if conn.in_transaction:
+        raise RuntimeError("nested storage transaction")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        # SQLite has already rolled back after some errors (disk full, I/O); ROLLBACK then
+        # fails with "no transaction is active", which must not hide the real error.
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class RewriteIncomplete(Exception):
+    """The write-ahead log could not be emptied: a reader held it the whole time.
+
+    Not a sqlite3 error on purpose: the file is sound, so the cache must not move it aside as
+    damaged (a copy that would keep the old bytes); the caller reports the scrub as not done."""
+
+
+# A TRUNCATE checkpoint gives up (busy) while another connection still reads the log; these
+# tries (each after the busy timeout) let a long read finish before the rewrite gives up.
+CHECKPOINT_TRIES = 5
+
+
+def rewrite_securely(conn: sqlite3.Connection) -> None:
+    """Rewrite the file so no free page or write-ahead log keeps bytes of removed data.
+
+    secure_delete, then VACUUM, then an emptied (TRUNCATE) log. Raises RewriteIncomplete
+    rather than return while the log may still hold old pages: an erasure must not say done
+    early. Slow for a big file: run it off the event loop.
+    """
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    conn.execute("VACUUM")
+    for _ in range(CHECKPOINT_TRIES):
+        busy = int(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        if not busy:
+            return
+    raise RewriteIncomplete("another connection kept reading the file's write-ahead log")
 
 
 def _create_private(path: Path) -> None:

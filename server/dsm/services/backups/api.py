@@ -252,7 +252,15 @@ class BackupsService:
         )
 
     def erasure_report(self, job_id: str) -> ErasureReportView:
-        self._erasure_record(job_id)
+        record = self._erasure_record(job_id)
+        if record.state != JobState.SUCCEEDED.value:
+            # The report is written before the jobs file is rewritten (it lists the items):
+            # until the job succeeds, that last scrub has not finished.
+            raise ServiceError(
+                ErrorCode.NOT_FOUND,
+                f"Erasure {job_id} has no report yet (job state: {record.state}): a report is "
+                "given once the job has succeeded, every copy of the player scrubbed.",
+            )
         report = load_report(self.data_dir, self.archives.keys.data_key, job_id)
         if report is None:
             raise ServiceError(

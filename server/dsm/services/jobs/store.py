@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from ...storage.sqlite import SqliteFile, StorageFileError, database_files
+from ...storage.sqlite import (
+    SqliteFile,
+    StorageFileError,
+    database_files,
+    immediate,
+    rewrite_securely,
+)
 
 JOBS_FILENAME = "jobs.sqlite3"
 # What an erased player's key becomes in job items (the erasure report keeps the real ones).
@@ -37,6 +43,9 @@ SCHEMA_VERSION = 3
 PRUNE_BATCH_ROWS = 5000
 # Freed pages handed back to the file system per step of `reclaim_space` (4 MiB at 4 KiB).
 RECLAIM_STEP_PAGES = 1024
+# How long a connection of a worker thread waits for the server's write (and the server's
+# connection for the worker's: the same as SqliteFile's) before SQLite says the file is locked.
+BUSY_TIMEOUT_MS = 5000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -562,8 +571,27 @@ class JobStore:
     def redact_items(self, names_player: Callable[[str, str, str, str], bool], user_id: int) -> int:
         """Erasure: take the key (and what the kind kept with it) out of every item of every
         job whose (store kind, store, scope, key) `names_player` says is the player's; plans
-        lose such samples, and the user id from the user ids of the others."""
-        with self._tx() as conn:
+        lose such samples, and the user id from the user ids of the others. Then the file is
+        rewritten so no free page or log keeps the old keys.
+
+        Blocking for as long as the whole file takes to rewrite: run it in a worker thread. It
+        uses a connection of its own, so the server's connection keeps reading meanwhile; its
+        writes wait for the rewrite (SQLite's busy timeout), as the rewrite waits for theirs."""
+        conn = sqlite3.connect(str(self.path), isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            changed = self._redact_in(conn, names_player, user_id)
+            rewrite_securely(conn)
+        finally:
+            conn.close()
+        return changed
+
+    @staticmethod
+    def _redact_in(
+        db: sqlite3.Connection, names_player: Callable[[str, str, str, str], bool], user_id: int
+    ) -> int:
+        db.execute("PRAGMA secure_delete=ON")
+        with immediate(db) as conn:
             conn.create_function(
                 "names_player", 4, lambda *name: int(names_player(*name)), deterministic=True
             )
@@ -596,11 +624,6 @@ class JobStore:
                     plan["samples"] = kept
                     conn.execute("UPDATE jobs SET plan = ? WHERE id = ?", (_json(plan), job_id))
                     changed += 1
-        conn = self._db.conn
-        conn.execute("PRAGMA secure_delete=ON")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        conn.execute("VACUUM")  # no free page or log keeps the old keys
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return int(changed)
 
     # -------------------------------------------------------------------------- retention
@@ -781,7 +804,7 @@ def measure_bytes(path: Path, job_ids: Sequence[str]) -> int:
     of its own so it can run off the event loop while the server writes."""
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         total = 0
         for job_id in job_ids:
             row = conn.execute(
@@ -810,7 +833,7 @@ def reclaim_space(path: Path, step_pages: int = RECLAIM_STEP_PAGES) -> None:
     short step. A file without incremental vacuum keeps its free pages for new jobs."""
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
             free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             # Bounded: pages the server frees meanwhile wait for the next prune.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ from shared_schema.jobs import (
 from ....paths import ensure_private_dir
 from ....storage.atomic import write_atomic
 from ....storage.crypto import KEY_BYTES, IntegrityError, RecordCipher
+from ....storage.sqlite import RewriteIncomplete
 from ...backups.archive import SUFFIX, ArchiveEntry, ArchiveReader, EntryName
 from ...backups.folder import PARTIAL_SUFFIX, backups_dir, list_archives
 from ...entries import EntryRef
@@ -81,6 +83,7 @@ from ..kind import (
     JobEnv,
     JobKindHandler,
     JobSpec,
+    JobStop,
     PlanNotes,
     RunResources,
     register,
@@ -347,8 +350,19 @@ class EraseUserKind(JobKindHandler):
         env.store.update(
             spec.id, request=request, plan=plan, kind_state={"scrubs": scrubs, "report": True}
         )
-        # On the loop's thread: the job store's connection is not shared across threads.
-        env.store.redact_items(lambda *name: rules.match(_name(*name)) is not None, rules.user_id)
+        # Off the loop (the rewrite takes as long as the file is big); done only once it is.
+        try:
+            await asyncio.to_thread(
+                env.store.redact_items,
+                lambda *name: rules.match(_name(*name)) is not None,
+                rules.user_id,
+            )
+        except (sqlite3.Error, RewriteIncomplete) as exc:
+            raise JobStop(
+                ErrorCode.INTERNAL,
+                f"The jobs file could not be rewritten ({exc}), so its free pages may still "
+                "hold the player's keys; run the erasure again.",
+            ) from exc
         return {}
 
     def _roblox_actions(self, spec: JobSpec, env: JobEnv) -> list[RobloxAction]:
