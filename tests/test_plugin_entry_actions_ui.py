@@ -27,8 +27,6 @@ from tools.luau_harness.ui import Element, Node
 from tools.testing.plugin import PLUGIN_SRC, PluginDriver, write_entry
 from tools.testing.server import Server, entry_path, idem, running_server
 
-CLIENT_NAME = "DataStore Manager Pro (Studio)"  # plugin/src/Config.luau CLIENT_NAME
-
 
 # Under both of Studio's signal behaviours, as every plugin UI test.
 @pytest.fixture(params=["Deferred", "Immediate"])
@@ -115,7 +113,7 @@ async def test_a_deleted_key_is_restored_in_one_click_and_the_restore_undone(
     assert view["attributes"] == {"v": 3}  # metadata came back with the value
     record = (await journal(server, teammate, "Player_7"))[0]
     assert record["operation"] == "revert" and record["status"] == "applied"
-    assert record["actor"] == CLIENT_NAME and record["revision_after"] == view["revision"]
+    assert record["actor"] == d.client_name and record["revision_after"] == view["revision"]
     await d.wait_text("Revision ")  # the entry screen shows the restored value
 
     # The restore is one journaled write: undo it from History › Journal, the key is gone again.
@@ -264,7 +262,7 @@ async def test_a_whole_number_entry_is_incremented_by_a_typed_amount(
     assert view["attributes"] == {"kind": "counter"}  # carried over
     record = (await journal(server, teammate, "Visits"))[0]
     assert record["operation"] == "increment" and record["status"] == "applied"
-    assert record["actor"] == CLIENT_NAME and record["revision_after"] == view["revision"]
+    assert record["actor"] == d.client_name and record["revision_after"] == view["revision"]
     # The entry screen now shows the revision the increment wrote.
     short = view["revision"][:8] + "…" + view["revision"][-6:]
     await d.wait_text(f"Revision {short} · ACTIVE")
@@ -301,7 +299,7 @@ async def test_an_ordered_entry_is_incremented_from_its_row(
     assert status == 200 and {i["id"]: i["value"] for i in view["items"]} == {"ann": 45, "bo": 42}
     record = (await journal(server, teammate, "ann"))[0]
     assert record["operation"] == "increment" and record["status"] == "applied"
-    assert record["store_kind"] == "ordered" and record["actor"] == CLIENT_NAME
+    assert record["store_kind"] == "ordered" and record["actor"] == d.client_name
     # The list is read again: ann now ranks first.
     await d.wait_for(
         lambda: (
