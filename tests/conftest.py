@@ -1,10 +1,12 @@
-"""Shared fixtures: a real emulator on a loopback port, driven by a manual clock."""
+"""Shared fixtures: a real emulator on a loopback port, driven by a manual clock; and for the
+plugin UI tests, the plugin in a Luau harness beside a real companion server."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -12,7 +14,10 @@ import pytest
 from dsm.emulator.clock import ManualClock
 from dsm.emulator.context import EmulatorConfig, EmulatorContext
 from dsm.emulator.throttle import LimitsConfig
+from tools.luau_harness import LuauHarness
 from tools.testing.emulator import start_emulator
+from tools.testing.plugin import PLUGIN_SRC
+from tools.testing.server import Server, running_server
 
 API_KEY = "test-key"
 
@@ -47,3 +52,25 @@ async def emulator(
     async with aiohttp.ClientSession(headers={"x-api-key": API_KEY}) as http:
         yield RunningEmulator(base_url, ctx, clock, http)
     await runner.cleanup()
+
+
+# Every plugin UI test runs under both of Studio's signal behaviours: Deferred (what new places
+# use, and the harness's default) and Immediate (older places); handlers run at different times
+# in each. A test file overrides `signal_behavior` when one mode is enough.
+@pytest.fixture(params=["Deferred", "Immediate"])
+def signal_behavior(request: pytest.FixtureRequest) -> str:
+    mode: str = request.param
+    return mode
+
+
+@pytest.fixture
+def harness(signal_behavior: str) -> Iterator[LuauHarness]:
+    with LuauHarness(PLUGIN_SRC, signal_behavior=signal_behavior) as h:
+        yield h
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    """A real companion server on the embedded emulator, on a free loopback port."""
+    async with running_server(tmp_path) as s:
+        yield s

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,18 +31,8 @@ from tools.luau_harness import LuauHarness
 from tools.luau_harness.errors import HarnessError
 from tools.luau_harness.ui import Element, Node
 from tools.testing import jobs
-from tools.testing.plugin import PLUGIN_SRC, PluginDriver, make_admin, player, write_entry
+from tools.testing.plugin import PluginDriver, make_admin, player, write_entry
 from tools.testing.server import Server, entry_path, idem, running_server
-
-
-# Under both of Studio's signal behaviours, as every plugin UI test.
-@pytest.fixture(params=["Deferred", "Immediate"])
-def harness(request: pytest.FixtureRequest) -> Iterator[LuauHarness]:
-    h = LuauHarness(PLUGIN_SRC, signal_behavior=request.param)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture

@@ -13,35 +13,15 @@ harness (pluau) against a real companion server on the emulator, clicked through
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dsm.emulator.context import EMULATOR
 from tests.test_plugin_layout_ui import cut_off_sideways
 from tests.test_plugin_ui import open_by_name
 from tools.luau_harness import LuauHarness
 from tools.luau_harness.ui import Element, Node
-from tools.testing.plugin import PLUGIN_SRC, PluginDriver, write_entry
-from tools.testing.server import Server, entry_path, idem, running_server
-
-
-# Under both of Studio's signal behaviours, as every plugin UI test.
-@pytest.fixture(params=["Deferred", "Immediate"])
-def harness(request: pytest.FixtureRequest) -> Iterator[LuauHarness]:
-    h = LuauHarness(PLUGIN_SRC, signal_behavior=request.param)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(tmp_path) as s:
-        yield s
+from tools.testing.plugin import PluginDriver, write_entry
+from tools.testing.server import Server, entry_path, idem
 
 
 async def deleted_key(server: Server, token: str, key: str, value: Any) -> dict[str, Any]:

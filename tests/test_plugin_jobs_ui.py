@@ -17,7 +17,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,6 @@ from dsm.storage.vault import ApiKeyRecord
 from tools.luau_harness import LuauHarness
 from tools.testing.emulator import start_emulator
 from tools.testing.plugin import (
-    PLUGIN_SRC,
     PluginDriver,
     make_admin,
     player,
@@ -45,21 +44,6 @@ from tools.testing.server import Server, entry_path, idem, running_server
 from tools.testing.upstream import server_on_emulator
 
 from .test_plugin_layout_ui import cut_off_sideways
-
-
-@pytest.fixture(params=["Deferred", "Immediate"])
-def harness(request: pytest.FixtureRequest) -> Iterator[LuauHarness]:
-    h = LuauHarness(PLUGIN_SRC, signal_behavior=request.param)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(tmp_path) as s:
-        yield s
 
 
 @asynccontextmanager

@@ -5,15 +5,13 @@ box (under a neighbouring button) uncut: text that does not fit wraps, or ends i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from shared_schema.common import Role
 from tools.luau_harness import LuauHarness, Node
 from tools.testing.plugin import (
-    PLUGIN_SRC,
     PORT_SETTING,
     TOOLBAR_BUTTON,
     WIDGET_SETTING,
@@ -21,24 +19,15 @@ from tools.testing.plugin import (
     free_port,
     write_entry,
 )
-from tools.testing.server import Server, running_server
+from tools.testing.server import Server
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom
 
 
 @pytest.fixture
-def harness() -> Iterator[LuauHarness]:
-    h = LuauHarness(PLUGIN_SRC)  # the widget opens at the plugin's default float size
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(tmp_path) as s:
-        yield s
+def signal_behavior() -> str:
+    """One mode is enough here: what is checked does not depend on when handlers run."""
+    return "Deferred"
 
 
 def visible_area(node: Node) -> Box:

@@ -19,7 +19,6 @@ from dsm.emulator import sample_game
 from dsm.emulator.context import EMULATOR
 from dsm.http.appkeys import DATA
 from tests.test_plugin_layout_ui import cut_off_sideways
-from tests.test_plugin_ui import harness, signal_behavior  # noqa: F401  (shared fixtures)
 from tools.luau_harness import LuauHarness, Node
 from tools.testing import jobs
 from tools.testing.plugin import PluginDriver
@@ -77,7 +76,7 @@ def drawn(d: PluginDriver, name: str, inside: str | None = None) -> list[Node]:
 
 
 async def test_the_sample_game_is_offered_on_an_empty_emulator_and_indexed(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     d = await PluginDriver.open(harness, server)
@@ -101,7 +100,7 @@ async def test_the_sample_game_is_offered_on_an_empty_emulator_and_indexed(
 
 
 async def test_a_query_with_a_syntax_error_is_marked_where_the_server_says(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     await load_and_crawl(server)
@@ -136,7 +135,7 @@ async def test_a_query_with_a_syntax_error_is_marked_where_the_server_says(
 
 
 async def test_results_open_their_entry_and_verify_live_marks_a_changed_one(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     await load_and_crawl(server)
@@ -174,7 +173,7 @@ def stored_keys(server: Server) -> set[str]:
 
 
 async def test_key_search_modes(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     await load_and_crawl(server)
@@ -220,7 +219,7 @@ def chart_bars(d: PluginDriver, chart: str) -> list[Node]:
 
 
 async def test_analytics_shows_the_schema_a_histogram_and_the_planted_anomalies(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     token = await load_and_crawl(server)
@@ -266,7 +265,7 @@ async def test_analytics_shows_the_schema_a_histogram_and_the_planted_anomalies(
 
 
 async def test_progression_shows_the_cost_before_reading_history(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     token = await load_and_crawl(server)
@@ -305,7 +304,7 @@ async def test_progression_shows_the_cost_before_reading_history(
 
 
 async def test_a_histogram_bar_searches_exactly_its_entries(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     token = await load_and_crawl(server)
@@ -331,7 +330,7 @@ async def test_a_histogram_bar_searches_exactly_its_entries(
 
 
 async def test_act_on_these_results_plans_a_job_on_exactly_the_matches(
-    harness: LuauHarness,  # noqa: F811
+    harness: LuauHarness,
     server: Server,
 ) -> None:
     token = await load_and_crawl(server)

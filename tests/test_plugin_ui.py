@@ -64,27 +64,14 @@ def with_real_clock(h: LuauHarness) -> LuauHarness:
     return h
 
 
-# Every UI test runs under both of Studio's signal behaviours: Deferred (what new places use, and
-# the harness's default) and Immediate (older places); handlers run at different times in each.
-@pytest.fixture(params=["Deferred", "Immediate"])
-def signal_behavior(request: pytest.FixtureRequest) -> str:
-    mode: str = request.param
-    return mode
-
-
 @pytest.fixture
 def harness(signal_behavior: str) -> Iterator[LuauHarness]:
+    """The shared harness (tests/conftest.py), with `realClock()` for the timing tests here."""
     h = with_real_clock(LuauHarness(PLUGIN_SRC, signal_behavior=signal_behavior))
     try:
         yield h
     finally:
         h.close()
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    async with running_server(tmp_path) as s:
-        yield s
 
 
 async def get_entry(server: Server, token: str, datastore: str, key: str) -> dict[str, Any]:
