@@ -34,11 +34,9 @@ from shared_schema.team import (
     AuditVerifyReport,
 )
 
-from ...opencloud import errors as oc
-from ...opencloud.client import OpenCloudClient
 from ...opencloud.models import DataStoreEntry
 from ..errors import ServiceError
-from ..provenance import fresh, upstream_error
+from ..provenance import fresh
 from ..upstream import Upstream
 from .chain import (
     GENESIS,
@@ -446,15 +444,16 @@ class AuditLog:
     # ---------------------------------------------------------------- Open Cloud
 
     async def _create(self, seq: int, text: str) -> None:
-        await self._call(
+        await self._upstream.call(
+            self.universe_id,
             lambda c: c.create_entry(
                 self.universe_id, AUDIT_STORE, audit_key(seq), text, scope=SCOPE
-            )
+            ),
         )
 
     async def _rewrite(self, seq: int, text: str, read: DataStoreEntry) -> None:
         """Replace record `seq`, only if it is still at the etag read."""
-        await self._call(
+        await self._upstream.call(self.universe_id,
             lambda c: c.update_entry(
                 self.universe_id, AUDIT_STORE, audit_key(seq), text,
                 attributes=read.attributes, user_ids=read.user_ids, etag=read.etag, scope=SCOPE,
@@ -462,10 +461,11 @@ class AuditLog:
         )  # fmt: skip
 
     async def _list_page(self, token: str | None) -> Any:
-        return await self._call(
+        return await self._upstream.call(
+            self.universe_id,
             lambda c: c.list_entries_page(
                 self.universe_id, AUDIT_STORE, scope=SCOPE, prefix="r", page_token=token
-            )
+            ),
         )
 
     async def _read(self, seq: int) -> str | None:
@@ -477,21 +477,15 @@ class AuditLog:
 
     async def _read_entry(self, key: str) -> DataStoreEntry | None:
         try:
-            entry = await self._call(
-                lambda c: c.get_entry(self.universe_id, AUDIT_STORE, key, scope=SCOPE)
+            entry = await self._upstream.call(
+                self.universe_id,
+                lambda c: c.get_entry(self.universe_id, AUDIT_STORE, key, scope=SCOPE),
             )
         except ServiceError as exc:
             if exc.code is ErrorCode.NOT_FOUND:
                 return None
             raise
         return entry if entry.state != "DELETED" and entry.value_json is not None else None
-
-    async def _call(self, fn: Callable[[OpenCloudClient], Awaitable[Any]]) -> Any:
-        client = self._upstream.client_for(self.universe_id)
-        try:
-            return await fn(client)
-        except oc.OpenCloudError as exc:
-            raise upstream_error(exc, self._upstream.binding(self.universe_id).backend) from exc
 
 
 def _not_in(redactable: list[Any]) -> ItemPicker:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,10 +20,7 @@ from shared_schema.errors import ErrorCode
 from shared_schema.identity import Person
 from shared_schema.team import Bookmark, KeyNote, TeamMember
 
-from ...opencloud import errors as oc
-from ...opencloud.client import OpenCloudClient
 from ..errors import ServiceError
-from ..provenance import upstream_error
 from ..upstream import Upstream
 from .chain import person_from
 from .names import SCOPE, WORKSPACE_STORE
@@ -112,10 +109,11 @@ class WorkspaceStore:
     ) -> tuple[str, datetime]:
         code, secret = make_code(self.universe_id)
         body = {"role": role.value, "expires": _iso(expires_at), "by": by, "used_by": None}
-        await self._call(
+        await self._upstream.call(
+            self.universe_id,
             lambda c: c.create_entry(
                 self.universe_id, WORKSPACE_STORE, invite_key(secret), _dump(body), scope=SCOPE
-            )
+            ),
         )
         return code, expires_at
 
@@ -144,18 +142,7 @@ class WorkspaceStore:
         doc["used_by"] = server_id
         doc["used_at"] = _iso(now)
         try:
-            await self._call(
-                lambda c: c.update_entry(
-                    self.universe_id,
-                    WORKSPACE_STORE,
-                    key,
-                    _dump(doc),
-                    attributes=None,
-                    user_ids=[],
-                    etag=entry.etag,
-                    scope=SCOPE,
-                )
-            )
+            await self._write(key, doc, entry.etag)
         except ServiceError as exc:
             if exc.code is ErrorCode.CONFLICT:
                 raise ServiceError(
@@ -210,13 +197,15 @@ class WorkspaceStore:
     async def _write(self, key: str, doc: Doc, etag: str | None) -> None:
         """Create-only without an etag; otherwise an update conditional on it."""
         if etag is None:
-            await self._call(
+            await self._upstream.call(
+                self.universe_id,
                 lambda c: c.create_entry(
                     self.universe_id, WORKSPACE_STORE, key, _dump(doc), scope=SCOPE
-                )
+                ),
             )
             return
-        await self._call(
+        await self._upstream.call(
+            self.universe_id,
             lambda c: c.update_entry(
                 self.universe_id,
                 WORKSPACE_STORE,
@@ -226,26 +215,20 @@ class WorkspaceStore:
                 user_ids=[],
                 etag=etag,
                 scope=SCOPE,
-            )
+            ),
         )
 
     async def _get(self, key: str) -> Any:
         try:
-            entry = await self._call(
-                lambda c: c.get_entry(self.universe_id, WORKSPACE_STORE, key, scope=SCOPE)
+            entry = await self._upstream.call(
+                self.universe_id,
+                lambda c: c.get_entry(self.universe_id, WORKSPACE_STORE, key, scope=SCOPE),
             )
         except ServiceError as exc:
             if exc.code is ErrorCode.NOT_FOUND:
                 return None
             raise
         return None if entry.state == "DELETED" or entry.value_json is None else entry
-
-    async def _call(self, fn: Callable[[OpenCloudClient], Awaitable[Any]]) -> Any:
-        client = self._upstream.client_for(self.universe_id)
-        try:
-            return await fn(client)
-        except oc.OpenCloudError as exc:
-            raise upstream_error(exc, self._upstream.binding(self.universe_id).backend) from exc
 
 
 def _dump(doc: Doc) -> str:
