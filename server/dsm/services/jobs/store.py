@@ -577,13 +577,9 @@ class JobStore:
         Blocking for as long as the whole file takes to rewrite: run it in a worker thread. It
         uses a connection of its own, so the server's connection keeps reading meanwhile; its
         writes wait for the rewrite (SQLite's busy timeout), as the rewrite waits for theirs."""
-        conn = sqlite3.connect(str(self.path), isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        with side_connection(self.path) as conn:
             changed = self._redact_in(conn, names_player, user_id)
             rewrite_securely(conn)
-        finally:
-            conn.close()
         return changed
 
     @staticmethod
@@ -799,12 +795,23 @@ class JobStore:
         return [str(r[0]) for r in rows]
 
 
+@contextmanager
+def side_connection(path: Path, *, read_only: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection of a worker thread's own (off the event loop, beside the server's), which
+    waits for the server's writes (SQLite's busy timeout) rather than failing at once."""
+    target = path.resolve().as_uri() + "?mode=ro" if read_only else str(path)
+    conn = sqlite3.connect(target, uri=read_only, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        yield conn
+    finally:
+        conn.close()
+
+
 def measure_bytes(path: Path, job_ids: Sequence[str]) -> int:
     """The stored size of the jobs' rows (their own and their items'), read on a connection
     of its own so it can run off the event loop while the server writes."""
-    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-    try:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    with side_connection(path, read_only=True) as conn:
         total = 0
         for job_id in job_ids:
             row = conn.execute(
@@ -823,17 +830,13 @@ def measure_bytes(path: Path, job_ids: Sequence[str]) -> int:
             ).fetchone()
             total += int(row[0]) if row else 0
         return total
-    finally:
-        conn.close()
 
 
 def reclaim_space(path: Path, step_pages: int = RECLAIM_STEP_PAGES) -> None:
     """Hand the jobs file's free pages back to the file system, a few MiB per transaction,
     on a connection of its own (off the event loop): the server's writes wait at most one
     short step. A file without incremental vacuum keeps its free pages for new jobs."""
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    try:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    with side_connection(path) as conn:
         if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2:
             free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             # Bounded: pages the server frees meanwhile wait for the next prune.
@@ -841,8 +844,6 @@ def reclaim_space(path: Path, step_pages: int = RECLAIM_STEP_PAGES) -> None:
                 conn.execute(f"PRAGMA incremental_vacuum({int(step_pages)})").fetchall()
         # PASSIVE: copies what it can without making the server's writers wait.
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    finally:
-        conn.close()
 
 
 def _job(row: Sequence[Any]) -> JobRecord:
