@@ -29,7 +29,7 @@ from shared_schema.metrics import MetricSample, MetricsSummary
 
 from ..opencloud.ratelimit import BucketStats, ClientBudget, ClientRateLimiter
 from .events import EventBus, utc_now
-from .traffic import Traffic
+from .traffic import Traffic, outcome_of
 
 __all__ = [
     "CONTENT_TYPE",
@@ -51,21 +51,6 @@ class BudgetSource(Protocol):
     """What Metrics reads from dsm.opencloud.ratelimit.ClientRateLimiter."""
 
     def snapshot(self) -> list[BucketStats]: ...
-
-
-def outcome_of(status: int | str) -> str:
-    """Coarse class of a call's result, so error counts need no status arithmetic."""
-    if isinstance(status, str):
-        return "no_answer"  # "timeout" or "network_error": nothing came back
-    if status == 429:
-        return "throttled"
-    if 200 <= status < 400:
-        return "ok"
-    if 400 <= status < 500:
-        return "client_error"
-    if status >= 500:
-        return "server_error"
-    return "other"
 
 
 def nearest_rank(ordered: list[float], q: float) -> float:

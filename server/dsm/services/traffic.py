@@ -46,16 +46,19 @@ NO_JOB_ENGINE = (
 _CATEGORY = {op.name: op.category for op in ops.ALL_OPS}
 
 
-def _outcome(status: int | str) -> str:
+def outcome_of(status: int | str) -> str:
+    """Coarse class of a call's result, so error counts need no status arithmetic."""
     if isinstance(status, str):
-        return "no_answer"
+        return "no_answer"  # "timeout" or "network_error": nothing came back
     if status == 429:
         return "throttled"
     if 200 <= status < 400:
         return "ok"
     if 400 <= status < 500:
         return "client_error"
-    return "server_error"
+    if status >= 500:
+        return "server_error"
+    return "other"
 
 
 def nearest_rank(ordered: list[float], q: float) -> float:
@@ -128,7 +131,7 @@ class Traffic:
 
     def record_call(self, operation: str, status: int | str, latency_s: float) -> None:
         bucket = self._bucket()
-        outcome = _outcome(status)
+        outcome = outcome_of(status)
         bucket.outcomes[outcome] += 1
         bucket.by_operation[operation] += 1
         bucket.by_category[_CATEGORY.get(operation, "other")] += 1
